@@ -1,0 +1,224 @@
+"""The contracts between stages: what a model directory and an export directory hold (torch-free).
+
+MODEL DIR (written by training, read by export; standard `save_pretrained` layout plus extras)
+    config.json            transformers config: id2label, label2id, problem_type
+    model.safetensors      weights
+    tokenizer files        tokenizer_config.json, vocab.txt, special_tokens_map.json ...
+    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold
+    training_config.yaml   the resolved TrainConfig of the run
+    metrics.json           per-evaluation history and final figures
+    examples.jsonl         a few validation texts (+ labels) used by export to check parity
+    README.md, *.png       model card and plots
+
+EXPORT DIR (written by export, read by serving)
+    model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
+    config.json, tokenizer files, jbert.json   copied from the model dir
+    manifest.json          Manifest: files, default file, task, labels, parity figures, versions
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+from .text import NormalizationConfig
+
+SETTINGS_FILE = "jbert.json"
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.json"
+EXAMPLES_FILE = "examples.jsonl"
+TRAINING_CONFIG_FILE = "training_config.yaml"
+MANIFEST_FORMAT_VERSION = 1
+
+PROBLEM_TYPES = ("single_label_classification", "multi_label_classification", "regression")
+
+
+@dataclass
+class JbertSettings:
+    """Everything besides weights and tokenizer that serving must repeat exactly as training did."""
+
+    normalization: NormalizationConfig = field(default_factory=NormalizationConfig)
+    max_length: int = 128
+    problem_type: str = "single_label_classification"
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    multi_label_threshold: float = 0.5
+    format_version: int = 1
+
+    @property
+    def is_pair(self) -> bool:
+        """True when the model classifies sentence pairs."""
+        return self.text_pair_column is not None
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        values = asdict(self)
+        values["normalization"] = self.normalization.to_dict()
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "JbertSettings":
+        """Build from a saved dict, ignoring unknown keys written by newer versions."""
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in known}
+        kwargs["normalization"] = NormalizationConfig.from_dict(values.get("normalization"))
+        return cls(**kwargs)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write `jbert.json` into a directory."""
+        write_json(Path(directory) / SETTINGS_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "JbertSettings":
+        """Read `jbert.json`; a plain Hugging Face directory without one gets defaults."""
+        path = Path(directory) / SETTINGS_FILE
+        if not path.is_file():
+            return cls()
+        return cls.from_dict(read_json(path))
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    """Read a JSON file, turning a missing or corrupt file into a UserError naming it."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); was it written completely?") from None
+
+
+def write_json(path: str | os.PathLike, values: object) -> None:
+    """Write JSON (UTF-8, Japanese kept readable) atomically: temp file then rename."""
+    path = Path(path)
+    tmp_path = path.with_name(f".{path.name}.tmp")
+    with open(tmp_path, "w", encoding="utf-8") as handle:
+        json.dump(values, handle, ensure_ascii=False, indent=2)
+        handle.write("\n")
+    os.replace(tmp_path, path)
+
+
+def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse a non-empty or unwritable output directory unless `overwrite`; return it as a Path."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output directory {path} exists and is a file; choose another path")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UserError(
+            f"output directory {path} is not empty; pass --overwrite to replace it or choose another path"
+        )
+    parent = path.absolute().parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        raise UserError(f"cannot write to {probe} (permission denied); choose another output directory")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `final_path`; move it into place only on success.
+
+    A crash or error leaves no half-written directory that looks complete: the temporary one is
+    removed and any existing directory at `final_path` is untouched.
+    """
+    final_path = check_output_dir(final_path, overwrite)
+    final_path.absolute().parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.tmp-", dir=final_path.absolute().parent))
+    try:
+        yield tmp_dir
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    if final_path.exists():
+        old = final_path.with_name(f".{final_path.name}.old-{os.getpid()}")
+        os.replace(final_path, old)
+        os.replace(tmp_dir, final_path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp_dir, final_path)
+
+
+@dataclass
+class ManifestModelFile:
+    """One ONNX file in an export directory."""
+
+    file: str
+    precision: str  # "fp32" | "int8"
+    optimization: str | None = None  # "O1".."O4" or None
+    quantization: dict | None = None  # {"target": "avx2", "per_channel": False, "reduce_range": ...}
+    size_bytes: int = 0
+    sha256: str = ""
+    parity: dict = field(default_factory=dict)  # max_abs_diff, label_agreement, accuracy, ...
+
+
+@dataclass
+class Manifest:
+    """`manifest.json` of an export directory: what serving loads and how far to trust it."""
+
+    task: str  # problem_type
+    labels: list[str]
+    max_length: int
+    is_pair: bool
+    default_model: str  # key in `models`, e.g. "fp32" or "int8"
+    models: dict[str, ManifestModelFile]
+    source: dict = field(default_factory=dict)  # model dir, file hashes
+    versions: dict = field(default_factory=dict)  # onnxruntime, optimum, transformers, torch
+    opset: int | None = None
+    format_version: int = MANIFEST_FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = MANIFEST_FILE) -> "Manifest":
+        """Validate and build; a newer format version or missing key is a UserError."""
+        version = values.get("format_version")
+        if not isinstance(version, int):
+            raise UserError(f"{where}: missing format_version; this is not a jbert export manifest")
+        if version > MANIFEST_FORMAT_VERSION:
+            raise UserError(
+                f"{where}: format_version {version} is newer than this jbert understands "
+                f"({MANIFEST_FORMAT_VERSION}); upgrade jbert or re-export with this version"
+            )
+        missing = [k for k in ("task", "labels", "max_length", "is_pair", "default_model", "models") if k not in values]
+        if missing:
+            raise UserError(f"{where}: missing keys {missing}; re-export the model with export.py")
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in known}
+        model_known = {f.name for f in fields(ManifestModelFile)}
+        kwargs["models"] = {
+            name: ManifestModelFile(**{k: v for k, v in entry.items() if k in model_known})
+            for name, entry in values["models"].items()
+        }
+        if kwargs["default_model"] not in kwargs["models"]:
+            raise UserError(f"{where}: default_model {kwargs['default_model']!r} is not among {list(kwargs['models'])}")
+        return cls(**kwargs)
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write `manifest.json` into a directory."""
+        write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "Manifest":
+        """Read and validate `manifest.json` of an export directory."""
+        directory = Path(directory)
+        path = directory / MANIFEST_FILE
+        if not directory.is_dir():
+            raise UserError(f"export directory {directory} does not exist")
+        if not path.is_file():
+            raise UserError(
+                f"{directory} has no {MANIFEST_FILE}; it is not a jbert export directory "
+                f"(create one with: python export.py MODEL_DIR {directory})"
+            )
+        return cls.from_dict(read_json(path), where=str(path))

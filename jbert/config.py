@@ -1,0 +1,187 @@
+"""Training options: one dataclass is the single source for CLI flags, YAML recipes and --help.
+
+`train.py --config configs/NAME.yaml --learning_rate 3e-5`: YAML values become the defaults, flags
+on the command line override them. `validate()` reports every problem at once before any work.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from .errors import UserError, format_problems
+
+SIZE_PRESETS = ("tiny", "mini", "small", "base")
+TASKS = ("auto", "single_label", "multi_label", "regression")
+
+
+def _opt(default, help_text: str, **extra):
+    """A dataclass field with its one-line help (shown by --help)."""
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass
+class TrainConfig:
+    """All options of a training run (flag names follow transformers' example scripts)."""
+
+    # --- model and tokenizer
+    model_name_or_path: Optional[str] = _opt(None, "Hugging Face model id or local directory to fine-tune, e.g. cl-tohoku/bert-base-japanese-v3.")
+    from_scratch: Optional[str] = _opt(None, "Instead of a pretrained model, build a WordPiece vocabulary from the training texts and a randomly initialised BERT of this size.", choices=SIZE_PRESETS)
+    tokenizer_name: Optional[str] = _opt(None, "Tokenizer id or directory when it differs from --model_name_or_path.")
+    mecab_dic: Optional[str] = _opt(None, "MeCab dictionary for Japanese tokenizers: unidic_lite, unidic, ipadic, or a dictionary directory (default: the tokenizer's own setting).")
+    vocab_size: int = _opt(8000, "Vocabulary size for --from_scratch.")
+    dropout: Optional[float] = _opt(None, "Override hidden and attention dropout of the model (0 for deterministic equivalence checks).")
+    trust_remote_code: bool = _opt(False, "Allow model code from the hub to run. Off by default: only enable for repositories you trust.")
+    # --- data
+    train_file: Optional[str] = _opt(None, "Training data: CSV, TSV, JSON lines, Parquet, or a datasets.save_to_disk directory.")
+    validation_file: Optional[str] = _opt(None, "Validation data (same formats). Without it, a stratified split of the training file is used.")
+    test_file: Optional[str] = _opt(None, "Test data: evaluated at the end and predictions written to predictions_test.jsonl.")
+    text_column: str = _opt("text", "Column with the text to classify.")
+    text_pair_column: Optional[str] = _opt(None, "Column with the second text, for sentence-pair classification.")
+    label_column: str = _opt("label", "Column with the label(s).")
+    task: str = _opt("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), or auto: detect from the labels.", choices=TASKS)
+    label_delimiter: Optional[str] = _opt(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")
+    multi_label_threshold: float = _opt(0.5, "Sigmoid probability above which a multi-label class is predicted.")
+    encoding: str = _opt("auto", "Text encoding of CSV/TSV/JSONL files: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, utf-8-sig, cp932, shift_jis ...")
+    validation_split: float = _opt(0.1, "Fraction of the training file held out (seeded, shuffled, stratified) when no --validation_file is given.")
+    strict: bool = _opt(False, "Fail on empty texts or labels instead of skipping and counting them.")
+    nfkc: bool = _opt(True, "Unicode NFKC normalisation of texts (training and serving alike).")
+    remove_control: bool = _opt(True, "Remove control and invisible format characters from texts.")
+    normalize_whitespace: bool = _opt(True, "Turn newlines, tabs, ideographic spaces and runs of spaces into one space.")
+    max_length: int = _opt(128, "Maximum tokens per example; longer texts are truncated (and counted).")
+    # --- optimisation
+    output_dir: str = _opt("outputs/model", "Where the fine-tuned model directory is written.")
+    overwrite_output_dir: bool = _opt(False, "Replace a non-empty --output_dir.")
+    per_device_train_batch_size: int = _opt(16, "Training batch size per process.")
+    per_device_eval_batch_size: int = _opt(64, "Evaluation batch size per process.")
+    gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
+    learning_rate: float = _opt(5e-5, "Peak learning rate of AdamW.")
+    weight_decay: float = _opt(0.01, "AdamW weight decay (never applied to biases and LayerNorm weights).")
+    adam_epsilon: float = _opt(1e-8, "AdamW epsilon.")
+    num_train_epochs: float = _opt(3.0, "Number of passes over the training data.")
+    max_train_steps: Optional[int] = _opt(None, "Stop after this many optimizer steps (overrides --num_train_epochs).")
+    lr_scheduler_type: str = _opt("linear", "Learning-rate schedule after warm-up.", choices=("linear", "cosine", "constant"))
+    warmup_ratio: float = _opt(0.0, "Warm-up as a fraction of all optimizer steps.")
+    warmup_steps: int = _opt(0, "Warm-up in optimizer steps (overrides --warmup_ratio when > 0).")
+    max_grad_norm: float = _opt(1.0, "Gradient clipping norm (0 disables).")
+    mixed_precision: Optional[str] = _opt(None, "no, fp16 or bf16 (default: from the accelerate config).", choices=("no", "fp16", "bf16"))
+    group_by_length: bool = _opt(True, "Batch texts of similar length together (less padding, faster).")
+    seed: int = _opt(42, "Random seed for data splits, shuffling, initialisation and dropout.")
+    full_determinism: bool = _opt(False, "Deterministic algorithms everywhere (slower).")
+    # --- evaluation, selection, checkpoints
+    eval_strategy: str = _opt("epoch", "Evaluate every epoch or every --eval_steps optimizer steps.", choices=("epoch", "steps"))
+    eval_steps: int = _opt(100, "Evaluation interval when --eval_strategy steps.")
+    metric_for_best_model: str = _opt("auto", "Metric that selects the best model: accuracy, macro_f1, micro_f1, loss, pearson, spearman, mse, subset_accuracy ... (auto: macro_f1, micro_f1 for multi-label, pearson for regression).")
+    early_stopping_patience: Optional[int] = _opt(None, "Stop after this many evaluations without improvement.")
+    extra_metrics: Optional[str] = _opt(None, "Comma-separated `evaluate` metrics by name or local path (loaded only when asked; a name needs the hub).")
+    checkpointing_steps: Optional[str] = _opt(None, "Save a resumable checkpoint every N optimizer steps, or 'epoch'.")
+    save_total_limit: int = _opt(2, "Keep only the newest K checkpoints.")
+    resume_from_checkpoint: Optional[str] = _opt(None, "Resume: a checkpoint directory, or 'auto' for the newest one in --output_dir/checkpoints.", aliases=["--resume"])
+    with_tracking: bool = _opt(False, "Log metrics to the trackers of --report_to.")
+    report_to: str = _opt("tensorboard", "Tracker for --with_tracking (tensorboard, wandb, all ...).")
+    logging_steps: int = _opt(20, "Log the training loss every N optimizer steps.")
+    dataloader_num_workers: int = _opt(0, "Worker processes for data loading.")
+    disable_tqdm: bool = _opt(False, "No progress bars.")
+    config: Optional[str] = _opt(None, "YAML recipe whose values become the defaults (flags still override).")
+
+    def to_dict(self) -> dict:
+        """Plain dict (YAML/JSON)."""
+        return asdict(self)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where resumable checkpoints live."""
+        return Path(self.output_dir + ".checkpoints")
+
+    def validate(self) -> None:
+        """Check all options together; raise one UserError listing every problem."""
+        problems: list[str] = []
+        if not self.model_name_or_path and not self.from_scratch:
+            problems.append("give --model_name_or_path (e.g. cl-tohoku/bert-base-japanese-v3) or --from_scratch {tiny,mini,small,base}")
+        if self.model_name_or_path and self.from_scratch:
+            problems.append("--model_name_or_path and --from_scratch exclude each other; choose one")
+        if not self.train_file:
+            problems.append("--train_file is required")
+        for name in ("train_file", "validation_file", "test_file"):
+            value = getattr(self, name)
+            if value and not os.path.exists(value):
+                problems.append(f"--{name} {value} does not exist")
+        if self.model_name_or_path and _looks_like_path(self.model_name_or_path) and not os.path.exists(self.model_name_or_path):
+            problems.append(f"--model_name_or_path {self.model_name_or_path} does not exist (a local path was given)")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "eval_steps", "logging_steps", "save_total_limit", "vocab_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name} must be at least 1 (got {getattr(self, name)})")
+        if self.learning_rate <= 0:
+            problems.append(f"--learning_rate must be positive (got {self.learning_rate})")
+        if self.num_train_epochs <= 0 and not self.max_train_steps:
+            problems.append("--num_train_epochs must be positive")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append(f"--warmup_ratio must be in [0, 1) (got {self.warmup_ratio})")
+        if not 0 < self.validation_split < 1:
+            problems.append(f"--validation_split must be in (0, 1) (got {self.validation_split})")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            problems.append(f"--dropout must be in [0, 1) (got {self.dropout})")
+        if not 0 < self.multi_label_threshold < 1:
+            problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
+        if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
+            problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
+        if self.label_delimiter and self.task not in ("auto", "multi_label"):
+            problems.append(f"--label_delimiter only makes sense for multi-label data, but --task is {self.task}")
+        regression_metrics = {"mse", "pearson", "spearman", "rmse", "mae"}
+        classification_metrics = {"accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy"}
+        metric = self.metric_for_best_model
+        if self.task in ("single_label", "multi_label") and metric in regression_metrics:
+            problems.append(f"--metric_for_best_model {metric} is a regression metric but --task is {self.task}")
+        if self.task == "regression" and metric in classification_metrics:
+            problems.append(f"--metric_for_best_model {metric} is a classification metric but --task is regression")
+        if self.task == "multi_label" and metric == "accuracy":
+            problems.append("--metric_for_best_model accuracy is undefined for multi-label; use subset_accuracy, micro_f1 or macro_f1")
+        if problems:
+            raise UserError(format_problems("invalid options", problems))
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] or name.count("/") > 1
+
+
+def build_parser():
+    """The argparse parser generated from TrainConfig (transformers.HfArgumentParser)."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(TrainConfig, description="Fine-tune a Japanese BERT text classifier with Accelerate.")
+
+
+def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
+    """Parse flags, with `--config FILE.yaml` values as defaults; validate everything."""
+    parser = build_parser()
+    argv = list(argv) if argv is not None else None
+    known, _ = parser.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_yaml_recipe(known.config))
+    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    if config.checkpointing_steps is not None:
+        config.checkpointing_steps = str(config.checkpointing_steps)
+    config.validate()
+    return config
+
+
+def load_yaml_recipe(path: str) -> dict:
+    """Read a YAML recipe; unknown keys and unparsable files are UserErrors."""
+    if not os.path.isfile(path):
+        raise UserError(f"--config {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"--config {path} is not valid YAML: {err}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"--config {path} must be a mapping of option: value")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"--config {path}: unknown options {unknown}; see train.py --help for the names")
+    return values

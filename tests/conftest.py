@@ -1,0 +1,116 @@
+"""Shared test fixtures: tiny Japanese tokenizers and tiny BERT model directories built in seconds.
+
+Nothing is downloaded: the vocabulary is written here and the model is randomly initialised.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+# Words MeCab (unidic-lite) produces for the fixture sentences, plus single characters so that
+# WordPiece can spell out anything else.
+TINY_VOCAB_WORDS = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+    "この", "商品", "は", "とても", "良い", "悪い", "です", "。", "、", "最高", "最悪", "普通",
+    "料理", "美味しい", "まずい", "ホテル", "部屋", "が", "の", "を", "に", "で", "た", "て", "し",
+    "##い", "##な", "##る", "##た", "##し", "犬", "猫", "走る", "寝る", "今日", "天気", "雨", "晴れ",
+]
+TINY_VOCAB_CHARS = list("あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほまみむめもやゆよらりるれろわをん"
+                        "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワヲンー"
+                        "日本語文字良悪最高低品質味店員対応速遅安値段")
+
+
+def write_tiny_japanese_tokenizer(directory: Path, max_length: int = 64):
+    """Write and return a BertJapaneseTokenizer (MeCab unidic-lite + WordPiece) with a tiny vocab."""
+    from transformers import BertJapaneseTokenizer
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = list(dict.fromkeys(TINY_VOCAB_WORDS + TINY_VOCAB_CHARS + ["##" + c for c in TINY_VOCAB_CHARS]))
+    vocab_file = directory / "vocab.txt"
+    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertJapaneseTokenizer(
+        vocab_file=str(vocab_file),
+        do_lower_case=False,
+        word_tokenizer_type="mecab",
+        subword_tokenizer_type="wordpiece",
+        mecab_kwargs={"mecab_dic": "unidic_lite"},
+        model_max_length=max_length,
+    )
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def make_tiny_model_dir(
+    directory: Path,
+    problem_type: str = "single_label_classification",
+    labels=("negative", "neutral", "positive"),
+    text_pair: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random BERT classifier directory in the layout training produces."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from jbert.artifacts import EXAMPLES_FILE, JbertSettings
+
+    directory = Path(directory)
+    tokenizer = write_tiny_japanese_tokenizer(directory)
+    num_labels = 1 if problem_type == "regression" else len(labels)
+    config = BertConfig(
+        vocab_size=len(tokenizer.vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64, num_labels=num_labels, problem_type=problem_type,
+    )
+    if problem_type != "regression":
+        config.id2label = dict(enumerate(labels))
+        config.label2id = {name: i for i, name in enumerate(labels)}
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(directory)
+    JbertSettings(
+        max_length=64, problem_type=problem_type, text_pair_column="text_pair" if text_pair else None
+    ).save(directory)
+    examples = [
+        {"text": "この商品はとても良いです。", "label": labels[-1] if num_labels > 1 else 4.5},
+        {"text": "最悪の料理でした。", "label": labels[0] if num_labels > 1 else 0.5},
+        {"text": "普通のホテルです", "label": labels[min(1, len(labels) - 1)] if num_labels > 1 else 2.5},
+        {"text": "今日は雨", "label": labels[0] if num_labels > 1 else 1.0},
+    ]
+    if text_pair:
+        for example in examples:
+            example["text_pair"] = "今日の天気は晴れです。"
+    with open(directory / EXAMPLES_FILE, "w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+    return directory
+
+
+@pytest.fixture
+def tiny_tokenizer_dir(tmp_path):
+    """A directory holding a tiny BertJapaneseTokenizer."""
+    directory = tmp_path / "tokenizer"
+    write_tiny_japanese_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path):
+    """A tiny single-label (3 classes) BERT model directory."""
+    return make_tiny_model_dir(tmp_path / "model")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "multiprocess: launches several real training processes (minutes)")
+    config.addinivalue_line("markers", "shared_data: needs ../shared/data (skipped when absent)")
