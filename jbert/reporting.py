@@ -1,0 +1,150 @@
+"""What a finished run leaves for people: PNG plots and the model card (README.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .artifacts import JbertSettings
+
+
+def _cjk_font_available() -> bool:
+    from matplotlib import font_manager
+
+    names = {font.name for font in font_manager.fontManager.ttflist}
+    return any(key in name for name in names for key in ("CJK", "IPA", "Takao", "Hiragino", "Yu Gothic", "Meiryo"))
+
+
+def _tick_labels(label_names: list[str]) -> list[str]:
+    # Without a Japanese font matplotlib draws empty boxes; fall back to ids (the card maps them).
+    if _cjk_font_available() or all(name.isascii() for name in label_names):
+        return label_names
+    return [str(i) for i in range(len(label_names))]
+
+
+def write_plots(output_dir: Path, history: list[dict], best_metric: str, confusion: list | None,
+                label_names: list[str]) -> list[str]:
+    """Loss curve, metric curve and confusion matrix as PNG files; returns the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    train_points = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
+    eval_points = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, axis = plt.subplots(figsize=(6, 4))
+    if train_points:
+        axis.plot(*zip(*train_points), label="train loss")
+    if eval_points:
+        axis.plot(*zip(*eval_points), marker="o", label="validation loss")
+    axis.set_xlabel("optimizer step")
+    axis.set_ylabel("loss")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(output_dir / "loss.png", dpi=100)
+    plt.close(fig)
+    written.append("loss.png")
+
+    metric_points = [(h["step"], h[f"eval_{best_metric}"]) for h in history if f"eval_{best_metric}" in h]
+    if metric_points:
+        fig, axis = plt.subplots(figsize=(6, 4))
+        axis.plot(*zip(*metric_points), marker="o")
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel(f"validation {best_metric}")
+        axis.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(output_dir / "metric.png", dpi=100)
+        plt.close(fig)
+        written.append("metric.png")
+
+    if confusion:
+        ticks = _tick_labels(label_names)
+        size = max(4, 0.6 * len(ticks) + 2)
+        fig, axis = plt.subplots(figsize=(size, size))
+        image = axis.imshow(confusion, cmap="Blues")
+        axis.set_xticks(range(len(ticks)), ticks, rotation=45, ha="right")
+        axis.set_yticks(range(len(ticks)), ticks)
+        axis.set_xlabel("predicted")
+        axis.set_ylabel("true")
+        peak = max(max(row) for row in confusion) or 1
+        for i, row in enumerate(confusion):
+            for j, count in enumerate(row):
+                axis.text(j, i, str(count), ha="center", va="center", color="white" if count > peak / 2 else "black")
+        fig.colorbar(image, ax=axis, fraction=0.046)
+        fig.tight_layout()
+        fig.savefig(output_dir / "confusion_matrix.png", dpi=100)
+        plt.close(fig)
+        written.append("confusion_matrix.png")
+    return written
+
+
+def _metric_rows(metrics: dict) -> list[str]:
+    return [f"| {key} | {value:.4f} |" for key, value in metrics.items() if isinstance(value, (int, float))]
+
+
+def write_model_card(output_dir: Path, *, model_source: str, settings: JbertSettings, label_names: list[str],
+                     data_summary: dict, validation_metrics: dict, test_metrics: dict | None,
+                     best: dict, plots: list[str], config: dict) -> None:
+    """README.md of the model directory: data, labels, metrics and how to load it."""
+    task_text = {
+        "single_label_classification": "single-label classification",
+        "multi_label_classification": "multi-label classification (sigmoid, threshold "
+        f"{settings.multi_label_threshold})",
+        "regression": "regression",
+    }[settings.problem_type]
+    pair_text = f" of sentence pairs (`{settings.text_column}`, `{settings.text_pair_column}`)" if settings.is_pair else ""
+    lines = [
+        "---",
+        "library_name: transformers",
+        "pipeline_tag: text-classification",
+        "language: ja",
+        "tags: [jbert, text-classification]",
+        "---",
+        "",
+        f"# {output_dir.name}",
+        "",
+        f"Japanese text classifier ({task_text}{pair_text}) fine-tuned with jbert from `{model_source}`.",
+        "",
+        "## Labels",
+        "",
+    ]
+    if label_names:
+        lines += ["| id | label |", "| --- | --- |"] + [f"| {i} | {name} |" for i, name in enumerate(label_names)]
+    else:
+        lines.append("Regression: one real-valued output.")
+    lines += ["", "## Data", "", "```json", json.dumps(data_summary, ensure_ascii=False, indent=2), "```", ""]
+    lines += [f"## Validation metrics (best checkpoint: step {best.get('step')}, {best.get('metric')} = "
+              f"{best.get('value', float('nan')):.4f})", "", "| metric | value |", "| --- | --- |"]
+    lines += _metric_rows(validation_metrics)
+    if test_metrics:
+        lines += ["", "## Test metrics", "", "| metric | value |", "| --- | --- |"] + _metric_rows(test_metrics)
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
+    lines += [
+        "",
+        "## How to use",
+        "",
+        "```python",
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+        f'tokenizer = AutoTokenizer.from_pretrained("{output_dir.name}")',
+        f'model = AutoModelForSequenceClassification.from_pretrained("{output_dir.name}")',
+        "```",
+        "",
+        "Texts are cleaned before tokenisation with the settings in `jbert.json` "
+        f"({settings.normalization.to_dict()}); `jbert` applies them automatically in export and serving:",
+        "",
+        "```bash",
+        f"python export.py {output_dir.name} {output_dir.name}-onnx --optimize O2 --quantize avx2",
+        f"python serve_onnx.py score {output_dir.name}-onnx input.csv --output scored.jsonl",
+        "```",
+        "",
+        "## Training configuration",
+        "",
+        "```yaml",
+    ]
+    import yaml
+
+    lines += [yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip(), "```", ""]
+    (output_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
