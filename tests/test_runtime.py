@@ -1,0 +1,271 @@
+"""jbert.runtime: an export directory served by onnxruntime gives the PyTorch model's answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, make_tiny_model_dir
+
+from jbert.artifacts import MANIFEST_FILE, Manifest, read_json, write_json
+from jbert.errors import UserError
+
+TEXTS = ["この商品はとても良いです。", "最悪の料理でした。", "普通のホテルです", "今日は雨", "犬が走る", "猫"]
+PAIRS = ["今日の天気は晴れです。", "料理は美味しい", "部屋が悪い", "雨", "猫が寝る", "犬"]
+
+
+def build_export_dir(model_dir: Path, export_dir: Path) -> Path:
+    """Export a model directory exactly as export.py does (fp32 + avx2 int8 + manifest)."""
+    try:
+        from jbert.exporting import export_model
+    except ImportError:  # the export engineer's module has not landed yet
+        return _export_with_optimum(model_dir, export_dir)
+    export_model(model_dir, export_dir, quantize="avx2", show_progress=False)
+    return export_dir
+
+
+def _export_with_optimum(model_dir: Path, export_dir: Path) -> Path:
+    """Stand-in for jbert.exporting: Optimum export + dynamic int8 + a manifest by hand."""
+    from optimum.exporters.onnx import main_export
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+    from transformers import AutoConfig
+
+    from jbert.artifacts import JbertSettings, ManifestModelFile
+
+    main_export(str(model_dir), str(export_dir), task="text-classification", do_validation=False)
+    quantizer = ORTQuantizer.from_pretrained(export_dir, file_name="model.onnx")
+    quantizer.quantize(save_dir=export_dir, quantization_config=AutoQuantizationConfig.avx2(is_static=False))
+    shutil.copy(model_dir / "jbert.json", export_dir / "jbert.json")
+    settings = JbertSettings.load(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    Manifest(
+        task=settings.problem_type,
+        labels=[config.id2label[i] for i in range(config.num_labels)],
+        max_length=settings.max_length,
+        is_pair=settings.is_pair,
+        default_model="int8",
+        models={
+            "fp32": ManifestModelFile(file="model.onnx", precision="fp32"),
+            "int8": ManifestModelFile(file="model_quantized.onnx", precision="int8"),
+        },
+    ).save(export_dir)
+    return export_dir
+
+
+def torch_logits(model_dir: Path, texts, pairs=None) -> np.ndarray:
+    """Reference logits from the PyTorch model and the reference BertJapaneseTokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from jbert.artifacts import JbertSettings
+    from jbert.text import normalize_text
+
+    settings = JbertSettings.load(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    texts = [normalize_text(t, settings.normalization) for t in texts]
+    pairs = [normalize_text(t, settings.normalization) for t in pairs] if pairs else None
+    batch = tokenizer(texts, pairs, padding=True, truncation=True, max_length=settings.max_length, return_tensors="pt")
+    with torch.no_grad():
+        return model(**batch).logits.numpy()
+
+
+@pytest.fixture(scope="module")
+def single_export(tmp_path_factory):
+    """A tiny 3-class single-label model and its export directory."""
+    root = tmp_path_factory.mktemp("single")
+    model_dir = make_tiny_model_dir(root / "model")
+    return model_dir, build_export_dir(model_dir, root / "export")
+
+
+@pytest.fixture(scope="module")
+def classifier(single_export):
+    from jbert.runtime import OnnxClassifier
+
+    return OnnxClassifier.from_export_dir(single_export[1], model="fp32")
+
+
+def test_fp32_matches_pytorch_in_input_order(single_export, classifier):
+    from jbert.runtime import _softmax
+
+    model_dir, _ = single_export
+    # Mixed lengths and a batch size that splits them: sorting must not reorder the results.
+    texts = TEXTS + ["この商品は" * 30]
+    expected = _softmax(torch_logits(model_dir, texts).astype(np.float64))
+    results = classifier.predict(texts, top_k=3, batch_size=2)
+    labels = ["negative", "neutral", "positive"]
+    assert [r["label"] for r in results] == [labels[i] for i in expected.argmax(axis=1)]
+    got = np.array([[next(s["score"] for s in r["scores"] if s["label"] == name) for name in labels] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose([r["score"] for r in results], expected.max(axis=1), atol=1e-5)
+    assert [r["truncated"] for r in results] == [False] * len(TEXTS) + [True]
+    # top_k sorts best first and limits the count; without it there is no "scores" key.
+    assert all(r["scores"][0]["score"] >= r["scores"][1]["score"] >= r["scores"][2]["score"] for r in results)
+    assert len(classifier.predict(TEXTS[:1], top_k=1)[0]["scores"]) == 1
+    assert "scores" not in classifier.predict(TEXTS[:1])[0]
+
+
+def test_int8_agrees_with_fp32_and_is_default(single_export):
+    from jbert.runtime import OnnxClassifier
+
+    int8 = OnnxClassifier.from_export_dir(single_export[1], model="int8")
+    default = OnnxClassifier.from_export_dir(single_export[1])
+    assert int8.model_key == "int8" and default.model_key == Manifest.load(single_export[1]).default_model
+    fp32 = OnnxClassifier.from_export_dir(single_export[1], model="fp32")
+    scores_int8 = np.array([r["score"] for r in int8.predict(TEXTS)])
+    scores_fp32 = np.array([r["score"] for r in fp32.predict(TEXTS)])
+    np.testing.assert_allclose(scores_int8, scores_fp32, atol=0.05)
+
+
+def test_session_options_are_deliberate(single_export):
+    import onnxruntime as ort
+
+    from jbert.runtime import OnnxClassifier, physical_core_count
+
+    default = OnnxClassifier.from_export_dir(single_export[1], model="fp32")
+    options = default.session.get_session_options()
+    assert options.intra_op_num_threads == physical_core_count()
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    told = OnnxClassifier.from_export_dir(single_export[1], model="fp32", num_threads=1)
+    assert told.session.get_session_options().intra_op_num_threads == 1
+
+
+def test_padding_builds_int64_arrays_once(classifier):
+    encodings = classifier.encode(["犬", "この商品はとても良いです。"])
+    feeds = classifier.pad(encodings)
+    longest = max(len(e.input_ids) for e in encodings)
+    for name, array in feeds.items():
+        assert array.dtype == np.int64 and array.shape == (2, longest) and array.flags.c_contiguous, name
+    assert feeds["attention_mask"][0].sum() == len(encodings[0].input_ids)
+    assert (feeds["input_ids"][0, len(encodings[0].input_ids):] == classifier.pad_token_id).all()
+
+
+def test_pairs_match_pytorch(tmp_path):
+    from jbert.runtime import OnnxClassifier, _softmax
+
+    model_dir = make_tiny_model_dir(tmp_path / "model", text_pair=True)
+    export_dir = build_export_dir(model_dir, tmp_path / "export")
+    classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
+    assert classifier.is_pair
+    expected = _softmax(torch_logits(model_dir, TEXTS, PAIRS).astype(np.float64))
+    results = classifier.predict(TEXTS, PAIRS, top_k=3, batch_size=4)
+    got = np.array([[s["score"] for s in sorted(r["scores"], key=lambda s: classifier.labels.index(s["label"]))] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    with pytest.raises(UserError, match="sentence pairs"):
+        classifier.predict(TEXTS)
+
+
+def test_multi_label_uses_sigmoid_and_threshold(tmp_path):
+    from jbert.runtime import OnnxClassifier
+
+    labels = ("food", "service", "price", "room")
+    model_dir = make_tiny_model_dir(tmp_path / "model", problem_type="multi_label_classification", labels=labels)
+    export_dir = build_export_dir(model_dir, tmp_path / "export")
+    classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
+    logits = torch_logits(model_dir, TEXTS).astype(np.float64)
+    expected = 1 / (1 + np.exp(-logits))
+    results = classifier.predict(TEXTS, top_k=4)
+    for result, row in zip(results, expected):
+        assert result["labels"] == [labels[i] for i in range(4) if row[i] >= 0.5]
+        np.testing.assert_allclose(sorted(s["score"] for s in result["scores"]), sorted(row), atol=1e-5)
+        assert result["label"] == labels[int(row.argmax())]
+
+
+def test_regression_returns_raw_values(tmp_path):
+    from jbert.runtime import OnnxClassifier
+
+    model_dir = make_tiny_model_dir(tmp_path / "model", problem_type="regression")
+    export_dir = build_export_dir(model_dir, tmp_path / "export")
+    classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
+    expected = torch_logits(model_dir, TEXTS)[:, 0]
+    results = classifier.predict(TEXTS)
+    np.testing.assert_allclose([r["score"] for r in results], expected, atol=1e-5)
+    assert all("scores" not in r for r in classifier.predict(TEXTS, top_k=2))
+
+
+def test_bad_inputs_raise_clear_errors(classifier):
+    from jbert.runtime import InputError
+
+    with pytest.raises(InputError, match="input 1: text is empty") as caught:
+        classifier.predict(["良い", ""])
+    assert caught.value.index == 1
+    with pytest.raises(InputError, match="empty after clean-up"):
+        classifier.predict(["\u3000 \u200b\n"])
+    with pytest.raises(InputError, match="must be a string, got int"):
+        classifier.predict(["良い", 5])
+    with pytest.raises(InputError, match="not one string"):
+        classifier.predict("良い")
+    with pytest.raises(InputError, match="top_k"):
+        classifier.predict(["良い"], top_k=0)
+    assert classifier.predict([]) == []
+
+
+def test_hundred_thousand_characters(classifier):
+    from jbert.runtime import InputError
+
+    long_text = "この商品はとても良いです。" * 7700  # ~100,000 characters
+    assert len(long_text) >= 100_000
+    result = classifier.predict([long_text, "犬"])
+    assert result[0]["truncated"] is True and result[1]["truncated"] is False
+    with pytest.raises(InputError, match="max_length of 64 tokens") as caught:
+        classifier.predict(["犬", long_text], truncate=False)
+    assert caught.value.index == 1 and caught.value.kind == "too_long"
+
+
+def test_broken_export_dirs(tmp_path, single_export):
+    from jbert.runtime import OnnxClassifier
+
+    with pytest.raises(UserError, match="does not exist"):
+        OnnxClassifier.from_export_dir(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no manifest.json.*export.py"):
+        OnnxClassifier.from_export_dir(tmp_path / "empty")
+
+    copy = tmp_path / "copy"
+    shutil.copytree(single_export[1], copy)
+    (copy / "model_quantized.onnx").unlink()
+    with pytest.raises(UserError, match="model_quantized.onnx is listed .* but missing"):
+        OnnxClassifier.from_export_dir(copy, model="int8")
+    with pytest.raises(UserError, match="model must be one of"):
+        OnnxClassifier.from_export_dir(copy, model="fp16")
+
+    manifest = read_json(copy / MANIFEST_FILE)
+    manifest["format_version"] = 99
+    write_json(copy / MANIFEST_FILE, manifest)
+    with pytest.raises(UserError, match="format_version 99 is newer"):
+        OnnxClassifier.from_export_dir(copy)
+
+    manifest["format_version"] = 1
+    manifest["models"] = {"fp32": manifest["models"]["fp32"]}
+    manifest["default_model"] = "fp32"
+    write_json(copy / MANIFEST_FILE, manifest)
+    with pytest.raises(UserError, match="no 'int8' model.*--quantize"):
+        OnnxClassifier.from_export_dir(copy, model="int8")
+    (copy / "model.onnx").write_bytes(b"not an onnx file")
+    with pytest.raises(UserError, match="cannot be loaded by onnxruntime"):
+        OnnxClassifier.from_export_dir(copy)
+
+
+def test_runtime_never_imports_torch(single_export):
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from jbert.runtime import OnnxClassifier
+classifier = OnnxClassifier.from_export_dir({str(single_export[1])!r})
+print(classifier.predict(["この商品はとても良いです。"], top_k=2)[0]["label"])
+import jbert.scoring, jbert.batching, jbert.serving
+banned = sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)
+print("BANNED", banned)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "BANNED []" in done.stdout, done.stdout + done.stderr
