@@ -174,6 +174,7 @@ class Manifest:
     source: dict = field(default_factory=dict)  # model dir, file hashes
     versions: dict = field(default_factory=dict)  # onnxruntime, optimum, transformers, torch
     opset: int | None = None
+    validation: dict = field(default_factory=dict)  # texts, batch sizes, tolerances, tokenizer checks
     format_version: int = MANIFEST_FORMAT_VERSION
 
     def to_dict(self) -> dict:
