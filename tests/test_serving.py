@@ -1,0 +1,252 @@
+"""HTTP service: FastAPI test client for the API and its errors, and a real uvicorn process on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import REPO_ROOT, make_tiny_model_dir
+from test_runtime import PAIRS, TEXTS, build_export_dir
+
+from jbert.batching import BatcherConfig, MicroBatcher, QueueFullError
+from jbert.serving import ServeLimits, create_app, is_loopback
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    return build_export_dir(make_tiny_model_dir(root / "model"), root / "export")
+
+
+@pytest.fixture(scope="module")
+def classifier(export_dir):
+    from jbert.runtime import OnnxClassifier
+
+    return OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
+
+
+@pytest.fixture
+def client(classifier):
+    app = create_app(classifier, BatcherConfig(max_wait_ms=2), ServeLimits(max_client_batch_size=8, max_body_bytes=300_000))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def test_predict_matches_runtime(client, classifier):
+    expected = classifier.predict(TEXTS, top_k=2)
+    response = client.post("/predict", json={"inputs": TEXTS, "top_k": 2})
+    assert response.status_code == 200
+    got = response.json()
+    assert [r["label"] for r in got] == [r["label"] for r in expected]
+    np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in expected], atol=1e-6)
+    assert all(len(r["scores"]) == 2 for r in got)
+    # One string in, one object out.
+    single = client.post("/predict", json={"inputs": TEXTS[0]}).json()
+    assert single["label"] == expected[0]["label"] and "scores" not in single
+    # top_k beyond the number of labels is capped, not an error.
+    assert len(client.post("/predict", json={"inputs": TEXTS[0], "top_k": 50}).json()["scores"]) == 3
+
+
+def test_health_info_and_metrics(client):
+    assert client.get("/health").json()["status"] == "ok"
+    info = client.get("/info").json()
+    assert info["labels"] == ["negative", "neutral", "positive"] and info["max_client_batch_size"] == 8
+    client.post("/predict", json={"inputs": TEXTS})
+    client.post("/predict", json={"inputs": 5})
+    text = client.get("/metrics").text
+    assert 'jbert_requests_total{path="/predict",status="200"} 1' in text
+    assert 'jbert_requests_total{path="/predict",status="422"} 1' in text
+    assert f"jbert_texts_total {len(TEXTS)}" in text
+    for name in ("jbert_request_duration_seconds_bucket", "jbert_batch_size_bucket", "jbert_queue_depth_texts",
+                 "jbert_tokenization_duration_seconds_count", "jbert_inference_duration_seconds_sum"):
+        assert name in text
+
+
+@pytest.mark.parametrize(
+    "body, status, fragment",
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"", 400, "empty body"),
+        (b"\xff\xfe", 400, "not valid UTF-8"),
+        (b"[1, 2]", 422, "JSON object"),
+        (b'{"text": "a"}', 422, "unknown fields ['text']"),
+        (b'{"top_k": 1}', 422, '"inputs" is required'),
+        (b'{"inputs": []}', 422, "empty"),
+        (b'{"inputs": 5}', 422, "a string or a list"),
+        (b'{"inputs": ["ok", 3]}', 422, "inputs[1] must be a string"),
+        (b'{"inputs": [["a", "b"]]}', 422, "not pairs"),
+        (b'{"inputs": ["ok", ""]}', 422, "inputs[1]: text is empty"),
+        (b'{"inputs": ["ok", "\\u3000 "]}', 422, "empty after clean-up"),
+        (b'{"inputs": "ok", "top_k": 0}', 422, "at least 1"),
+        (b'{"inputs": "ok", "top_k": "3"}', 422, "positive integer"),
+        (b'{"inputs": "ok", "top_k": true}', 422, "positive integer"),
+        (b'{"inputs": "ok", "truncate": "yes"}', 422, "true or false"),
+        (json.dumps({"inputs": ["犬"] * 9}).encode(), 413, "at most 8 per request"),
+    ],
+)
+def test_client_mistakes_get_clear_4xx(client, body, status, fragment):
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+    assert response.json()["error_type"]
+
+
+def test_long_texts(client):
+    def post(payload):
+        return client.post("/predict", content=json.dumps(payload, ensure_ascii=False).encode())
+
+    long_text = "この商品はとても良いです。" * 7700  # 100,100 characters, 300 kB of UTF-8
+    ok = post({"inputs": [long_text[:90_000], "犬"]})  # 270 kB: under this client's 300 kB limit
+    assert ok.status_code == 200 and [r["truncated"] for r in ok.json()] == [True, False]
+    refused = post({"inputs": ["犬", long_text[:90_000]], "truncate": False})
+    assert refused.status_code == 413 and "inputs[1] is longer than" in refused.json()["error"]
+    too_big = post({"inputs": [long_text]})
+    assert too_big.status_code == 413 and "exceeds the limit of 300000 bytes" in too_big.json()["error"]
+    assert client.get("/nowhere").status_code == 404
+    assert client.get("/predict").status_code == 405
+
+
+def test_pairs(tmp_path):
+    from jbert.runtime import OnnxClassifier
+
+    export_dir = build_export_dir(make_tiny_model_dir(tmp_path / "model", text_pair=True), tmp_path / "export")
+    classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
+    with TestClient(create_app(classifier)) as client:
+        inputs = [[t, p] for t, p in zip(TEXTS, PAIRS)]
+        got = client.post("/predict", json={"inputs": inputs}).json()
+        assert [r["label"] for r in got] == [r["label"] for r in classifier.predict(TEXTS, PAIRS)]
+        assert client.post("/predict", json={"inputs": inputs[0]}).json()["label"] == got[0]["label"]
+        wrong = client.post("/predict", json={"inputs": ["one text"]})
+        assert wrong.status_code == 422 and "sentence pairs" in wrong.json()["error"]
+
+
+def test_batcher_merges_concurrent_requests_and_keeps_order(classifier):
+    batches = []
+
+    class Recorder:
+        def tokenized(self, texts, seconds):
+            pass
+
+        def batch_done(self, texts, padded_tokens, requests, seconds):
+            batches.append((texts, requests))
+
+        def queue_depth(self, texts):
+            pass
+
+    async def scenario():
+        batcher = MicroBatcher(classifier, BatcherConfig(max_wait_ms=200, max_batch_texts=64), observer=Recorder())
+        await batcher.start()
+        requests = [[TEXTS[i % len(TEXTS)], TEXTS[(i + 1) % len(TEXTS)]] for i in range(12)]
+        results = await asyncio.gather(*(batcher.predict(r, top_k=1) for r in requests))
+        await batcher.stop()
+        return requests, results
+
+    requests, results = asyncio.run(scenario())
+    for texts, got in zip(requests, results):
+        assert [g["label"] for g in got] == [e["label"] for e in classifier.predict(texts)]
+    assert sum(t for t, _ in batches) == 24
+    assert max(r for _, r in batches) > 1  # several requests shared one model call
+
+
+def test_batcher_token_budget_and_queue_limit(classifier):
+    batches = []
+
+    class Recorder:
+        def tokenized(self, texts, seconds):
+            pass
+
+        def batch_done(self, texts, padded_tokens, requests, seconds):
+            batches.append(padded_tokens)
+
+        def queue_depth(self, texts):
+            pass
+
+    async def scenario():
+        batcher = MicroBatcher(
+            classifier, BatcherConfig(max_wait_ms=100, max_batch_tokens=40, max_queue_texts=10), observer=Recorder()
+        )
+        await batcher.start()
+        # Each request is ~8-10 tokens; a 40-token budget allows at most 4 per model call.
+        results = await asyncio.gather(*(batcher.predict([TEXTS[0]]) for _ in range(10)))
+        with pytest.raises(QueueFullError):
+            await asyncio.gather(*(batcher.predict([TEXTS[1]] * 4) for _ in range(3)))
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    assert len(results) == 10
+    assert all(tokens <= 40 for tokens in batches) and len(batches) >= 3
+
+
+def test_graceful_stop_finishes_accepted_requests(classifier):
+    async def scenario():
+        batcher = MicroBatcher(classifier, BatcherConfig(max_wait_ms=50))
+        await batcher.start()
+        tasks = [asyncio.create_task(batcher.predict([TEXTS[i % 6]])) for i in range(20)]
+        await asyncio.sleep(0)  # let them be accepted
+        await batcher.stop()
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, list) and r[0]["label"] for r in results), results
+
+
+def test_loopback_detection():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.4")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_real_server_on_loopback(export_dir):
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "serve_onnx.py"), "http", str(export_dir), "--port", str(port),
+         "--threads", "1", "--max-client-batch-size", "16"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.stdout.read()
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+
+        async def load():
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                good = [http.post("/predict", json={"inputs": TEXTS[: 1 + i % 6]}) for i in range(24)]
+                bad = [http.post("/predict", content=b"{oops") for _ in range(4)]
+                return await asyncio.gather(*good, *bad)
+
+        responses = asyncio.run(load())
+        assert [r.status_code for r in responses[:24]] == [200] * 24
+        assert [len(r.json()) for r in responses[:24]] == [1 + i % 6 for i in range(24)]
+        assert [r.status_code for r in responses[24:]] == [400] * 4
+        assert httpx.get(f"{base}/health", timeout=5).status_code == 200
+        assert 'status="200"} 24' in httpx.get(f"{base}/metrics", timeout=5).text
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=10)
