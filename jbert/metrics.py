@@ -39,9 +39,9 @@ def predictions_from_logits(logits: np.ndarray, problem_type: str, threshold: fl
     return logits.reshape(-1)
 
 
-def _per_class(labels, predictions, label_names, **kwargs) -> dict:
+def _per_class(true, predicted, label_names, **kwargs) -> dict:
     precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predictions, zero_division=0, **kwargs
+        true, predicted, zero_division=0, **kwargs
     )
     return {
         name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
