@@ -148,6 +148,9 @@ def suggest_column(name: str, columns: Iterable[str]) -> str:
     lowered = {c.lower(): c for c in columns}
     if name.lower() in lowered:
         return f" (did you mean {lowered[name.lower()]!r}?)"
+    prefixed = [c for c in columns if c.lower().startswith(name.lower()) or name.lower().startswith(c.lower())]
+    if len(prefixed) == 1 and name:
+        return f" (did you mean {prefixed[0]!r}?)"
     close = difflib.get_close_matches(name, columns, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
@@ -338,6 +341,16 @@ def _iter_json_array(path: Path, first, lines) -> Iterator[tuple[int, dict]]:
         buffer_line += buffer[:end].count("\n")
         buffer = buffer[end:]
         expecting_value = False
+
+
+def _first_undecodable_line(sample: bytes, encoding: str) -> tuple[int, bytes]:
+    """(1-based line number, a few bytes around the problem) of the first line that fails to decode."""
+    for line_number, raw in enumerate(sample.split(b"\n"), start=1):
+        try:
+            raw.decode(encoding)
+        except UnicodeDecodeError as err:
+            return line_number, raw[max(err.start - 2, 0): err.end + 2]
+    return 1, sample[:8]
 
 
 def is_missing(value: object) -> bool:
