@@ -148,8 +148,11 @@ def tokenize_dataset(
     tokenized without special tokens and assembled with `prepare_for_model`, which is what their
     own `__call__` does; fast tokenizers report truncation through their overflowing tokens.
     """
-    if max_length < 2:
-        raise UserError(f"--max_length must leave room for the special tokens (got {max_length})")
+    special_count = tokenizer.num_special_tokens_to_add(pair=has_pair)
+    if max_length <= special_count:
+        raise UserError(
+            f"--max_length {max_length} leaves no room for text next to the {special_count} special tokens; raise it"
+        )
     if has_pair and "text_pair" not in dataset.column_names:
         raise ValueError("has_pair=True but the dataset has no 'text_pair' column")
     encode = _fast_encoder(tokenizer, max_length, has_pair) if tokenizer.is_fast else _slow_encoder(tokenizer, max_length, has_pair)
@@ -166,6 +169,8 @@ def tokenize_dataset(
             new_fingerprint=fingerprint,
             desc="tokenizing",
         )
+    if "_truncated" not in tokenized.column_names:  # an empty dataset gets no new columns
+        return tokenized, 0
     truncated = sum(tokenized["_truncated"])
     tokenized = tokenized.remove_columns("_truncated")
     return tokenized, int(truncated)
@@ -349,8 +354,9 @@ def _read_split(source: DataSource, config: "TrainConfig", normalization: Normal
     if labels_required and not has_labels:
         problems.append(f"--label_column {label_column!r}{tabular.suggest_column(label_column, source.columns)}")
     if problems:
+        header_hint = " (the first line of a CSV/TSV file must be its header row)" if source.fmt in ("csv", "tsv") else ""
         raise UserError(
-            f"{where} has no column {' / '.join(problems)}; its columns are {source.columns}. "
+            f"{where} has no column {' / '.join(problems)}; its columns are {source.columns}{header_hint}. "
             "Name the right ones with --text_column / --text_pair_column / --label_column"
         )
 

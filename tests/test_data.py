@@ -400,6 +400,17 @@ def test_missing_column_lists_the_columns_that_exist(tmp_path):
     assert "['Text', 'sentiment']" in message and "--text_column" in message
 
 
+def test_header_only_file_and_headerless_file(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n", encoding="utf-8")
+    with pytest.raises(UserError, match="holds no data rows"):
+        prepare_data(config(tmp_path, train_file=str(empty)))
+    headerless = tmp_path / "headerless.tsv"
+    headerless.write_text("id1\t0\t良い\nid2\t1\t悪い\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"its columns are \['id1', '0', '良い'\] \(the first line .* header row\)"):
+        prepare_data(config(tmp_path, train_file=str(headerless)))
+
+
 def test_clean_up_is_applied_and_switchable(tmp_path):
     rows = [{"text": "ＡＢＣ１２３\u3000ｶﾀｶﾅ\n改行\u200b", "label": "a"}, {"text": "b", "label": "b"}]
     path = write_csv(tmp_path / "train.csv", rows)
@@ -529,6 +540,10 @@ def test_tokenize_dataset_matches_the_tokenizer_and_counts_truncation(tmp_path, 
     assert max(len(ids) for ids in list(tokenized["input_ids"])) == max_length
     again, _ = tokenize_dataset(dataset, tokenizer, max_length, has_pair)
     assert list(again["input_ids"]) == list(tokenized["input_ids"])
+    with pytest.raises(UserError, match="no room"):
+        tokenize_dataset(dataset, tokenizer, 3 if has_pair else 2, has_pair)
+    empty, count = tokenize_dataset(dataset.select([]), tokenizer, max_length, has_pair)
+    assert len(empty) == 0 and count == 0
 
 
 def test_tokenize_prepared_quickstart_data(tmp_path):
