@@ -21,8 +21,8 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import BatcherConfig, MicroBatcher, QueueFullError, ShuttingDownError
-from .errors import UserError
+from .errors import UserError, format_problems
 from .runtime import InputError
 
 logger = logging.getLogger("jbert.serving")
@@ -428,34 +428,75 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(
-    export_dir: str,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model: str = "default",
-    num_threads: int | None = None,
-    batcher_config: BatcherConfig | None = None,
-    limits: ServeLimits | None = None,
-    shutdown_timeout_s: float = 30.0,
-    log_level: str = "info",
-) -> None:
+def _option(default, help_text: str, **extra):
+    """A dataclass field with its one-line help (the CLI flags come from these)."""
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass
+class ServeOptions:
+    """Every option of `serve_onnx.py http`: the single source for `serve` and the CLI flags."""
+
+    export_dir: str = _option(None, "Export directory written by export.py.", positional=True)
+    host: str = _option("127.0.0.1", "Address to listen on. The default accepts local clients only; 0.0.0.0 exposes the service (it has no authentication).")
+    port: int = _option(8000, "TCP port (0: any free port).")
+    model: str = _option("default", "Which ONNX file of the export to serve: default, fp32, optimized or int8.")
+    num_threads: Optional[int] = _option(None, "onnxruntime threads (default: one per physical core).")
+    max_batch_tokens: int = _option(BatcherConfig.max_batch_tokens, "Padded tokens (texts x longest text) per model call.")
+    max_batch_texts: int = _option(BatcherConfig.max_batch_texts, "Texts per model call.")
+    max_wait_ms: float = _option(BatcherConfig.max_wait_ms, "How long a request may wait for others to share its model call.")
+    max_queue_texts: int = _option(BatcherConfig.max_queue_texts, "Texts waiting or running; beyond this, requests get 503 with Retry-After.")
+    max_client_batch_size: int = _option(ServeLimits.max_client_batch_size, "Inputs per request; more gets 413.")
+    max_body_bytes: int = _option(ServeLimits.max_body_bytes, "Request body size in bytes; more gets 413.")
+    shutdown_timeout_s: float = _option(30.0, "On SIGTERM/SIGINT, how long to let accepted requests finish.")
+    log_level: str = _option("info", "uvicorn log level: critical, error, warning, info or debug (debug adds an access log).")
+
+    def batcher_config(self) -> BatcherConfig:
+        """The micro-batcher limits of these options."""
+        return BatcherConfig(
+            max_batch_tokens=self.max_batch_tokens, max_batch_texts=self.max_batch_texts,
+            max_wait_ms=self.max_wait_ms, max_queue_texts=self.max_queue_texts,
+        )
+
+    def limits(self) -> ServeLimits:
+        """The per-request limits of these options."""
+        return ServeLimits(max_client_batch_size=self.max_client_batch_size, max_body_bytes=self.max_body_bytes)
+
+    def validate(self) -> None:
+        """Check every option; one UserError lists all problems."""
+        problems = []
+        if not self.export_dir:
+            problems.append("EXPORT_DIR is required")
+        if not 0 <= self.port <= 65535:
+            problems.append(f"--port must be between 0 and 65535, got {self.port}")
+        if self.num_threads is not None and self.num_threads < 1:
+            problems.append(f"--num-threads must be at least 1, got {self.num_threads}")
+        if self.shutdown_timeout_s < 0:
+            problems.append(f"--shutdown-timeout-s must not be negative, got {self.shutdown_timeout_s}")
+        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
+            problems.append(f"--log-level {self.log_level!r} is not one of critical, error, warning, info, debug")
+        for check in (self.batcher_config().validate, self.limits().validate):
+            try:
+                check()
+            except UserError as err:
+                problems.append(str(err))
+        if problems:
+            raise UserError(format_problems("cannot serve", problems))
+
+
+def serve(options: ServeOptions) -> None:
     """Load an export directory and serve it with uvicorn until SIGINT/SIGTERM (graceful)."""
     import uvicorn
 
     from .runtime import OnnxClassifier
 
-    if not 0 <= port <= 65535:
-        raise UserError(f"port must be between 0 and 65535, got {port}")
-    (batcher_config or BatcherConfig()).validate()
-    (limits or ServeLimits()).validate()
-    classifier = OnnxClassifier.from_export_dir(export_dir, model=model, num_threads=num_threads)
-    if not is_loopback(host):
-        logger.warning(
-            "listening on %s: the service has no authentication; put it behind a proxy that has", host
-        )
-    app = create_app(classifier, batcher_config, limits, shutdown_timeout_s)
+    options.validate()
+    classifier = OnnxClassifier.from_export_dir(options.export_dir, model=options.model, num_threads=options.num_threads)
+    if not is_loopback(options.host):
+        logger.warning("listening on %s: the service has no authentication; put it behind a proxy that has", options.host)
+    app = create_app(classifier, options.batcher_config(), options.limits(), options.shutdown_timeout_s)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=int(math.ceil(shutdown_timeout_s)),
-        access_log=log_level == "debug",
+        app, host=options.host, port=options.port, log_level=options.log_level,
+        timeout_graceful_shutdown=int(math.ceil(options.shutdown_timeout_s)), access_log=options.log_level == "debug",
     )
     uvicorn.Server(config).run()

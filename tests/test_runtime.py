@@ -21,6 +21,21 @@ TEXTS = ["この商品はとても良いです。", "最悪の料理でした。
 PAIRS = ["今日の天気は晴れです。", "料理は美味しい", "部屋が悪い", "雨", "猫が寝る", "犬"]
 
 
+_EXPORTS: dict[tuple, tuple[Path, Path]] = {}
+
+
+def cached_export(tmp_path_factory, problem_type: str = "single_label_classification", text_pair: bool = False,
+                  labels=("negative", "neutral", "positive")) -> tuple[Path, Path]:
+    """(model_dir, export_dir) of a tiny model, exported once per test session and shared
+    by test_runtime, test_serving and test_scoring (an export takes seconds; tests must stay fast)."""
+    key = (problem_type, text_pair, tuple(labels))
+    if key not in _EXPORTS:
+        root = tmp_path_factory.mktemp(f"export-{problem_type}-{'pair' if text_pair else 'single'}")
+        model_dir = make_tiny_model_dir(root / "model", problem_type=problem_type, labels=labels, text_pair=text_pair)
+        _EXPORTS[key] = (model_dir, build_export_dir(model_dir, root / "export"))
+    return _EXPORTS[key]
+
+
 def build_export_dir(model_dir: Path, export_dir: Path) -> Path:
     """Export a model directory exactly as export.py does (fp32 + avx2 int8 + manifest)."""
     try:
@@ -81,9 +96,7 @@ def torch_logits(model_dir: Path, texts, pairs=None) -> np.ndarray:
 @pytest.fixture(scope="module")
 def single_export(tmp_path_factory):
     """A tiny 3-class single-label model and its export directory."""
-    root = tmp_path_factory.mktemp("single")
-    model_dir = make_tiny_model_dir(root / "model")
-    return model_dir, build_export_dir(model_dir, root / "export")
+    return cached_export(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -149,11 +162,10 @@ def test_padding_builds_int64_arrays_once(classifier):
     assert (feeds["input_ids"][0, len(encodings[0].input_ids):] == classifier.pad_token_id).all()
 
 
-def test_pairs_match_pytorch(tmp_path):
+def test_pairs_match_pytorch(tmp_path_factory):
     from jbert.runtime import OnnxClassifier, _softmax
 
-    model_dir = make_tiny_model_dir(tmp_path / "model", text_pair=True)
-    export_dir = build_export_dir(model_dir, tmp_path / "export")
+    model_dir, export_dir = cached_export(tmp_path_factory, text_pair=True)
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
     assert classifier.is_pair
     expected = _softmax(torch_logits(model_dir, TEXTS, PAIRS).astype(np.float64))
@@ -164,12 +176,11 @@ def test_pairs_match_pytorch(tmp_path):
         classifier.predict(TEXTS)
 
 
-def test_multi_label_uses_sigmoid_and_threshold(tmp_path):
+def test_multi_label_uses_sigmoid_and_threshold(tmp_path_factory):
     from jbert.runtime import OnnxClassifier
 
     labels = ("food", "service", "price", "room")
-    model_dir = make_tiny_model_dir(tmp_path / "model", problem_type="multi_label_classification", labels=labels)
-    export_dir = build_export_dir(model_dir, tmp_path / "export")
+    model_dir, export_dir = cached_export(tmp_path_factory, "multi_label_classification", labels=labels)
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
     logits = torch_logits(model_dir, TEXTS).astype(np.float64)
     expected = 1 / (1 + np.exp(-logits))
@@ -180,11 +191,10 @@ def test_multi_label_uses_sigmoid_and_threshold(tmp_path):
         assert result["label"] == labels[int(row.argmax())]
 
 
-def test_regression_returns_raw_values(tmp_path):
+def test_regression_returns_raw_values(tmp_path_factory):
     from jbert.runtime import OnnxClassifier
 
-    model_dir = make_tiny_model_dir(tmp_path / "model", problem_type="regression")
-    export_dir = build_export_dir(model_dir, tmp_path / "export")
+    model_dir, export_dir = cached_export(tmp_path_factory, "regression")
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
     expected = torch_logits(model_dir, TEXTS)[:, 0]
     results = classifier.predict(TEXTS)

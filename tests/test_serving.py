@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import signal
 import socket
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import REPO_ROOT, make_tiny_model_dir
-from test_runtime import PAIRS, TEXTS, build_export_dir
+from conftest import REPO_ROOT
+from test_runtime import PAIRS, TEXTS, cached_export
 
 from jbert.batching import BatcherConfig, MicroBatcher, QueueFullError
 from jbert.serving import ServeLimits, create_app, is_loopback
@@ -24,8 +25,7 @@ from jbert.serving import ServeLimits, create_app, is_loopback
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    return build_export_dir(make_tiny_model_dir(root / "model"), root / "export")
+    return cached_export(tmp_path_factory)[1]
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +116,10 @@ def test_long_texts(client):
     assert client.get("/predict").status_code == 405
 
 
-def test_pairs(tmp_path):
+def test_pairs(tmp_path_factory):
     from jbert.runtime import OnnxClassifier
 
-    export_dir = build_export_dir(make_tiny_model_dir(tmp_path / "model", text_pair=True), tmp_path / "export")
+    export_dir = cached_export(tmp_path_factory, text_pair=True)[1]
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
     with TestClient(create_app(classifier)) as client:
         inputs = [[t, p] for t, p in zip(TEXTS, PAIRS)]
@@ -216,7 +216,7 @@ def test_real_server_on_loopback(export_dir):
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "serve_onnx.py"), "http", str(export_dir), "--port", str(port),
-         "--threads", "1", "--max-client-batch-size", "16"],
+         "--num-threads", "1", "--max-client-batch-size", "16", "--max-wait-ms", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -244,8 +244,19 @@ def test_real_server_on_loopback(export_dir):
         assert [r.status_code for r in responses[24:]] == [400] * 4
         assert httpx.get(f"{base}/health", timeout=5).status_code == 200
         assert 'status="200"} 24' in httpx.get(f"{base}/metrics", timeout=5).text
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=30) == 0
+
+        # Graceful shutdown: requests waiting in the batcher (max wait 1 s) when SIGTERM
+        # arrives are still answered.
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            waiting = [pool.submit(httpx.post, f"{base}/predict", json={"inputs": TEXTS}, timeout=30) for _ in range(4)]
+            while "jbert_queue_depth_texts 24" not in httpx.get(f"{base}/metrics", timeout=5).text:
+                assert not any(f.done() for f in waiting), "requests were answered before the shutdown began"
+                time.sleep(0.02)
+            server.send_signal(signal.SIGTERM)
+            assert [f.result().status_code for f in waiting] == [200] * 4
+        # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
+        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.stdout.read()
     finally:
         if server.poll() is None:
             server.kill()
