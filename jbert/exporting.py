@@ -178,6 +178,7 @@ class _ModelDirInfo:
     settings: JbertSettings
     problem_type: str
     labels: list[str]
+    has_settings: bool
 
 
 def export_model(
@@ -215,12 +216,13 @@ def export_model(
     progress = _Progress(options.show_progress)
     model_dir = Path(model_dir)
     export_dir = Path(export_dir)
-    _check_not_inside(model_dir, export_dir)
+    _check_export_path(model_dir, export_dir)
     check_output_dir(export_dir, options.overwrite)
 
     info = _inspect_model_dir(model_dir)
     progress.step(f"loading the tokenizer of {model_dir}")
     tokenizer = _load_tokenizer(model_dir)
+    _resolve_max_length(info, tokenizer)
     examples, validation_source = load_validation_examples(
         model_dir, info.settings, info.config, options.validation_file, options.max_validation_texts
     )
@@ -291,12 +293,17 @@ class _Progress:
             logger.debug(line)
 
 
-def _check_not_inside(model_dir: Path, export_dir: Path) -> None:
-    """--overwrite must never be able to delete the model it exports."""
+def _check_export_path(model_dir: Path, export_dir: Path) -> None:
+    """--overwrite must never delete the model it exports; a file in the way is the user's to move."""
     model_abs = model_dir.resolve()
     export_abs = export_dir.resolve()
     if export_abs == model_abs or export_abs in model_abs.parents:
         raise UserError(f"export directory {export_dir} is (or contains) the model directory {model_dir}; choose another path")
+    for ancestor in export_dir.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise UserError(f"cannot create export directory {export_dir}: {ancestor} is a file; choose another path")
+            break
 
 
 def _inspect_model_dir(model_dir: Path) -> _ModelDirInfo:
@@ -344,25 +351,51 @@ def _inspect_model_dir(model_dir: Path) -> _ModelDirInfo:
             f"{config.problem_type}; the directory was edited by hand, fix one of them"
         )
     labels = [str(config.id2label[i]) for i in range(config.num_labels)]
-    return _ModelDirInfo(model_dir, config, settings, problem_type, labels)
+    return _ModelDirInfo(model_dir, config, settings, problem_type, labels, has_settings)
+
+
+def _resolve_max_length(info: _ModelDirInfo, tokenizer) -> None:
+    """Training's max_length from jbert.json; a plain directory gets the longest the model takes."""
+    positions = getattr(info.config, "max_position_embeddings", None) or 10**9
+    if info.has_settings:
+        if info.settings.max_length > positions:
+            raise UserError(
+                f"{info.model_dir}/{SETTINGS_FILE} sets max_length {info.settings.max_length} but the model "
+                f"has only {positions} positions; fix max_length in {SETTINGS_FILE}"
+            )
+        return
+    tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 10**9  # HF's "no limit" sentinel
+    info.settings.max_length = int(min(positions, tokenizer_limit, 512))
 
 
 def _load_tokenizer(directory: Path):
     """Load a tokenizer the way training did; a missing MeCab dictionary becomes a UserError."""
-    try:
-        from .tokenizer import load_tokenizer
-    except ModuleNotFoundError:  # TEMPORARY until jbert/tokenizer.py lands
-        from transformers import AutoTokenizer
+    from transformers import PreTrainedTokenizerBase
 
-        def load_tokenizer(path):
-            return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    from .tokenizer import load_tokenizer
 
     try:
-        return load_tokenizer(str(directory))
+        tokenizer = load_tokenizer(str(directory))
     except UserError:
         raise
     except (OSError, ValueError, RuntimeError, ImportError) as err:
         raise UserError(f"cannot load the tokenizer of {directory}: {err}") from None
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        # transformers 4.57 returns a bare bool when MeCab rejects its options (e.g. `-d` naming a
+        # dictionary directory that does not exist) instead of raising.
+        mecab_kwargs = _tokenizer_config(directory).get("mecab_kwargs")
+        raise UserError(
+            f"cannot load the tokenizer of {directory} (transformers returned {type(tokenizer).__name__}); "
+            f"check that its MeCab dictionary exists: tokenizer_config.json has mecab_kwargs {mecab_kwargs}"
+        )
+    return tokenizer
+
+
+def _tokenizer_config(directory: Path) -> dict:
+    try:
+        return json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
 
 
 def _read_label_delimiter(model_dir: Path) -> tuple[str, Optional[str]]:
@@ -803,10 +836,7 @@ def _check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence
 
 def _check_serving_tokenizer(work_dir: Path, texts: Sequence[ValidationExample], max_length: int) -> dict:
     """The torch-free serving tokenizer must give the ids the model was checked with."""
-    try:
-        from .fast_tokenizer import load_serving_tokenizer
-    except ModuleNotFoundError:  # TEMPORARY until jbert/fast_tokenizer.py lands
-        return {"checked": False}
+    from .fast_tokenizer import load_serving_tokenizer
 
     reference = _load_tokenizer(work_dir)
     serving = load_serving_tokenizer(work_dir)
