@@ -668,8 +668,9 @@ def load_serving_tokenizer(directory: str | os.PathLike, prefer_fast: bool = Tru
         return ReferenceTokenizer(directory)
     config = read_tokenizer_config(directory)
     if _is_bert_japanese_config(config):
-        if (directory / ADDED_TOKENS_FILE).is_file():
-            reason = f"legacy {ADDED_TOKENS_FILE} is present"
+        if (directory / ADDED_TOKENS_FILE).is_file() and "added_tokens_decoder" not in config:
+            # Newer saves repeat added_tokens.json inside added_tokens_decoder, which is what loads.
+            reason = f"legacy {ADDED_TOKENS_FILE} without added_tokens_decoder"
         else:
             try:
                 return FastBertJapaneseTokenizer(directory, config)
