@@ -354,7 +354,8 @@ def _read_split(source: DataSource, config: "TrainConfig", normalization: Normal
     if labels_required and not has_labels:
         problems.append(f"--label_column {label_column!r}{tabular.suggest_column(label_column, source.columns)}")
     if problems:
-        header_hint = " (the first line of a CSV/TSV file must be its header row)" if source.fmt in ("csv", "tsv") else ""
+        headerless = source.fmt in ("csv", "tsv") and text_column not in source.columns
+        header_hint = " (the first line of a CSV/TSV file must be its header row)" if headerless else ""
         raise UserError(
             f"{where} has no column {' / '.join(problems)}; its columns are {source.columns}{header_hint}. "
             "Name the right ones with --text_column / --text_pair_column / --label_column"

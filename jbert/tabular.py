@@ -65,14 +65,14 @@ def detect_encoding(path: str | os.PathLike) -> str:
         handle.seek(0)
         sample = handle.read(ENCODING_SAMPLE_BYTES)
         at_end = not handle.read(1)
-    for encoding in ("utf-8", "cp932"):
-        decoder = codecs.getincrementaldecoder(encoding)()
-        try:
-            # final only at the real end: a sample may stop in the middle of a multi-byte character
-            decoder.decode(sample, final=at_end)
-        except UnicodeDecodeError:
-            continue
-        return encoding
+    if _decodes(sample, "utf-8", at_end):
+        return "utf-8"
+    if _mostly_utf8(sample):
+        # cp932 often "decodes" UTF-8 Japanese into mojibake without complaint; a UTF-8 file with
+        # a few broken bytes is read as UTF-8 so that the error names the broken line.
+        return "utf-8"
+    if _decodes(sample, "cp932", at_end):
+        return "cp932"
     line_number, bad = _first_undecodable_line(sample, "utf-8")
     raise UserError(
         f"{path}, line {line_number}: the file is neither UTF-8 nor cp932 (Shift_JIS) (bytes {bad!r}); "
@@ -186,7 +186,10 @@ def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     report its line. Splitting the bytes on b"\\n" is safe for UTF-8 and cp932: neither uses the
     byte 0x0A inside a multi-byte character.
     """
-    strip_bom = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    codec_name = codecs.lookup(encoding).name
+    strip_bom = codec_name in ("utf-8", "utf-8-sig")
+    alternatives = [hint for name, hint in (("cp932", "--encoding cp932 (Japanese Excel / Shift_JIS)"),
+                                            ("utf-8", "--encoding utf-8")) if name != codec_name]
     with open(path, "rb") as handle:
         for line_number, raw in enumerate(handle, start=1):
             if line_number == 1 and strip_bom and raw.startswith(_UTF8_BOM):
@@ -197,8 +200,8 @@ def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
                 bad = raw[max(err.start - 2, 0): err.end + 2]
                 raise UserError(
                     f"{path}, line {line_number}: bytes {bad!r} cannot be decoded as {encoding}; "
-                    "the file uses another encoding: pass --encoding cp932 (Japanese Excel / "
-                    "Shift_JIS), --encoding utf-8, or the file's real encoding"
+                    f"the file (or this part of it) uses another encoding: pass {', '.join(alternatives)} "
+                    "or --encoding with the file's real encoding"
                 ) from None
 
 
@@ -345,6 +348,24 @@ def _iter_json_array(path: Path, first, lines) -> Iterator[tuple[int, dict]]:
         buffer_line += buffer[:end].count("\n")
         buffer = buffer[end:]
         expecting_value = False
+
+
+def _decodes(sample: bytes, encoding: str, at_end: bool) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        # final only at the real end: a sample may stop in the middle of a multi-byte character
+        decoder.decode(sample, final=at_end)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _mostly_utf8(sample: bytes) -> bool:
+    """True when UTF-8 decodes nearly all non-ASCII text of the sample (and fails only here and there)."""
+    text = sample.decode("utf-8", errors="replace")
+    broken = text.count("\ufffd")
+    non_ascii = sum(1 for char in text if ord(char) > 127) - broken
+    return non_ascii >= 3 * broken  # cp932 text read as UTF-8 is nearly all U+FFFD
 
 
 def _first_undecodable_line(sample: bytes, encoding: str) -> tuple[int, bytes]:

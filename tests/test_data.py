@@ -115,6 +115,15 @@ def test_undecodable_bytes_name_file_line_and_encoding_hint(tmp_path):
     assert str(path) in message and "line 8" in message and "--encoding" in message
 
 
+def test_auto_detection_keeps_a_utf8_file_with_one_broken_line_utf8(tmp_path):
+    path = write_csv(tmp_path / "train.csv", ROWS * 3)
+    with open(path, "ab") as handle:
+        handle.write("壊れた行,positive\n".encode("cp932"))  # line 20; cp932 would read the rest as mojibake
+    assert tabular.detect_encoding(path) == "utf-8"
+    with pytest.raises(UserError, match=r"line 20: .*--encoding cp932"):
+        list(tabular.iter_rows(path))
+
+
 def test_auto_detection_of_a_file_neither_utf8_nor_cp932(tmp_path):
     path = tmp_path / "train.csv"
     path.write_bytes(b"text,label\n\x81\x7f\xff\xfe,a\n")
