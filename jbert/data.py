@@ -157,8 +157,11 @@ def tokenize_dataset(
         raise ValueError("has_pair=True but the dataset has no 'text_pair' column")
     encode = _fast_encoder(tokenizer, max_length, has_pair) if tokenizer.is_fast else _slow_encoder(tokenizer, max_length, has_pair)
     text_columns = [c for c in dataset.column_names if c != "labels"]
+    # Deterministic, so a disk-backed dataset's cache is reused only for the very same tokenizer
+    # (its vocabulary, not just its name) and settings; also spares datasets hashing the closure.
     fingerprint = datasets.fingerprint.Hasher.hash(
-        [dataset._fingerprint, type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer), max_length, has_pair]
+        [dataset._fingerprint, type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
+         tokenizer.truncation_side, max_length, has_pair]
     )
     with _quiet_transformers():
         tokenized = dataset.map(
