@@ -10,7 +10,12 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
+# Tiny models gain nothing from several threads, and OpenMP threads spinning against each other
+# (or against a second training process in the multi-process tests) slow them down many times.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))

@@ -108,7 +108,7 @@ def _weights(model_dir: Path) -> dict:
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(topic_files, monkeypatch):
-    """Killed mid-epoch (after step 5 of 6 per epoch) and resumed: same weights and metrics, dropout on."""
+    """Killed mid-epoch (after step 5 of 6 in epoch 1) and resumed: same weights and metrics, dropout on."""
     from jbert.training import CRASH_ENV, SimulatedCrash
 
     tmp = topic_files
@@ -128,8 +128,10 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(topic_files, monkeypat
     assert reference_weights.keys() == resumed_weights.keys()
     for name in reference_weights:
         np.testing.assert_allclose(resumed_weights[name], reference_weights[name], atol=1e-6, err_msg=name)
-    assert resumed["validation"] == pytest.approx(reference["validation"])
-    assert resumed["global_step"] == reference["global_step"] == 8
+    scalars = lambda metrics: {k: v for k, v in metrics.items() if isinstance(v, float)}  # noqa: E731
+    assert scalars(resumed["validation"]) == pytest.approx(scalars(reference["validation"]), abs=1e-6)
+    assert resumed["validation"]["confusion_matrix"] == reference["validation"]["confusion_matrix"]
+    assert resumed["global_step"] == reference["global_step"] == 12  # 144 rows / 24 x 2 epochs
 
 
 def test_gradient_accumulation_equals_larger_batch(topic_files):
@@ -162,18 +164,18 @@ def test_multi_label_end_to_end(tmp_path):
 
 
 def test_sentence_pair_and_regression_end_to_end(tmp_path):
-    """Pairs with a float label: similarity = 5 when both sentences share a topic, else 0."""
+    """Pairs with a float label that needs both sentences: the sum of the two topics' values."""
     rng = random.Random(1)
-    topics = list(TOPICS)
+    value = {topic: float(i) for i, topic in enumerate(TOPICS)}
     rows = []
-    for _ in range(160):
-        first, second = rng.choice(topics), rng.choice(topics)
+    for _ in range(192):
+        first, second = rng.choice(list(TOPICS)), rng.choice(list(TOPICS))
         rows.append({"s1": rng.choice(FILLERS) + rng.choice(TOPICS[first]) + "です",
-                     "s2": rng.choice(TOPICS[second]) + "でした", "score": 5.0 if first == second else 0.0})
-    write_csv(tmp_path / "train.csv", rows[:128])
-    write_csv(tmp_path / "valid.csv", rows[128:])
+                     "s2": rng.choice(TOPICS[second]) + "でした", "score": value[first] + value[second]})
+    write_csv(tmp_path / "train.csv", rows[:160])
+    write_csv(tmp_path / "valid.csv", rows[160:])
     metrics = run_training(tiny_args(tmp_path, text_column="s1", text_pair_column="s2", label_column="score",
-                                     task="regression", num_train_epochs=15, learning_rate=2e-3))
+                                     task="regression", num_train_epochs=10, learning_rate=1e-3))
     assert metrics["problem_type"] == "regression"
     assert metrics["validation"]["pearson"] > 0.6, metrics["validation"]
     settings = json.loads((tmp_path / "model" / "jbert.json").read_text(encoding="utf-8"))
