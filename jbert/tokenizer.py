@@ -26,6 +26,7 @@ from .fast_tokenizer import (
     TOKENIZER_JSON_FILE,
     VOCAB_FILE,
     MecabWordSplitter,
+    create_mecab_tagger,
     is_named_mecab_dictionary,
     mecab_tagger_options,
     read_tokenizer_config,
@@ -82,7 +83,7 @@ def _without_dictionary_option(mecab_kwargs: dict) -> dict:
     return kwargs
 
 
-def _read_remote_tokenizer_config(name: str, trust_remote_code: bool) -> dict:
+def _read_remote_tokenizer_config(name: str) -> dict:
     from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
     try:
@@ -127,21 +128,23 @@ def load_tokenizer(name_or_path: str, mecab_dic: str | None = None, trust_remote
         config = read_tokenizer_config(directory)
         name_or_path = str(directory)
     else:
-        config = _read_remote_tokenizer_config(name_or_path, trust_remote_code)
+        config = _read_remote_tokenizer_config(name_or_path)
 
     overrides: dict = {}
-    is_mecab = config.get("tokenizer_class") == "BertJapaneseTokenizer" and config.get("word_tokenizer_type") == "mecab"
-    if is_mecab:
-        mecab_kwargs = config.get("mecab_kwargs") or {}
+    # Only BertJapaneseTokenizer has word_tokenizer_type (tokenizer_class may live in config.json).
+    if config.get("word_tokenizer_type") == "mecab":
+        mecab_kwargs = dict(config.get("mecab_kwargs") or {})
+        configured = mecab_kwargs.get("mecab_dic", "unidic_lite")
         if mecab_dic is not None:
-            overrides["mecab_kwargs"] = bert_japanese_mecab_kwargs(mecab_dic, _without_dictionary_option(mecab_kwargs))
-        else:
-            configured = mecab_kwargs.get("mecab_dic", "unidic_lite")
-            if configured is not None and not is_named_mecab_dictionary(configured):
-                # A path written into mecab_dic (transformers itself rejects that): translate it.
-                overrides["mecab_kwargs"] = bert_japanese_mecab_kwargs(configured, mecab_kwargs)
-            else:
-                mecab_tagger_options(configured, mecab_kwargs.get("mecab_option"))
+            mecab_kwargs = overrides["mecab_kwargs"] = bert_japanese_mecab_kwargs(
+                mecab_dic, _without_dictionary_option(mecab_kwargs)
+            )
+        elif configured is not None and not is_named_mecab_dictionary(configured):
+            # A path written into mecab_dic (transformers itself rejects that): translate it.
+            mecab_kwargs = overrides["mecab_kwargs"] = bert_japanese_mecab_kwargs(configured, mecab_kwargs)
+        # Start MeCab once here: a missing dictionary or bad option becomes a UserError saying how
+        # to fix it, instead of an ImportError/RuntimeError from deep inside transformers.
+        create_mecab_tagger(mecab_kwargs.get("mecab_dic", "unidic_lite"), mecab_kwargs.get("mecab_option"))
     elif mecab_dic is not None:
         logger.warning(
             "--mecab_dic %s ignored: the tokenizer of %s (%s) does not use MeCab",
