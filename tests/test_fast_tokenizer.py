@@ -280,5 +280,8 @@ def test_identical_on_real_sentences_with_trained_and_tiny_vocab(tmp_path):
         fast, reference = load_serving_tokenizer(directory), _reference(directory)
         assert isinstance(fast, FastBertJapaneseTokenizer)
         assert_identical(reference, fast, all_texts, max_length=128)
-        assert_identical(reference, fast, firsts, seconds, max_length=128)
-        assert_identical(reference, fast, firsts, seconds, max_length=20)
+        if directory == tiny_dir:  # mostly [UNK]s: one truncating pass over the pairs is enough
+            assert_identical(reference, fast, firsts, seconds, max_length=20)
+        else:
+            assert_identical(reference, fast, firsts, seconds, max_length=128)
+            assert_identical(reference, fast, firsts, seconds, max_length=20)
