@@ -9,15 +9,20 @@ from .artifacts import JbertSettings
 
 
 def _cjk_font_available() -> bool:
-    from matplotlib import font_manager
+    try:
+        import matplotlib_fontja  # noqa: F401  (registers and selects IPAexGothic)
 
-    names = {font.name for font in font_manager.fontManager.ttflist}
-    return any(key in name for name in names for key in ("CJK", "IPA", "Takao", "Hiragino", "Yu Gothic", "Meiryo"))
+        return True
+    except ImportError:
+        from matplotlib import font_manager
+
+        names = {font.name for font in font_manager.fontManager.ttflist}
+        return any(key in name for name in names for key in ("CJK", "IPA", "Takao", "Hiragino", "Yu Gothic", "Meiryo"))
 
 
-def _tick_labels(label_names: list[str]) -> list[str]:
+def _tick_labels(label_names: list[str], japanese_font: bool) -> list[str]:
     # Without a Japanese font matplotlib draws empty boxes; fall back to ids (the card maps them).
-    if _cjk_font_available() or all(name.isascii() for name in label_names):
+    if japanese_font or all(name.isascii() for name in label_names):
         return label_names
     return [str(i) for i in range(len(label_names))]
 
@@ -30,6 +35,7 @@ def write_plots(output_dir: Path, history: list[dict], best_metric: str, confusi
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    japanese_font = _cjk_font_available()
     written = []
     train_points = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
     eval_points = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
@@ -60,7 +66,7 @@ def write_plots(output_dir: Path, history: list[dict], best_metric: str, confusi
         written.append("metric.png")
 
     if confusion:
-        ticks = _tick_labels(label_names)
+        ticks = _tick_labels(label_names, japanese_font)
         size = max(4, 0.6 * len(ticks) + 2)
         fig, axis = plt.subplots(figsize=(size, size))
         image = axis.imshow(confusion, cmap="Blues")
@@ -84,7 +90,7 @@ def _metric_rows(metrics: dict) -> list[str]:
     return [f"| {key} | {value:.4f} |" for key, value in metrics.items() if isinstance(value, (int, float))]
 
 
-def write_model_card(output_dir: Path, *, model_source: str, settings: JbertSettings, label_names: list[str],
+def write_model_card(output_dir: Path, *, name: str, model_source: str, settings: JbertSettings, label_names: list[str],
                      data_summary: dict, validation_metrics: dict, test_metrics: dict | None,
                      best: dict, plots: list[str], config: dict) -> None:
     """README.md of the model directory: data, labels, metrics and how to load it."""
@@ -103,7 +109,7 @@ def write_model_card(output_dir: Path, *, model_source: str, settings: JbertSett
         "tags: [jbert, text-classification]",
         "---",
         "",
-        f"# {output_dir.name}",
+        f"# {name}",
         "",
         f"Japanese text classifier ({task_text}{pair_text}) fine-tuned with jbert from `{model_source}`.",
         "",
@@ -128,16 +134,16 @@ def write_model_card(output_dir: Path, *, model_source: str, settings: JbertSett
         "",
         "```python",
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
-        f'tokenizer = AutoTokenizer.from_pretrained("{output_dir.name}")',
-        f'model = AutoModelForSequenceClassification.from_pretrained("{output_dir.name}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{name}")',
+        f'model = AutoModelForSequenceClassification.from_pretrained("{name}")',
         "```",
         "",
         "Texts are cleaned before tokenisation with the settings in `jbert.json` "
         f"({settings.normalization.to_dict()}); `jbert` applies them automatically in export and serving:",
         "",
         "```bash",
-        f"python export.py {output_dir.name} {output_dir.name}-onnx --optimize O2 --quantize avx2",
-        f"python serve_onnx.py score {output_dir.name}-onnx input.csv --output scored.jsonl",
+        f"python export.py {name} {name}-onnx --quantize avx2",
+        f"python serve_onnx.py score {name}-onnx input.csv --output scored.jsonl",
         "```",
         "",
         "## Training configuration",

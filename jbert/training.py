@@ -45,14 +45,14 @@ class SimulatedCrash(RuntimeError):
 class LengthGroupedSampler(Sampler[int]):
     """A seeded shuffle per epoch; with grouping, mega-batches sorted by length (less padding).
 
-    The order depends only on (seed, epoch) and the *global* batch size, so a resumed run sees the
-    same batches as an uninterrupted one, and N processes with batch B/N see the same global batches
-    as one process with batch B (Accelerate hands consecutive per-process batches to the ranks).
+    The order depends only on (seed, epoch) and the examples per optimizer step, so a resumed run
+    sees the same batches as an uninterrupted one, and N processes with batch B/N see the same
+    global batches as one process with batch B (Accelerate hands consecutive batches to the ranks).
     """
 
-    def __init__(self, lengths: list[int], global_batch_size: int, seed: int, group_by_length: bool):
+    def __init__(self, lengths: list[int], examples_per_step: int, seed: int, group_by_length: bool):
         self.lengths = np.asarray(lengths)
-        self.global_batch_size = global_batch_size
+        self.examples_per_step = examples_per_step
         self.seed = seed
         self.group_by_length = group_by_length
         self.epoch = 0
@@ -68,7 +68,7 @@ class LengthGroupedSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).numpy()
         if self.group_by_length:
-            mega = self.global_batch_size * 50
+            mega = self.examples_per_step * 50
             chunks = [order[i : i + mega] for i in range(0, len(order), mega)]
             # Stable sort keeps the shuffled order among equal lengths.
             order = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
@@ -232,7 +232,10 @@ def train(config: TrainConfig) -> dict:
     columns = list(MODEL_INPUTS) + ["labels"]
     train_set = train_set.with_format(columns=columns)
     eval_set = eval_set.with_format(columns=columns)
-    sampler = LengthGroupedSampler([len(ids) for ids in train_set["input_ids"]], global_batch, config.seed,
+    # Grouping by the examples of one optimizer step keeps the data order identical whether a step
+    # is made of 1 x 16, 2 processes x 8, or 2 accumulated micro-batches of 8.
+    sampler = LengthGroupedSampler([len(ids) for ids in train_set["input_ids"]],
+                                   global_batch * config.gradient_accumulation_steps, config.seed,
                                    config.group_by_length)
     # Own generator: iterating a DataLoader must not draw from the global RNG that dropout uses,
     # or a resumed run would see different dropout masks than an uninterrupted one.
@@ -489,7 +492,7 @@ def _write_model_dir(config: TrainConfig, data, tokenizer, state: ckpt.TrainerSt
         }
         with open(tmp / METRICS_FILE, "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, ensure_ascii=False, indent=2)
-        write_model_card(tmp, model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
+        write_model_card(tmp, name=Path(config.output_dir).name, model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
                          settings=settings, label_names=label_names, data_summary=data_summary,
                          validation_metrics=validation_metrics, test_metrics=test_metrics,
                          best=metrics["best"], plots=plots, config=config.to_dict())
