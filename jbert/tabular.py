@@ -54,28 +54,35 @@ def detect_encoding(path: str | os.PathLike) -> str:
     path = Path(path)
     _check_is_file(path)
     with open(path, "rb") as handle:
-        head = handle.read(4)
-        if head.startswith(_UTF8_BOM):
-            return "utf-8-sig"
-        if head.startswith(_UTF16_BOMS):
-            raise UserError(
-                f"{path} is UTF-16 encoded (Excel's 'Unicode text' export); save it as "
-                "'CSV UTF-8' or convert it, e.g. `iconv -f UTF-16 -t UTF-8 in.txt > out.txt`"
-            )
-        handle.seek(0)
         sample = handle.read(ENCODING_SAMPLE_BYTES)
         at_end = not handle.read(1)
-    if _decodes(sample, "utf-8", at_end):
+    return detect_sample_encoding(sample, complete=at_end, where=str(path))
+
+
+def detect_sample_encoding(sample: bytes, complete: bool = True, where: str = "the input") -> str:
+    """The encoding of the first bytes of a stream (e.g. standard input): as `detect_encoding`.
+
+    `complete` says the sample is the whole input; otherwise a multi-byte character cut off at
+    its end is not held against the sample. `where` names the input in error messages.
+    """
+    if sample.startswith(_UTF8_BOM):
+        return "utf-8-sig"
+    if sample.startswith(_UTF16_BOMS):
+        raise UserError(
+            f"{where} is UTF-16 encoded (Excel's 'Unicode text' export); save it as "
+            "'CSV UTF-8' or convert it, e.g. `iconv -f UTF-16 -t UTF-8 in.txt > out.txt`"
+        )
+    if _decodes(sample, "utf-8", complete):
         return "utf-8"
     if _mostly_utf8(sample):
         # cp932 often "decodes" UTF-8 Japanese into mojibake without complaint; a UTF-8 file with
         # a few broken bytes is read as UTF-8 so that the error names the broken line.
         return "utf-8"
-    if _decodes(sample, "cp932", at_end):
+    if _decodes(sample, "cp932", complete):
         return "cp932"
     line_number, bad = _first_undecodable_line(sample, "utf-8")
     raise UserError(
-        f"{path}, line {line_number}: the file is neither UTF-8 nor cp932 (Shift_JIS) (bytes {bad!r}); "
+        f"{where}, line {line_number}: the file is neither UTF-8 nor cp932 (Shift_JIS) (bytes {bad!r}); "
         "pass --encoding with its real encoding (e.g. --encoding euc_jp) or re-save it as UTF-8"
     )
 
@@ -103,7 +110,7 @@ def read_columns(path: str | os.PathLike, encoding: str = "auto", fmt: str | Non
         for line_number, row in _iter_jsonl(path, lines):
             return list(row)
         return []
-    reader = csv.reader(_texts(lines), **_csv_dialect(fmt))
+    reader = csv.reader(_texts(lines), **csv_dialect(fmt))
     header = next(reader, None)
     return _clean_header(header) if header else []
 
@@ -173,10 +180,14 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
     return fmt
 
 
-def _csv_dialect(fmt: str) -> dict:
+def csv_dialect(fmt: str) -> dict:
+    """csv.reader/csv.writer keyword arguments for "csv" or "tsv", so readers and writers agree."""
     # Standard quoting for both: Excel and pandas quote cells holding delimiters, quotes or line
     # breaks in CSV and TSV alike; a quote in the middle of a cell stays literal.
     return {"delimiter": "\t" if fmt == "tsv" else ",", "quotechar": '"', "doublequote": True}
+
+
+_csv_dialect = csv_dialect  # the name jbert.scoring imports today
 
 
 def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
@@ -229,7 +240,7 @@ def _clean_header(header: list[str]) -> list[str]:
 
 def _iter_delimited(path: Path, lines: Iterator[tuple[int, str]], fmt: str) -> Iterator[tuple[int, dict]]:
     tracker = _LineTracker(lines)
-    reader = csv.reader(tracker, **_csv_dialect(fmt))
+    reader = csv.reader(tracker, **csv_dialect(fmt))
     try:
         header = next(reader, None)
         if not header:

@@ -131,6 +131,17 @@ def test_auto_detection_of_a_file_neither_utf8_nor_cp932(tmp_path):
         tabular.detect_encoding(path)
 
 
+def test_detect_sample_encoding_for_streams():
+    text = "価格は１，９８０円でした。ｻｲｺｰ\n" * 3
+    assert tabular.detect_sample_encoding(text.encode("utf-8")) == "utf-8"
+    assert tabular.detect_sample_encoding(text.encode("cp932")) == "cp932"
+    assert tabular.detect_sample_encoding(b"\xef\xbb\xbf" + text.encode("utf-8")) == "utf-8-sig"
+    cut = text.encode("utf-8")[:-2]  # a sample that stops inside a multi-byte character
+    assert tabular.detect_sample_encoding(cut, complete=False) == "utf-8"
+    with pytest.raises(UserError, match="<stdin>.*UTF-16"):
+        tabular.detect_sample_encoding(text.encode("utf-16"), where="<stdin>")
+
+
 def test_utf16_is_refused_with_a_fix(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text("text\tlabel\nよい\tpos\n", encoding="utf-16")
