@@ -106,13 +106,15 @@ def read_columns(path: str | os.PathLike, encoding: str = "auto", fmt: str | Non
     fmt = _resolve_format(path, fmt)
     encoding = resolve_encoding(path, encoding)
     lines = _decoded_lines(path, encoding)
-    if fmt == "jsonl":
-        for line_number, row in _iter_jsonl(path, lines):
-            return list(row)
-        return []
-    reader = csv.reader(_texts(lines), **csv_dialect(fmt))
-    header = next(reader, None)
-    return _clean_header(header) if header else []
+    try:
+        if fmt == "jsonl":
+            for _, row in _iter_jsonl(path, lines):
+                return list(row)
+            return []
+        header = next(csv.reader(_texts(lines), **csv_dialect(fmt)), None)
+        return _clean_header(header) if header else []
+    finally:
+        lines.close()  # only the first row was needed: close the file now
 
 
 def iter_rows(
@@ -275,6 +277,8 @@ def _iter_delimited(path: Path, lines: Iterator[tuple[int, str]], fmt: str) -> I
 def _iter_jsonl(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
     lines = iter(lines)
     first = next(lines, None)
+    while first is not None and not first[1].strip():
+        first = next(lines, None)  # leading blank lines
     if first is None:
         return
     if first[1].lstrip().startswith("["):
@@ -313,6 +317,10 @@ def _chain_first(first, rest):
     yield from rest
 
 
+# A JSON array element still unparsed after this many characters is a syntax error, not a big row.
+_MAX_JSON_VALUE_CHARS = 64 * 1024 * 1024
+
+
 def _iter_json_array(path: Path, first, lines) -> Iterator[tuple[int, dict]]:
     """Stream the objects of a top-level JSON array with raw_decode over a growing buffer."""
     decoder = _JSON_DECODER
@@ -346,7 +354,7 @@ def _iter_json_array(path: Path, first, lines) -> Iterator[tuple[int, dict]]:
             value, end = decoder.raw_decode(buffer)
         except (json.JSONDecodeError, ValueError) as err:
             nxt = None if exhausted else next(lines, None)
-            if nxt is None:
+            if nxt is None or len(buffer) > _MAX_JSON_VALUE_CHARS:
                 exhausted = True
                 raise UserError(f"{path}, line {buffer_line}: not valid JSON ({err})") from None
             buffer += nxt[1]

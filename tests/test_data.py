@@ -197,6 +197,11 @@ def test_json_array_is_streamed_with_line_numbers(tmp_path):
     path.write_text('[{"text": "a"},\n{"text": "b"}', encoding="utf-8")
     with pytest.raises(UserError, match="not closed"):
         list(tabular.iter_rows(path))
+    path.write_text('\n[{"text": "a"},\n {"text": "b",, "label": 1},\n{"text": "c"}]', encoding="utf-8")
+    rows = tabular.iter_rows(path)
+    assert next(rows) == (2, {"text": "a"})
+    with pytest.raises(UserError, match="line 3: not valid JSON"):
+        next(rows)
 
 
 def test_iter_rows_streams_without_reading_everything(tmp_path):
