@@ -138,17 +138,21 @@ def iter_rows(
 
 
 def resolve_encoding(path: str | os.PathLike, encoding: str | None) -> str:
-    """Turn "auto"/None into the detected encoding; check that a named encoding exists."""
+    """Turn "auto"/None into the detected encoding; check that a named encoding exists.
+
+    "shift_jis" (and its aliases) is read as cp932, its Microsoft superset: what Japanese users
+    call Shift_JIS is what Excel writes, with ① ㈱ and NEC/IBM kanji that strict Shift_JIS rejects.
+    """
     if encoding in (None, "", "auto"):
         return detect_encoding(path)
     try:
-        codecs.lookup(encoding)
+        codec_name = codecs.lookup(encoding).name
     except LookupError:
         raise UserError(
             f"--encoding {encoding!r} is not a known encoding; use auto, utf-8, utf-8-sig, cp932 or shift_jis"
         ) from None
     _check_is_file(Path(path))
-    return encoding
+    return "cp932" if codec_name == "shift_jis" else encoding
 
 
 def suggest_column(name: str, columns: Iterable[str]) -> str:

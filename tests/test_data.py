@@ -99,10 +99,20 @@ def test_encodings_are_detected_and_read(tmp_path, encoding, expected):
     assert data.stats["train"]["encoding"] == expected
 
 
-def test_explicit_encoding_is_used(tmp_path):
-    path = write_csv(tmp_path / "train.csv", ROWS, encoding="cp932")
-    data = prepare_data(config(tmp_path, train_file=str(path), validation_file=str(path), encoding="cp932"))
+@pytest.mark.parametrize("name", ["cp932", "shift_jis", "sjis", "Shift-JIS"])
+def test_explicit_encoding_is_used(tmp_path, name):
+    rows = ROWS + [{"text": "①㈱の商品", "label": "positive"}]  # Excel's cp932 characters outside strict Shift_JIS
+    path = write_csv(tmp_path / "train.csv", rows, encoding="cp932")
+    data = prepare_data(config(tmp_path, train_file=str(path), validation_file=str(path), encoding=name))
     assert decoded(data)[0][0] == ROWS[0]["text"]
+    assert decoded(data)[-1][0] == "1(株)の商品"  # after NFKC
+    assert data.stats["train"]["encoding"] == "cp932"
+
+
+def test_unknown_encoding_name(tmp_path):
+    path = write_csv(tmp_path / "train.csv", ROWS)
+    with pytest.raises(UserError, match="'latin-9000' is not a known encoding"):
+        prepare_data(config(tmp_path, train_file=str(path), encoding="latin-9000"))
 
 
 def test_undecodable_bytes_name_file_line_and_encoding_hint(tmp_path):
