@@ -2,10 +2,11 @@
 
 `BertJapaneseTokenizer` is pure Python after MeCab and has no fast version upstream. The fast path
 here splits words with MeCab through fugashi (same dictionary, same options, same NFKC and
-lower-casing as transformers' `MecabTokenizer`), then runs WordPiece in Rust through the
-`tokenizers` library on the pre-split words of a whole batch at once, and adds special tokens and
-truncates exactly as `tokenizer(text, text_pair, truncation=True, max_length=N)` does. The ids are
-identical to the reference (the test suite checks thousands of real sentences and edge cases).
+lower-casing as transformers' `MecabTokenizer`; wakati output where that is provably the same),
+then gives each word to the Rust WordPiece model of the `tokenizers` library, memoising the ids
+per word (WordPiece depends on the word alone), and adds special tokens and truncates exactly as
+`tokenizer(text, text_pair, truncation=True, max_length=N)` does. The ids are identical to the
+reference (the test suite checks thousands of real sentences and edge cases).
 
 Directories with a `tokenizer.json` (English BERT, MiniLM ...) use `tokenizers.Tokenizer` directly.
 Anything this module does not reproduce exactly (Sudachi, Juman++, SentencePiece subwords, the
@@ -324,7 +325,7 @@ class FastBertJapaneseTokenizer:
 
     def __init__(self, directory: str | os.PathLike, config: dict | None = None):
         """Build from a BertJapaneseTokenizer directory; raises `_Unsupported` for settings not covered."""
-        from tokenizers import Tokenizer, models
+        from tokenizers import models
 
         self.directory = Path(directory)
         config = read_tokenizer_config(self.directory) if config is None else config
@@ -409,10 +410,9 @@ class FastBertJapaneseTokenizer:
         self._wordpiece = None
         self._wordpiece_cache: dict[str, list[int]] = {}
         if self.do_subword_tokenize and self.subword_tokenizer_type == "wordpiece":
-            self._wordpiece = Tokenizer(
-                models.WordPiece(
-                    vocab=self.vocab, unk_token=self.unk_token, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD
-                )
+            self._wordpiece = models.WordPiece(
+                vocab=self.vocab, unk_token=self.unk_token, max_input_chars_per_word=MAX_INPUT_CHARS_PER_WORD,
+                continuing_subword_prefix="##",
             )
         # transformers looks a token up among the added tokens before the vocabulary.
         self._id_remap = {
@@ -488,13 +488,12 @@ class FastBertJapaneseTokenizer:
                         if ids is None:
                             missing.append(word)
             if missing:
-                encodings = self._wordpiece.encode_batch_fast(
-                    [[word] for word in missing], is_pretokenized=True, add_special_tokens=False
-                )
                 if len(cache) + len(missing) > WORDPIECE_CACHE_SIZE:
                     cache.clear()  # bounded memory on endless streams of new words
-                for word, encoding in zip(missing, encodings):
-                    ids = encoding.ids
+                tokenize = self._wordpiece.tokenize
+                for word in missing:
+                    # The model's own call: no per-batch thread pool or Encoding objects to pay for.
+                    ids = [token.id for token in tokenize(word)]
                     if self._id_remap:
                         ids = [self._id_remap.get(i, i) for i in ids]
                     table[word] = cache[word] = ids
