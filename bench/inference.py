@@ -1,0 +1,248 @@
+"""Inference throughput, side by side in one run: PyTorch pipeline vs Optimum ORT vs jbert's runtime.
+
+    python bench/inference.py                       # prints one JSON object
+    python bench/inference.py --texts 2000 --slow-texts 300 --work-dir /tmp/jbert-bench
+
+Model: shaped like cl-tohoku/bert-base-japanese-v3 (12 layers, hidden 768, 12 heads, 32,768
+vocabulary, random weights), with a BertJapaneseTokenizer (MeCab unidic-lite + WordPiece) whose
+32,768-entry vocabulary is built from the texts. Texts: real short Japanese sentences from
+../shared/data (JRTE hotel reviews, JGLUE captions) when present, else data/quickstart.
+
+Measured, in texts per second (warm, after one untimed call each):
+  pytorch_pipeline          transformers pipeline("text-classification"), PyTorch fp32, its default batch size (1)
+  optimum_pipeline_fp32     the same pipeline on Optimum's ORTModelForSequenceClassification, model.onnx
+  optimum_pipeline_int8     the same, model_quantized.onnx
+  jbert_runtime_fp32/int8   jbert.runtime.OnnxClassifier.predict (normalise, fast tokenizer, length-sorted batches)
+  tokenize_reference/fast   BertJapaneseTokenizer vs jbert.fast_tokenizer alone (ids compared as well)
+The two slowest (PyTorch and Optimum fp32 pipelines) run on the first --slow-texts texts only;
+throughput is what is compared, never totals. The model and export are cached in --work-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+VOCAB_SIZE = 32768
+LABELS = ("negative", "positive")
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout carries only the JSON result)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def load_texts() -> tuple[list[str], str]:
+    """Real short Japanese texts: the shared data sets when present, else the quickstart CSVs."""
+    texts: list[str] = []
+    rhr = SHARED_DATA / "jrte_rhr.tsv"
+    if rhr.is_file():
+        with open(rhr, encoding="utf-8") as handle:
+            for line in handle:
+                parts = line.rstrip("\n").split("\t")
+                if len(parts) >= 3 and parts[2].strip():
+                    texts.append(parts[2])
+        for name in ("jglue_jnli_valid.jsonl", "jglue_jsts_valid.jsonl"):
+            path = SHARED_DATA / name
+            if path.is_file():
+                with open(path, encoding="utf-8") as handle:
+                    for line in handle:
+                        row = json.loads(line)
+                        texts += [row["sentence1"], row["sentence2"]]
+        source = f"{SHARED_DATA} (jrte_rhr.tsv, JGLUE JNLI/JSTS sentences)"
+    else:
+        for name in ("train.csv", "validation.csv", "test.csv"):
+            with open(REPO_ROOT / "data" / "quickstart" / name, encoding="utf-8", newline="") as handle:
+                texts += [row["text"] for row in csv.DictReader(handle)]
+        source = "data/quickstart (../shared/data not present)"
+    return list(dict.fromkeys(t for t in texts if t.strip())), source
+
+
+def build_model_dir(model_dir: Path, texts: list[str]) -> None:
+    """A cl-tohoku/bert-base-japanese-v3-shaped classifier with random weights and a 32,768 vocab."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertJapaneseTokenizer
+
+    from jbert.artifacts import EXAMPLES_FILE, JbertSettings
+    from jbert.tokenizer import train_japanese_wordpiece
+
+    log(f"building the vocabulary ({VOCAB_SIZE} entries) and a 12-layer model in {model_dir}")
+    train_japanese_wordpiece(texts, VOCAB_SIZE, model_dir, mecab_dic="unidic_lite")
+    vocab_file = model_dir / "vocab.txt"
+    vocab = vocab_file.read_text(encoding="utf-8").splitlines()
+    if len(vocab) < VOCAB_SIZE:  # a small corpus yields fewer pieces: pad like BERT's [unused] slots
+        vocab += [f"[unused{i}]" for i in range(VOCAB_SIZE - len(vocab))]
+        vocab_file.write_text("\n".join(vocab[:VOCAB_SIZE]) + "\n", encoding="utf-8")
+    tokenizer = BertJapaneseTokenizer.from_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+        intermediate_size=3072, max_position_embeddings=512, num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)},
+        problem_type="single_label_classification",
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).eval().save_pretrained(model_dir)
+    JbertSettings(max_length=128).save(model_dir)
+    with open(model_dir / EXAMPLES_FILE, "w", encoding="utf-8") as handle:
+        for text in texts[:16]:
+            handle.write(json.dumps({"text": text, "label": LABELS[0]}, ensure_ascii=False) + "\n")
+
+
+def timed(function) -> float:
+    """Seconds one call takes (after an untimed warm-up call made by the caller)."""
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def main(argv=None) -> dict:
+    """Build (or reuse) the model and export, run every contender, return the report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--texts", type=int, default=1000, help="texts for the fast contenders (default 1000)")
+    parser.add_argument("--slow-texts", type=int, default=200, help="texts for the PyTorch and Optimum fp32 pipelines (default 200)")
+    parser.add_argument("--work-dir", default="/tmp/jbert-bench-inference", help="cache for the model and export")
+    parser.add_argument("--quantize", default=None, help="int8 target (default: avx512_vnni if the CPU has it, else avx2)")
+    parser.add_argument("--batch-size", type=int, default=32, help="jbert runtime batch size (default 32)")
+    parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from jbert.fast_tokenizer import load_serving_tokenizer
+    from jbert.runtime import OnnxClassifier, physical_core_count
+    from jbert.text import NormalizationConfig, normalize_text
+
+    all_texts, source = load_texts()
+    texts = [normalize_text(t, NormalizationConfig()) for t in all_texts[: args.texts]]
+    slow_texts = texts[: args.slow_texts]
+    work = Path(args.work_dir)
+    model_dir, export_dir = work / "model", work / "export"
+    cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    quantize = args.quantize or ("avx512_vnni" if "avx512_vnni" in cpu_flags else "avx2")
+    if not (model_dir / "model.safetensors").is_file():
+        work.mkdir(parents=True, exist_ok=True)
+        build_model_dir(model_dir, all_texts)
+    if not (export_dir / "manifest.json").is_file():
+        from jbert.exporting import export_model
+
+        log(f"exporting to ONNX (fp32 + int8 {quantize})")
+        export_model(model_dir, export_dir, quantize=quantize, overwrite=True, show_progress=False)
+
+    threads = args.threads or physical_core_count()
+    torch.set_num_threads(threads)
+    results: dict[str, dict] = {}
+
+    def record(name: str, count: int, seconds: float, **extra) -> None:
+        results[name] = {"texts": count, "seconds": round(seconds, 3), "texts_per_s": round(count / seconds, 1), **extra}
+        log(f"{name}: {count / seconds:.1f} texts/s")
+
+    # --- tokenisation alone
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(model_dir)
+    fast = load_serving_tokenizer(export_dir)
+    reference(texts[:10], truncation=True, max_length=128)
+    fast.encode_batch(texts[:10], max_length=128)
+    reference_ids: list = []
+    fast_ids: list = []
+    record("tokenize_reference", len(texts), timed(lambda: reference_ids.extend(reference(texts, truncation=True, max_length=128)["input_ids"])),
+           tokenizer=type(reference).__name__)
+    record("tokenize_fast", len(texts), timed(lambda: fast_ids.extend(e.input_ids for e in fast.encode_batch(texts, max_length=128))),
+           is_fast=bool(fast.is_fast))
+    mismatches = sum(list(a) != list(b) for a, b in zip(reference_ids, fast_ids))
+    results["tokenize_fast"]["ids_identical"] = f"{len(texts) - mismatches}/{len(texts)}"
+
+    # --- transformers pipeline on PyTorch
+    from transformers import AutoModelForSequenceClassification, pipeline
+
+    torch_model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    torch_pipe = pipeline("text-classification", model=torch_model, tokenizer=reference, device="cpu")
+    torch_pipe(slow_texts[:2])
+    torch_out: list = []
+    record("pytorch_pipeline", len(slow_texts), timed(lambda: torch_out.extend(torch_pipe(slow_texts, truncation=True, max_length=128))))
+
+    # --- Optimum ORTModel in the same pipeline
+    from optimum.onnxruntime import ORTModelForSequenceClassification
+
+    for precision, file_name in (("fp32", "model.onnx"), ("int8", "model_quantized.onnx")):
+        ort_model = ORTModelForSequenceClassification.from_pretrained(export_dir, file_name=file_name)
+        ort_pipe = pipeline("text-classification", model=ort_model, tokenizer=reference, device="cpu")
+        subset = slow_texts if precision == "fp32" else texts
+        ort_pipe(subset[:2])
+        record(f"optimum_pipeline_{precision}", len(subset), timed(lambda: ort_pipe(subset, truncation=True, max_length=128)))
+        del ort_pipe, ort_model
+
+    # --- this project's runtime
+    runtime_out = {}
+    for precision in ("fp32", "int8"):
+        classifier = OnnxClassifier.from_export_dir(export_dir, model=precision, num_threads=threads)
+        classifier.predict(texts[:8])
+        out: list = []
+        record(f"jbert_runtime_{precision}", len(texts), timed(lambda: out.extend(classifier.predict(texts, batch_size=args.batch_size))),
+               batch_size=args.batch_size)
+        runtime_out[precision] = out
+        del classifier
+
+    torch_labels = [r["label"] for r in torch_out]
+    agreement = {
+        precision: round(float(np.mean([a == r["label"] for a, r in zip(torch_labels, out)])), 4)
+        for precision, out in runtime_out.items()
+    }
+    speed = {name: value["texts_per_s"] for name, value in results.items()}
+    report = {
+        "benchmark": "inference",
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "logical_cpus": os.cpu_count(),
+            "physical_cores": physical_core_count(),
+            "onnxruntime_threads": threads,
+            "int8_target": quantize,
+        },
+        "model": "BERT 12 layers, hidden 768, 12 heads, vocab 32768 (cl-tohoku/bert-base-japanese-v3 shape), random weights",
+        "data": {"source": source, "texts": len(texts), "slow_texts": len(slow_texts),
+                 "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
+                 "mean_tokens": round(sum(map(len, fast_ids)) / len(fast_ids), 1)},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+        "results": results,
+        "ratios": {
+            "jbert_int8_vs_pytorch_pipeline": round(speed["jbert_runtime_int8"] / speed["pytorch_pipeline"], 2),
+            "jbert_int8_vs_optimum_int8_pipeline": round(speed["jbert_runtime_int8"] / speed["optimum_pipeline_int8"], 2),
+            "jbert_fp32_vs_optimum_fp32_pipeline": round(speed["jbert_runtime_fp32"] / speed["optimum_pipeline_fp32"], 2),
+            "fast_tokenizer_vs_reference": round(speed["tokenize_fast"] / speed["tokenize_reference"], 2),
+        },
+        "targets_met": {
+            "int8_at_least_8x_pytorch": speed["jbert_runtime_int8"] >= 8 * speed["pytorch_pipeline"],
+            "int8_at_least_1.5x_optimum_int8": speed["jbert_runtime_int8"] >= 1.5 * speed["optimum_pipeline_int8"],
+            "tokenizer_at_least_3x": speed["tokenize_fast"] >= 3 * speed["tokenize_reference"],
+        },
+        "label_agreement_with_pytorch": agreement,
+    }
+    return report
+
+
+if __name__ == "__main__":
+    # Libraries print banners to stdout on import (deepspeed's accelerator notice); keep stdout for
+    # the one JSON object by pointing file descriptor 1 at stderr while the benchmark runs.
+    real_stdout = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        result = main()
+    finally:
+        sys.stdout.flush()
+        os.dup2(real_stdout, 1)
+    print(json.dumps(result, ensure_ascii=False, indent=2))
