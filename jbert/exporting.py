@@ -439,12 +439,21 @@ def load_validation_examples(
         source = "built-in sentences"
     label2id = {str(config.id2label[i]): i for i in range(config.num_labels)}
     examples = []
+    unmatched = []
     for text, text_pair, raw_label in rows:
+        label = _parse_label(raw_label, settings.problem_type, label2id, label_delimiter)
+        if label is None and raw_label is not None and not (isinstance(raw_label, str) and not raw_label.strip()):
+            unmatched.append(raw_label)
         examples.append(ValidationExample(
             text=normalize_text(text, settings.normalization),
             text_pair=None if text_pair is None else normalize_text(text_pair, settings.normalization),
-            label=_parse_label(raw_label, settings.problem_type, label2id, label_delimiter),
+            label=label,
         ))
+    if unmatched:
+        logger.warning(
+            "%d label(s) in the %s are not labels of the model (e.g. %r; the model has %s); accuracy is "
+            "computed on the other texts only", len(unmatched), source, unmatched[0], list(label2id)[:10],
+        )
     if not examples:
         raise UserError(f"no usable texts for the parity check in the {source}; give --validation_file with texts")
     return examples, source

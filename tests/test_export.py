@@ -257,16 +257,19 @@ def test_int8_below_min_agreement_fails(model_dirs, tmp_path, monkeypatch):
     assert not (tmp_path / "onnx").exists()
 
 
-def test_validation_file_with_labels_gives_accuracy(model_dirs, tmp_path):
+def test_validation_file_with_labels_gives_accuracy(model_dirs, tmp_path, caplog):
     from transformers import AutoConfig
 
     validation_file = tmp_path / "dev.csv"
     rows = ["text,label"] + [f"{e['text']},{e['label']}" for e in _examples(model_dirs["single_label"])]
+    rows.append("今日の天気は晴れ,sideways")  # not a label of the model: counted out of accuracy, with a warning
     rows.append("\uff21\uff22\uff23の商品は最高です,positive")  # full-width: normalised like training
     validation_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", quantize="avx2", validation_file=validation_file, show_progress=False)
+    with caplog.at_level("WARNING", logger="jbert.export"):
+        manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", quantize="avx2", validation_file=validation_file, show_progress=False)
+    assert "1 label(s) in the validation file" in caplog.text and "'sideways'" in caplog.text
     assert manifest.validation["source"] == f"validation file {validation_file}"
-    assert manifest.validation["n_texts"] == 6
+    assert manifest.validation["n_texts"] == 7
     fp32, int8 = manifest.models["fp32"].parity, manifest.models["int8"].parity
     assert fp32["n_labelled"] == 5 and 0 <= fp32["accuracy_pytorch"] <= 1
     assert fp32["accuracy_pytorch"] == fp32["accuracy_fp32"]
