@@ -196,6 +196,9 @@ def train(config: TrainConfig) -> dict:
     with accelerator.main_process_first():
         data = prepare_data(config)
     problem_type, label_names = data.problem_type, data.label_names
+    # Checked as soon as the task is known (--task auto): a metric that doesn't fit fails before any work.
+    best_metric, greater_is_better = resolve_best_metric(config.metric_for_best_model, problem_type)
+    extra_metrics = ExtraMetrics(config.extra_metrics)
     has_pair = config.text_pair_column is not None
     train_texts = list(data.train["text"]) + (list(data.train["text_pair"]) if has_pair else [])
     tokenizer = _load_tokenizer(config, accelerator, train_texts)
@@ -258,8 +261,6 @@ def train(config: TrainConfig) -> dict:
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler
     )
-    best_metric, greater_is_better = resolve_best_metric(config.metric_for_best_model, problem_type)
-    extra_metrics = ExtraMetrics(config.extra_metrics)
 
     state = ckpt.TrainerState(world_size=world)
     resume_path = ckpt.resolve_resume_path(config.resume_from_checkpoint, checkpoint_root)
