@@ -85,7 +85,7 @@ def mecab_dictionary_dir(mecab_dic: str) -> Path:
             ) from None
         dic_dir = Path(module.DICDIR)
         if not dic_dir.is_dir():
-            # The `unidic` package ships without its 770 MB dictionary until it is downloaded.
+            # The `unidic` pip package ships without its dictionary files until `python -m unidic download`.
             raise UserError(
                 f"MeCab dictionary {mecab_dic!r}: the package is installed but its dictionary files are not "
                 f"({dic_dir} is missing). Download them with: {install}.{offline_hint}"
