@@ -99,6 +99,8 @@ def _not_loadable_message(name: str, err: Exception) -> str:
         "machine (huggingface-cli download NAME) or pass a local directory"
         if offline else "check the model id and the network, or pass a local directory"
     )
+    if "/" in name and not os.path.exists(name):
+        hint += f"; there is no local directory {name} either"
     return f"cannot load the tokenizer of {name!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__} ({hint})"
 
 
@@ -192,8 +194,8 @@ def train_japanese_wordpiece(
     for text in texts:
         if not isinstance(text, str):
             raise UserError(f"train_japanese_wordpiece needs texts (str), got {type(text).__name__}")
-        # BertJapaneseTokenizer splits MeCab words on whitespace again before WordPiece.
-        pieces = [piece for word in splitter.split(text) for piece in word.split()]
+        # MeCab words split again on whitespace, as BertJapaneseTokenizer does before WordPiece.
+        pieces = splitter.split_pieces(text)
         if not pieces:
             continue
         for piece in pieces:
