@@ -150,6 +150,7 @@ def main(argv=None) -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--bad-every", type=int, default=4, help="in the mixed phase, every Nth request is malformed (default 4)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="server --max-wait-ms (default 5)")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra flag for serve_onnx.py http, e.g. --server-arg=--ort-spinning")
     args = parser.parse_args(argv)
 
     from inference import load_texts
@@ -163,7 +164,7 @@ def main(argv=None) -> None:
     max_inputs, max_body = 64, 256 * 1024
     command = [sys.executable, str(REPO_ROOT / "serve_onnx.py"), "http", str(export_dir), "--port", str(port),
                "--model", args.model, "--log-level", "warning", "--max-wait-ms", str(args.max_wait_ms),
-               "--max-client-batch-size", str(max_inputs), "--max-body-bytes", str(max_body)]
+               "--max-client-batch-size", str(max_inputs), "--max-body-bytes", str(max_body), *args.server_arg]
     log("starting " + " ".join(command[1:]))
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -205,7 +206,7 @@ def main(argv=None) -> None:
     report = {
         "benchmark": "http_load",
         "machine": {"logical_cpus": os.cpu_count(), "note": "clients and server share the machine"},
-        "server": {"export_dir": str(export_dir), "model": args.model, "max_wait_ms": args.max_wait_ms,
+        "server": {"export_dir": str(export_dir), "model": args.model, "max_wait_ms": args.max_wait_ms, "extra_args": args.server_arg,
                    "memory_idle": idle_memory, "memory_after_load": loaded_memory,
                    "mean_texts_per_model_call": round(batch_sum / batch_count, 2) if batch_count else None},
         "data": source,

@@ -79,11 +79,14 @@ def physical_core_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def make_session_options(num_threads: int | None = None, graph_optimization: str = "all"):
+def make_session_options(num_threads: int | None = None, graph_optimization: str = "all", allow_spinning: bool = True):
     """onnxruntime SessionOptions as this project runs them (threads, executor, graph optimisation).
 
     `num_threads`: intra-op threads; None means one per physical core.
     `graph_optimization`: "disable", "basic", "extended" or "all".
+    `allow_spinning`: let idle intra-op threads busy-wait for the next op. Good for back-to-back
+    batches; a server on few cores turns it off so the waiting threads leave CPU to the event
+    loop and the tokenizer thread.
     """
     import onnxruntime as ort
 
@@ -102,6 +105,7 @@ def make_session_options(num_threads: int | None = None, graph_optimization: str
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = levels[graph_optimization]
     options.log_severity_level = 3  # warnings about unused initializers are noise for users
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     return options
 
 
@@ -161,11 +165,13 @@ class OnnxClassifier:
         num_threads: int | None = None,
         graph_optimization: str = "all",
         prefer_fast_tokenizer: bool = True,
+        allow_spinning: bool = True,
     ) -> "OnnxClassifier":
         """Load an export directory through its manifest.json.
 
         `model`: "default" (the manifest's choice), "fp32", "optimized" or "int8".
         `num_threads`: onnxruntime intra-op threads (None: one per physical core).
+        `graph_optimization`, `allow_spinning`: see `make_session_options`.
         """
         import onnxruntime as ort
 
@@ -190,7 +196,7 @@ class OnnxClassifier:
             raise UserError(f"num_threads must be at least 1, got {num_threads}")
         settings = JbertSettings.load(export_dir)
         labels = cls._read_labels(export_dir, manifest)
-        options = make_session_options(num_threads, graph_optimization)
+        options = make_session_options(num_threads, graph_optimization, allow_spinning)
         try:
             session = ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph types

@@ -365,7 +365,13 @@ class _OutputWriter:
     def rows(self, rows: list[dict]) -> bytes:
         """The encoded bytes of result rows."""
         if self.fmt == "jsonl":
-            text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            # Every row gets every prediction key (null where not scored), in a fixed order.
+            predicted = set(self.prediction_columns)
+            text = "".join(
+                json.dumps({**{k: v for k, v in row.items() if k not in predicted},
+                            **{c: row.get(c) for c in self.prediction_columns}}, ensure_ascii=False) + "\n"
+                for row in rows
+            )
             return self._encode(text)
         table = []
         for row in rows:

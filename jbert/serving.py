@@ -448,6 +448,7 @@ class ServeOptions:
     max_queue_texts: int = _option(BatcherConfig.max_queue_texts, "Texts waiting or running; beyond this, requests get 503 with Retry-After.")
     max_client_batch_size: int = _option(ServeLimits.max_client_batch_size, "Inputs per request; more gets 413.")
     max_body_bytes: int = _option(ServeLimits.max_body_bytes, "Request body size in bytes; more gets 413.")
+    ort_spinning: bool = _option(False, "Let onnxruntime's idle threads busy-wait between model calls (off: on small machines they would take CPU from tokenization and HTTP).")
     shutdown_timeout_s: float = _option(30.0, "On SIGTERM/SIGINT, how long to let accepted requests finish.")
     log_level: str = _option("info", "uvicorn log level: critical, error, warning, info or debug (debug adds an access log).")
 
@@ -491,7 +492,9 @@ def serve(options: ServeOptions) -> None:
     from .runtime import OnnxClassifier
 
     options.validate()
-    classifier = OnnxClassifier.from_export_dir(options.export_dir, model=options.model, num_threads=options.num_threads)
+    classifier = OnnxClassifier.from_export_dir(
+        options.export_dir, model=options.model, num_threads=options.num_threads, allow_spinning=options.ort_spinning
+    )
     if not is_loopback(options.host):
         logger.warning("listening on %s: the service has no authentication; put it behind a proxy that has", options.host)
     app = create_app(classifier, options.batcher_config(), options.limits(), options.shutdown_timeout_s)
