@@ -75,11 +75,33 @@ def run_training(argv: list[str]) -> dict:
     return train(parse_config(argv))
 
 
+LOCAL_METRIC = """
+import datasets
+import evaluate
+
+
+class ErrorRate(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(description="share of wrong predictions", citation="", inputs_description="",
+                                   features=datasets.Features({"predictions": datasets.Value("int64"),
+                                                               "references": datasets.Value("int64")}))
+
+    def _compute(self, predictions, references):
+        wrong = sum(int(p != r) for p, r in zip(predictions, references))
+        return {"error_rate": wrong / len(references)}
+"""
+
+
 def test_tiny_model_learns_and_writes_complete_model_dir(topic_files):
     tmp = topic_files
-    metrics = run_training(tiny_args(tmp, test_file=str(tmp / "test.csv"), num_train_epochs=6))
+    metric_script = tmp / "error_rate.py"
+    metric_script.write_text(LOCAL_METRIC, encoding="utf-8")
+    metrics = run_training(tiny_args(tmp, test_file=str(tmp / "test.csv"), num_train_epochs=6,
+                                     extra_metrics=str(metric_script)))
     model_dir = tmp / "model"
     assert metrics["validation"]["accuracy"] >= 0.9, metrics["validation"]
+    # a local `evaluate` metric, loaded only because it was asked for, agrees with scikit-learn
+    assert metrics["validation"]["extra_error_rate"] == pytest.approx(1 - metrics["validation"]["accuracy"])
     assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
     for name in ("config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "jbert.json",
                  "training_config.yaml", "metrics.json", "README.md", "loss.png", "metric.png",
