@@ -143,7 +143,7 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
         "",
         "```bash",
         f"python export.py {name} {name}-onnx --quantize avx2",
-        f"python serve_onnx.py score {name}-onnx input.csv --output scored.jsonl",
+        f"python serve_onnx.py score {name}-onnx input.csv scored.jsonl",
         "```",
         "",
         "## Training configuration",
