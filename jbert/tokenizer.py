@@ -211,7 +211,10 @@ def train_japanese_wordpiece(
     trainer = trainers.WordPieceTrainer(
         vocab_size=max(vocab_size, len(BERT_SPECIAL_TOKENS) + 1),
         min_frequency=2,
-        special_tokens=list(BERT_SPECIAL_TOKENS),
+        # The "##" form of every character is registered up front, in a fixed order: the trainer
+        # would otherwise number them in hash-map order, which breaks ties between equally
+        # frequent merges differently from run to run (a different vocabulary for the same seed).
+        special_tokens=list(BERT_SPECIAL_TOKENS) + [CONTINUING_SUBWORD_PREFIX + ch for ch in sorted(char_counts)],
         initial_alphabet=sorted(char_counts),
         continuing_subword_prefix=CONTINUING_SUBWORD_PREFIX,
         show_progress=False,

@@ -220,3 +220,13 @@ def test_train_japanese_wordpiece_rejects_empty_texts(tmp_path):
         train_japanese_wordpiece(["", "   "], 100, tmp_path / "empty")
     with pytest.raises(UserError, match="vocab_size"):
         train_japanese_wordpiece(TRAINING_TEXTS, 0, tmp_path / "zero")
+
+
+def test_train_japanese_wordpiece_is_deterministic(tmp_path):
+    """Same texts, same vocabulary, byte for byte (the trainer alone breaks ties in hash order)."""
+    texts = TRAINING_TEXTS + ["今日は晴れ、明日は雨。", "部屋の窓から海が見えました。", "料理の量が多くて満足です。"]
+    vocabularies = []
+    for run in range(4):
+        train_japanese_wordpiece(texts, 260, tmp_path / f"run{run}")  # room for ~50 merges, many tied
+        vocabularies.append((tmp_path / f"run{run}" / "vocab.txt").read_text(encoding="utf-8"))
+    assert len(set(vocabularies)) == 1
