@@ -561,7 +561,7 @@ class FastJsonTokenizer:
         self.tokenizer.no_padding()
         # BertTokenizerFast rebuilds its normalizer when tokenizer_config.json disagrees with tokenizer.json.
         normalizer = self.tokenizer.normalizer
-        if normalizer is not None and config.get("tokenizer_class", "").startswith("BertTokenizer"):
+        if normalizer is not None and (config.get("tokenizer_class") or "").startswith("BertTokenizer"):
             state = json.loads(normalizer.__getstate__())
             if state.get("type") == "BertNormalizer":
                 wanted = {
