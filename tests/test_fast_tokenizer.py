@@ -155,6 +155,24 @@ def test_character_subwords_and_left_truncation(tmp_path):
         assert_identical(_reference(directory), fast, EDGE_TEXTS, list(reversed(EDGE_TEXTS)), max_length=max_length)
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"do_subword_tokenize": False},  # MeCab words looked up whole
+        {"do_word_tokenize": False},  # WordPiece on whitespace-separated text, no MeCab
+        {"do_word_tokenize": False, "subword_tokenizer_type": "character"},
+        {"mecab_kwargs": {"mecab_dic": "unidic_lite", "normalize_text": False}},
+    ],
+    ids=["no-subwords", "no-word-split", "characters-only", "no-nfkc"],
+)
+def test_switched_off_steps(tmp_path, settings):
+    directory = _tokenizer_dir_with(tmp_path / "switched", **settings)
+    fast = load_serving_tokenizer(directory)
+    assert isinstance(fast, FastBertJapaneseTokenizer)
+    texts = EDGE_TEXTS + ["この 商品 は とても 良い です 。", "犬 と 猫"]
+    assert_identical(_reference(directory), fast, texts, max_length=32)
+
+
 def test_dictionary_directory_without_mecabrc(tmp_path):
     """A MeCab dictionary given by path (mecab_option -d DIR -r /dev/null) gives the same ids."""
     import unidic_lite
