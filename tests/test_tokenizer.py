@@ -124,6 +124,12 @@ def test_mecab_dictionary_directory_without_mecabrc(tmp_path):
     tokenizer.save_pretrained(str(tmp_path / "saved"))
     again = load_tokenizer(str(tmp_path / "saved"), mecab_dic="unidic_lite")
     assert again.mecab_kwargs == {"mecab_dic": "unidic_lite"}
+    # A from-scratch vocabulary built with the directory records it for export and serving.
+    trained = train_japanese_wordpiece(TRAINING_TEXTS, 300, tmp_path / "scratch", mecab_dic=str(dic_dir))
+    assert trained.mecab_kwargs["mecab_option"] == f'-d "{dic_dir}" -r "{os.devnull}"'
+    serving = load_serving_tokenizer(tmp_path / "scratch")
+    expected = load_tokenizer(str(tmp_path / "scratch"))(TRAINING_TEXTS)["input_ids"]
+    assert [e.input_ids for e in serving.encode_batch(TRAINING_TEXTS)] == expected
 
 
 @pytest.mark.parametrize(
