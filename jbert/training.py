@@ -18,12 +18,13 @@ import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DummyOptim, DummyScheduler, set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from . import checkpoint as ckpt
+from . import launch as scaling
 from .artifacts import EXAMPLES_FILE, METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory, check_output_dir
 from .config import TrainConfig
 from .errors import UserError
@@ -183,7 +184,10 @@ def train(config: TrainConfig) -> dict:
         mixed_precision=config.mixed_precision,
         log_with=config.report_to if config.with_tracking else None,
         project_dir=str(config.checkpoint_dir),
+        **scaling.accelerator_init_kwargs(),  # gloo on CPU-only machines (DDP and DeepSpeed alike)
     )
+    scaling.verify_process_group(accelerator)
+    ds_config = scaling.prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
     _setup_logging(accelerator)
     logger.info("%s", accelerator.state)
     set_seed(config.seed, deterministic=config.full_determinism)
@@ -248,16 +252,25 @@ def train(config: TrainConfig) -> dict:
     eval_dataloader = DataLoader(eval_set, batch_size=config.per_device_eval_batch_size, collate_fn=collator,
                                  num_workers=config.dataloader_num_workers)
 
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.learning_rate,
-                                  eps=config.adam_epsilon)
+    parameter_groups = _parameter_groups(model, config.weight_decay)
+    if ds_config and "optimizer" in ds_config:
+        # The DeepSpeed JSON builds the optimizer; its "auto" lr/weight decay come from our flags.
+        optimizer = DummyOptim(parameter_groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(parameter_groups, lr=config.learning_rate, eps=config.adam_epsilon)
     batches_per_epoch = math.ceil(len(train_set) / global_batch)
     steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
     max_steps = config.max_train_steps or math.ceil(config.num_train_epochs * steps_per_epoch)
     num_epochs = math.ceil(max_steps / steps_per_epoch)
     warmup = config.warmup_steps or math.ceil(config.warmup_ratio * max_steps)
     # Accelerate steps a prepared scheduler once per process per optimizer step, hence the factor.
-    scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=warmup * world,
-                              num_training_steps=max_steps * world)
+    if ds_config and "scheduler" in ds_config:
+        # DeepSpeed steps its own scheduler once per optimizer step; Accelerate divides the total by
+        # the process count (it expects the same x world convention), warm-up it takes as given.
+        scheduler = DummyScheduler(optimizer, total_num_steps=max_steps * world, warmup_num_steps=warmup)
+    else:
+        scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=warmup * world,
+                                  num_training_steps=max_steps * world)
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler
     )
