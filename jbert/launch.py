@@ -232,6 +232,26 @@ def check_resume_world_size(config, num_processes: int) -> None:
         )
 
 
+def count_training_rows(config) -> Optional[int]:
+    """Training rows of a CSV/TSV/JSONL file (minus the validation split when there is no validation file).
+
+    None for Parquet and saved datasets: the training processes check those themselves.
+    """
+    from .tabular import detect_format, iter_rows
+
+    path = config.train_file
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        fmt = detect_format(path)
+    except UserError:
+        return None
+    rows = sum(1 for _ in iter_rows(path, encoding=config.encoding, fmt=fmt))
+    if not config.validation_file:
+        rows -= int(rows * config.validation_split + 0.999999)
+    return rows
+
+
 def _launch_option(launch_args: Sequence[str], name: str) -> Optional[str]:
     """Value of `--name V` or `--name=V` among accelerate launch options."""
     for i, arg in enumerate(launch_args):
@@ -266,6 +286,12 @@ def preflight(config_file: str, train_argv: Sequence[str], launch_args: Sequence
     if distributed_type == "FSDP" and not gpu_like_device_available():
         problems.append(f"{config_file}: FSDP needs GPUs (accelerate 1.15 enables it for GPU-like devices only); "
                         "on CPU use accelerate_configs/multi_cpu.yaml or DeepSpeed with DS_ACCELERATOR=cpu")
+    training_rows = count_training_rows(config)
+    global_batch = config.per_device_train_batch_size * num_processes
+    if training_rows is not None and training_rows < global_batch:
+        problems.append(f"about {training_rows} training examples cannot fill one batch of "
+                        f"{config.per_device_train_batch_size} on each of {num_processes} processes; lower "
+                        "--per_device_train_batch_size or --num_processes")
     if problems:
         raise UserError(format_problems("cannot launch", problems))
     check_resume_world_size(config, num_processes)
