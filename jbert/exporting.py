@@ -662,14 +662,20 @@ def _quantization_record(options: ExportOptions) -> dict:
     }
 
 
-def predict_from_logits(logits: np.ndarray, problem_type: str, threshold: float = 0.5) -> list:
-    """Predicted labels from logits: class id (argmax), tuple of ids (sigmoid > threshold) or score."""
-    if problem_type == "regression":
-        return [float(value) for value in logits[:, 0]]
+def predicted_labels(logits: np.ndarray, problem_type: str, threshold: float = 0.5) -> list:
+    """Per-text predictions in comparable form: class id, tuple of class ids, or the score.
+
+    The decision rule is training's own (`jbert.metrics.predictions_from_logits`), so "same
+    labels" here means what the evaluation metrics counted.
+    """
+    from .metrics import predictions_from_logits
+
+    predictions = predictions_from_logits(logits, problem_type, threshold)
     if problem_type == "multi_label_classification":
-        probabilities = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-        return [tuple(int(i) for i in np.flatnonzero(row > threshold)) for row in probabilities]
-    return [int(i) for i in logits.argmax(axis=-1)]
+        return [tuple(int(i) for i in np.flatnonzero(row)) for row in predictions]
+    if problem_type == "regression":
+        return [float(value) for value in predictions]
+    return [int(i) for i in predictions]
 
 
 def _quality(predictions: list, labels: list, problem_type: str) -> dict:
@@ -765,7 +771,7 @@ def _check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence
 
     labels = [example.label for example in texts]
     large = batch_sizes[-1]
-    pytorch_predictions = predict_from_logits(logits[large]["pytorch"], problem_type, threshold)
+    pytorch_predictions = predicted_labels(logits[large]["pytorch"], problem_type, threshold)
     parity: dict[str, dict] = {}
     failures: list[str] = []
     for key in keys:
@@ -775,8 +781,8 @@ def _check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence
         agree = [
             a == b
             for size in batch_sizes
-            for a, b in zip(predict_from_logits(logits[size][key], problem_type, threshold),
-                            predict_from_logits(logits[size][reference], problem_type, threshold))
+            for a, b in zip(predicted_labels(logits[size][key], problem_type, threshold),
+                            predicted_labels(logits[size][reference], problem_type, threshold))
         ]
         figures: dict[str, Any] = {
             "compared_with": reference,
@@ -788,10 +794,10 @@ def _check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence
         if problem_type != "regression":
             figures["label_agreement"] = float(np.mean(agree))
             figures["label_disagreements"] = int(len(agree) - sum(agree))
-        own_predictions = predict_from_logits(logits[large][key], problem_type, threshold)
+        own_predictions = predicted_labels(logits[large][key], problem_type, threshold)
         reference_predictions = (
             pytorch_predictions if reference == "pytorch"
-            else predict_from_logits(logits[large]["fp32"], problem_type, threshold)
+            else predicted_labels(logits[large]["fp32"], problem_type, threshold)
         )
         for name, quality in ((reference, _quality(reference_predictions, labels, problem_type)),
                               (key, _quality(own_predictions, labels, problem_type))):
