@@ -69,6 +69,7 @@ class TrainConfig:
     warmup_steps: int = _opt(0, "Warm-up in optimizer steps (overrides --warmup_ratio when > 0).")
     max_grad_norm: float = _opt(1.0, "Gradient clipping norm (0 disables).")
     mixed_precision: Optional[str] = _opt(None, "no, fp16 or bf16 (default: from the accelerate config).", choices=("no", "fp16", "bf16"))
+    tf32: Optional[bool] = _opt(None, "Allow TF32 matmuls on NVIDIA Ampere+ GPUs (faster fp32 at ~1e-3 relative precision); default: PyTorch's setting. No effect on CPU.")
     group_by_length: bool = _opt(True, "Batch texts of similar length together (less padding, faster).")
     seed: int = _opt(42, "Random seed for data splits, shuffling, initialisation and dropout.")
     full_determinism: bool = _opt(False, "Deterministic algorithms everywhere (slower).")

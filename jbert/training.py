@@ -191,6 +191,9 @@ def train(config: TrainConfig) -> dict:
     _setup_logging(accelerator)
     logger.info("%s", accelerator.state)
     set_seed(config.seed, deterministic=config.full_determinism)
+    if config.tf32 is not None and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
     if accelerator.is_main_process:
         check_output_dir(config.output_dir, config.overwrite_output_dir)  # fail now, not after training
     checkpoint_root = config.checkpoint_dir
