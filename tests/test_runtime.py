@@ -148,8 +148,10 @@ def test_session_options_are_deliberate(single_export):
     assert options.intra_op_num_threads == physical_core_count()
     assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    told = OnnxClassifier.from_export_dir(single_export[1], model="fp32", num_threads=1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    told = OnnxClassifier.from_export_dir(single_export[1], model="fp32", num_threads=1, allow_spinning=False)
     assert told.session.get_session_options().intra_op_num_threads == 1
+    assert told.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_padding_builds_int64_arrays_once(classifier):
