@@ -63,43 +63,110 @@ def malformed_requests(max_inputs: int, max_body: int) -> list[tuple[str, dict]]
     ]
 
 
-async def run_phase(base: str, texts: list[str], requests: int, clients: int, bad_every: int | None, bad: list) -> dict:
+class RawHTTPClient:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams.
+
+    httpx costs about a millisecond of Python per request; with 32 clients in one process on a
+    2-core machine the load generator, not the server, would set the pace.
+    """
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """Send one POST and return (status, body); reconnects when the server closed the connection."""
+        for attempt in (0, 1):
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            try:
+                head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                        f"Content-Length: {len(body)}\r\n\r\n").encode()
+                self.writer.write(head + body)
+                await self.writer.drain()
+                status_line = await self.reader.readline()
+                if not status_line:
+                    raise ConnectionResetError("connection closed")
+                status = int(status_line.split()[1])
+                length, close = 0, False
+                while True:
+                    line = await self.reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    name, _, value = line.decode("latin-1").partition(":")
+                    if name.lower() == "content-length":
+                        length = int(value)
+                    elif name.lower() == "connection" and value.strip().lower() == "close":
+                        close = True
+                payload = await self.reader.readexactly(length)
+                if close:
+                    await self.close()
+                return status, payload
+            except (ConnectionError, asyncio.IncompleteReadError):
+                await self.close()
+                if attempt:
+                    raise
+        raise RuntimeError("unreachable")
+
+    async def close(self) -> None:
+        """Close the connection (if open)."""
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except ConnectionError:
+                pass
+        self.reader = self.writer = None
+
+
+def encode_request(kwargs: dict) -> bytes:
+    """Request body bytes from ("json" | "content") kwargs."""
+    if "content" in kwargs:
+        return kwargs["content"]
+    return json.dumps(kwargs["json"], ensure_ascii=False).encode()
+
+
+async def run_phase(port: int, texts: list[str], requests: int, clients: int, bad_every: int | None, bad: list) -> dict:
     """Send `requests` requests from `clients` concurrent clients; collect statuses and latencies."""
     counter = iter(range(requests))
     good_latencies: list[float] = []
     good_status: dict[int, int] = {}
     bad_status: dict[str, dict[int, int]] = {}
     failures: list[str] = []
+    bad_bodies = [(name, encode_request(kwargs)) for name, kwargs in bad]
 
-    async def client(http: httpx.AsyncClient) -> None:
-        for index in counter:
-            is_bad = bad_every is not None and index % bad_every == bad_every - 1
-            if is_bad:
-                name, kwargs = bad[(index // bad_every) % len(bad)]
-            else:
-                kwargs = {"json": {"inputs": [texts[index % len(texts)]]}}
-            started = time.perf_counter()
-            try:
-                response = await http.post("/predict", headers={"content-type": "application/json"}, **kwargs)
-            except httpx.HTTPError as err:
-                failures.append(f"{type(err).__name__}: {err}")
-                continue
-            elapsed = time.perf_counter() - started
-            if is_bad:
-                bad_status.setdefault(name, {}).setdefault(response.status_code, 0)
-                bad_status[name][response.status_code] += 1
-            else:
-                good_status[response.status_code] = good_status.get(response.status_code, 0) + 1
-                if response.status_code == 200:
-                    good_latencies.append(elapsed)
+    async def client() -> None:
+        http = RawHTTPClient("127.0.0.1", port)
+        try:
+            for index in counter:
+                is_bad = bad_every is not None and index % bad_every == bad_every - 1
+                if is_bad:
+                    name, body = bad_bodies[(index // bad_every) % len(bad_bodies)]
+                else:
+                    body = json.dumps({"inputs": [texts[index % len(texts)]]}, ensure_ascii=False).encode()
+                started = time.perf_counter()
+                try:
+                    status, payload = await http.post("/predict", body)
+                except (OSError, asyncio.IncompleteReadError, ValueError) as err:
+                    failures.append(f"{type(err).__name__}: {err}")
+                    continue
+                elapsed = time.perf_counter() - started
+                if is_bad:
+                    bad_status.setdefault(name, {}).setdefault(status, 0)
+                    bad_status[name][status] += 1
+                else:
+                    good_status[status] = good_status.get(status, 0) + 1
+                    if status == 200 and json.loads(payload)[0].get("label") is not None:
+                        good_latencies.append(elapsed)
+        finally:
+            await http.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    seconds = time.perf_counter() - started
     good = sum(good_status.values())
-    errors = sum(count for status, count in good_status.items() if status != 200) + len(failures)
+    errors = sum(count for status, count in good_status.items() if status != 200) + len(failures) \
+        + (good_status.get(200, 0) - len(good_latencies))
     latencies = sorted(good_latencies)
     result = {
         "requests": requests,
@@ -185,17 +252,26 @@ def main(argv=None) -> None:
         for text in texts[:16]:
             httpx.post(f"{base}/predict", json={"inputs": [text]}, timeout=60)
         log(f"clean phase: {args.requests} requests from {args.clients} clients")
-        clean = asyncio.run(run_phase(base, texts, args.requests, args.clients, None, []))
+        clean = asyncio.run(run_phase(port, texts, args.requests, args.clients, None, []))
         log(f"clean: {clean['throughput_requests_per_s']} req/s, p50 {clean['latency_ms']['p50']} ms, p99 {clean['latency_ms']['p99']} ms, errors {clean['errors']}")
         bad = malformed_requests(max_inputs, max_body)
         log(f"mixed phase: every {args.bad_every}th request malformed")
-        mixed = asyncio.run(run_phase(base, texts, args.requests, args.clients, args.bad_every, bad))
+        mixed = asyncio.run(run_phase(port, texts, args.requests, args.clients, args.bad_every, bad))
         log(f"mixed: {mixed['throughput_requests_per_s']} req/s, malformed all 4xx: {mixed['malformed_all_4xx']}, errors {mixed['errors']}")
         health = httpx.get(f"{base}/health", timeout=10)
         metrics = httpx.get(f"{base}/metrics", timeout=10).text
         loaded_memory = resident_memory_mb(server.pid)
-        batch_count = next((float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("jbert_batch_size_count")), None)
-        batch_sum = next((float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("jbert_batch_size_sum")), None)
+        def metric(prefix: str) -> float | None:
+            return next((float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix)), None)
+
+        batch_count, batch_sum = metric("jbert_batch_size_count"), metric("jbert_batch_size_sum")
+        server_side = {
+            "model_calls": batch_count,
+            "inference_seconds_total": metric("jbert_inference_duration_seconds_sum"),
+            "tokenization_seconds_total": metric("jbert_tokenization_duration_seconds_sum"),
+            "predict_mean_latency_ms": round(1000 * metric('jbert_request_duration_seconds_sum{path="/predict"}')
+                                             / metric('jbert_request_duration_seconds_count{path="/predict"}'), 1),
+        }
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -208,7 +284,8 @@ def main(argv=None) -> None:
         "machine": {"logical_cpus": os.cpu_count(), "note": "clients and server share the machine"},
         "server": {"export_dir": str(export_dir), "model": args.model, "max_wait_ms": args.max_wait_ms, "extra_args": args.server_arg,
                    "memory_idle": idle_memory, "memory_after_load": loaded_memory,
-                   "mean_texts_per_model_call": round(batch_sum / batch_count, 2) if batch_count else None},
+                   "mean_texts_per_model_call": round(batch_sum / batch_count, 2) if batch_count else None,
+                   "server_side": server_side},
         "data": source,
         "clean": clean,
         "mixed": mixed,
