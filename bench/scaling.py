@@ -55,6 +55,7 @@ def run_mode(mode: str, args: argparse.Namespace, workdir: Path) -> dict:
     if args.gpu:
         config = GPU_CONFIGS.get(mode, config)
     output_dir = workdir / mode
+    workdir.mkdir(parents=True, exist_ok=True)
     train_args = [
         "--from_scratch", args.size, "--vocab_size", "2000", "--train_file", args.train_file,
         "--validation_file", args.validation_file, "--output_dir", str(output_dir), "--max_length", str(args.max_length),
@@ -109,10 +110,12 @@ def main(argv=None) -> dict:
                 result = run_mode(mode, args, Path(workdir) / f"run{run}")
                 if mode not in results or result["train_samples_per_second"] > results[mode]["train_samples_per_second"]:
                     results[mode] = result
-    base = results.get("one_process")
-    if base:
-        for result in results.values():
-            result["throughput_vs_one_process"] = round(result["train_samples_per_second"] / base["train_samples_per_second"], 3)
+    for base_name in ("one_process", "one_process_1thread"):
+        base = results.get(base_name)
+        if base:
+            for result in results.values():
+                result[f"throughput_vs_{base_name}"] = round(
+                    result["train_samples_per_second"] / base["train_samples_per_second"], 3)
     import torch
 
     report = {
