@@ -30,7 +30,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, Optional
 
@@ -567,7 +567,8 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
             os.replace(partial_path, output)
             state_path.unlink(missing_ok=True)
     finally:
-        lines_source.stream.close() if options.input != "-" else None
+        if options.input != "-":  # never close the process's standard input
+            lines_source.stream.close()
         if output is not None and handle is not None and not handle.closed:
             handle.close()
     summary = ScoreSummary(
