@@ -699,12 +699,16 @@ def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
 
 
 def _onnx_sessions(work_dir: Path, keys: Sequence[str]) -> dict:
+    """One CPU session per ONNX file, with the options serving uses (jbert.runtime)."""
     import onnxruntime
+
+    from .runtime import make_session_options
 
     sessions = {}
     for key in keys:
-        options = onnxruntime.SessionOptions()
-        options.log_severity_level = 3
+        # PyTorch and up to three sessions take turns here: spinning idle threads would steal the
+        # CPU from whichever one is running.
+        options = make_session_options(allow_spinning=False)
         sessions[key] = onnxruntime.InferenceSession(str(work_dir / MODEL_FILES[key]), options, providers=["CPUExecutionProvider"])
     return sessions
 
