@@ -353,7 +353,8 @@ class OnnxClassifier:
                 best = int(row.argmax())
                 result = {"label": self.labels[best], "score": float(row[best])}
                 if multi_label:
-                    result["labels"] = [self.labels[i] for i in np.flatnonzero(row >= self.threshold)]
+                    # Strictly above, as training's jbert.metrics.predictions_from_logits decides.
+                    result["labels"] = [self.labels[i] for i in np.flatnonzero(row > self.threshold)]
                 if top_k is not None:
                     ranked = np.argsort(-row, kind="stable")[:top_k]
                     result["scores"] = [{"label": self.labels[i], "score": float(row[i])} for i in ranked]
@@ -380,7 +381,7 @@ class OnnxClassifier:
 
         Each dict holds "label" (best class name; for regression the output's name) and "score"
         (its probability; the raw value for regression) and "truncated". Multi-label models add
-        "labels": every class whose sigmoid score reaches the model's threshold. With `top_k`,
+        "labels": every class whose sigmoid score is above the model's threshold. With `top_k`,
         "scores" lists the `top_k` best classes as {"label", "score"}, best first.
         Raises InputError for an empty or non-text input, or a too long one with truncate=False.
         """
