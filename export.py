@@ -1,7 +1,7 @@
 """Export a jbert model directory to a checked ONNX directory for serving.
 
     python export.py outputs/model outputs/onnx
-    python export.py outputs/model outputs/onnx --optimize O2 --quantize avx512_vnni --overwrite
+    python export.py outputs/model outputs/onnx --optimize O2 --quantize avx512_vnni --per_channel --overwrite
     python export.py outputs/model outputs/onnx --quantize avx2 --reduce_range --validation_file data/dev.csv
 
 Writes model.onnx (fp32), optionally model_optimized.onnx and model_quantized.onnx, the config,
