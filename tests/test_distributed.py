@@ -195,7 +195,7 @@ def test_two_processes_match_one_process_and_resume_with_two(data_dir, reference
     assert_two_ranks(output, "MULTI_CPU")
     assert "resuming from" in output and "step_00000004" in output
     assert "2 process(es) x batch 8 x accumulation 1 = 16 per step" in output
-    assert_same_model(output_dir, reference_dir)
+    print(f"max |weight difference| vs 1 process: {assert_same_model(output_dir, reference_dir):.2e}")
     assert_same_metrics(read_metrics(output_dir), expected)
 
 
@@ -235,7 +235,8 @@ def test_deepspeed_zero_on_two_cpu_processes_saves_a_consolidated_model(stage, d
     # In-memory (engine) validation loss at the best step == the reloaded save_pretrained model's.
     assert reloaded_validation_loss(output_dir, data_dir / "valid.csv") == pytest.approx(
         metrics["validation"]["loss"], abs=1e-5)
-    assert_same_model(output_dir, reference_dir)  # ZeRO's fp32 path == plain single-process training
+    worst = assert_same_model(output_dir, reference_dir)  # ZeRO's fp32 path == plain single-process training
+    print(f"max |weight difference| vs 1 process: {worst:.2e}")
     assert_same_metrics(metrics, expected)
 
 
@@ -252,5 +253,5 @@ def test_two_machines_on_localhost_train_together(data_dir, reference, tmp_path)
     main_output = results[0][1]
     assert_two_ranks(main_output, "MULTI_CPU")
     assert "model written to" not in results[1][1], "machine 1 hosts rank 1 only: it writes nothing"
-    assert_same_model(output_dir, reference_dir)
+    print(f"max |weight difference| vs 1 process: {assert_same_model(output_dir, reference_dir):.2e}")
     assert_same_metrics(read_metrics(output_dir), expected)
