@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from .errors import UserError
+from .postprocessing import predictions_from_logits, sigmoid  # noqa: F401  (re-exported)
 
 LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
 DEFAULT_METRIC = {
@@ -23,20 +24,6 @@ DEFAULT_METRIC = {
     "multi_label_classification": "micro_f1",
     "regression": "pearson",
 }
-
-
-def sigmoid(values: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    return np.exp(-np.logaddexp(0.0, -values))
-
-
-def predictions_from_logits(logits: np.ndarray, problem_type: str, threshold: float = 0.5) -> np.ndarray:
-    """Class ids (single-label), a 0/1 matrix (multi-label) or values (regression)."""
-    if problem_type == "single_label_classification":
-        return logits.argmax(axis=-1)
-    if problem_type == "multi_label_classification":
-        return (sigmoid(logits) > threshold).astype(np.int64)
-    return logits.reshape(-1)
 
 
 def _per_class(true, predicted, label_names, **kwargs) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 from .artifacts import JbertSettings, Manifest, read_json
 from .errors import UserError
 from .fast_tokenizer import EncodedText, load_serving_tokenizer
+from .postprocessing import sigmoid, softmax
 from .text import normalize_text
 
 logger = logging.getLogger(__name__)
@@ -107,22 +108,6 @@ def make_session_options(num_threads: int | None = None, graph_optimization: str
     options.log_severity_level = 3  # warnings about unused initializers are noise for users
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     return options
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    # Split by sign so large |x| never overflows exp().
-    out = np.empty_like(logits)
-    positive = logits >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-logits[positive]))
-    exp = np.exp(logits[~positive])
-    out[~positive] = exp / (1.0 + exp)
-    return out
 
 
 class OnnxClassifier:
@@ -334,8 +319,8 @@ class OnnxClassifier:
         if self.problem_type == "regression":
             return logits
         if self.problem_type == "multi_label_classification":
-            return _sigmoid(logits)
-        return _softmax(logits)
+            return sigmoid(logits)
+        return softmax(logits)
 
     def format_predictions(
         self, scores: np.ndarray, truncated: Sequence[bool] | None = None, top_k: int | None = None
@@ -353,7 +338,7 @@ class OnnxClassifier:
                 best = int(row.argmax())
                 result = {"label": self.labels[best], "score": float(row[best])}
                 if multi_label:
-                    # Strictly above, as training's jbert.metrics.predictions_from_logits decides.
+                    # Strictly above, as jbert.postprocessing.predictions_from_logits decides in training.
                     result["labels"] = [self.labels[i] for i in np.flatnonzero(row > self.threshold)]
                 if top_k is not None:
                     ranked = np.argsort(-row, kind="stable")[:top_k]

@@ -105,12 +105,12 @@ def classifier(single_export):
 
 
 def test_fp32_matches_pytorch_in_input_order(single_export, classifier):
-    from jbert.runtime import _softmax
+    from jbert.postprocessing import softmax
 
     model_dir, _ = single_export
     # Mixed lengths and a batch size that splits them: sorting must not reorder the results.
     texts = TEXTS + ["この商品は" * 30]
-    expected = _softmax(torch_logits(model_dir, texts).astype(np.float64))
+    expected = softmax(torch_logits(model_dir, texts).astype(np.float64))
     results = classifier.predict(texts, top_k=3, batch_size=2)
     labels = ["negative", "neutral", "positive"]
     assert [r["label"] for r in results] == [labels[i] for i in expected.argmax(axis=1)]
@@ -163,12 +163,13 @@ def test_padding_builds_int64_arrays_once(classifier):
 
 
 def test_pairs_match_pytorch(tmp_path_factory):
-    from jbert.runtime import OnnxClassifier, _softmax
+    from jbert.postprocessing import softmax
+    from jbert.runtime import OnnxClassifier
 
     model_dir, export_dir = cached_export(tmp_path_factory, text_pair=True)
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
     assert classifier.is_pair
-    expected = _softmax(torch_logits(model_dir, TEXTS, PAIRS).astype(np.float64))
+    expected = softmax(torch_logits(model_dir, TEXTS, PAIRS).astype(np.float64))
     results = classifier.predict(TEXTS, PAIRS, top_k=3, batch_size=4)
     got = np.array([[s["score"] for s in sorted(r["scores"], key=lambda s: classifier.labels.index(s["label"]))] for r in results])
     np.testing.assert_allclose(got, expected, atol=1e-5)
