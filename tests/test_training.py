@@ -171,13 +171,15 @@ def test_gradient_accumulation_equals_larger_batch(topic_files):
 def test_multi_label_end_to_end(tmp_path):
     rng = random.Random(0)
     rows = []
-    for _ in range(150):
+    for _ in range(200):
         chosen = [topic for topic in TOPICS if rng.random() < 0.45] or [rng.choice(list(TOPICS))]
-        words = [rng.choice(TOPICS[topic]) for topic in chosen]
+        words = [word for topic in chosen for word in rng.sample(TOPICS[topic], 2)]
+        rng.shuffle(words)
         rows.append({"text": "、".join(words) + "の話", "label": "|".join(chosen)})
-    write_csv(tmp_path / "train.csv", rows[:120])
-    write_csv(tmp_path / "valid.csv", rows[120:])
-    metrics = run_training(tiny_args(tmp_path, label_delimiter="|", num_train_epochs=12, learning_rate=2e-3))
+    write_csv(tmp_path / "train.csv", rows[:160])
+    write_csv(tmp_path / "valid.csv", rows[160:])
+    metrics = run_training(tiny_args(tmp_path, label_delimiter="|", num_train_epochs=30, learning_rate=3e-3,
+                                     warmup_ratio=0.1))
     assert metrics["problem_type"] == "multi_label_classification"
     assert metrics["validation"]["micro_f1"] >= 0.8, metrics["validation"]
     config = json.loads((tmp_path / "model" / "config.json").read_text(encoding="utf-8"))
