@@ -24,6 +24,7 @@ the validation texts) of each file. The fine-tuned MiniLM is cached in --work-di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib.util
 import json
@@ -225,7 +226,16 @@ def main(argv=None) -> None:
     parser.add_argument("--retrain", action="store_true", help="Fine-tune MiniLM again even if a model is cached in --work-dir.")
     parser.add_argument("--skip-base", action="store_true", help="Skip the 12-layer base-shaped model.")
     args = parser.parse_args(argv)
+    # Libraries print to stdout (deepspeed's accelerator notice, training logs): stdout is kept
+    # for the one JSON object.
+    json_out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run(args)
+    print(json.dumps(result, ensure_ascii=False, indent=2), file=json_out)
 
+
+def run(args) -> dict:
+    """Train (or reuse) MiniLM, build the base-shaped model, export both; return the figures."""
     import onnxruntime
     import torch
 
@@ -268,8 +278,7 @@ def main(argv=None) -> None:
         # Random weights: the labels mean nothing, so the check runs on the texts alone.
         base_validation = write_csv(work_dir / "validation_texts.csv", held_out, columns=("text",))
         result["base_shaped"] = {"exports": export_recipes(base_dir, work_dir, base_validation, throughput_texts, BASE_RECIPES)}
-
-    print(json.dumps(result, ensure_ascii=False, indent=2))
+    return result
 
 
 if __name__ == "__main__":
