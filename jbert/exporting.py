@@ -665,10 +665,10 @@ def _quantization_record(options: ExportOptions) -> dict:
 def predicted_labels(logits: np.ndarray, problem_type: str, threshold: float = 0.5) -> list:
     """Per-text predictions in comparable form: class id, tuple of class ids, or the score.
 
-    The decision rule is training's own (`jbert.metrics.predictions_from_logits`), so "same
+    The decision rule is the one shared by training and serving (`jbert.postprocessing`), so "same
     labels" here means what the evaluation metrics counted.
     """
-    from .metrics import predictions_from_logits
+    from .postprocessing import predictions_from_logits
 
     predictions = predictions_from_logits(logits, problem_type, threshold)
     if problem_type == "multi_label_classification":
