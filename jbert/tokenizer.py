@@ -152,12 +152,27 @@ def load_tokenizer(name_or_path: str, mecab_dic: str | None = None, trust_remote
             "--mecab_dic %s ignored: the tokenizer of %s (%s) does not use MeCab",
             mecab_dic, name_or_path, config.get("tokenizer_class", "unknown class"),
         )
+    from transformers import PreTrainedTokenizerBase
+
     try:
-        return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **overrides)
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **overrides)
     except OSError as err:
         raise UserError(_not_loadable_message(name_or_path, err)) from None
     except (ModuleNotFoundError, ImportError) as err:
         raise UserError(f"the tokenizer of {name_or_path} needs a package that is not installed: {err}") from None
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        # transformers 4.57 returns a bare bool instead of raising when MeCab rejects its options
+        # (e.g. mecab_option "-d DIR" naming a dictionary directory that does not exist); every
+        # caller would otherwise fail later with an AttributeError far from the cause.
+        mecab_kwargs = overrides.get("mecab_kwargs", config.get("mecab_kwargs"))
+        where = f"{name_or_path}/{TOKENIZER_CONFIG_FILE}" if local else f"the tokenizer_config.json of {name_or_path}"
+        raise UserError(
+            f"cannot load the tokenizer of {name_or_path}: transformers returned {type(tokenizer).__name__} "
+            f"({tokenizer!r}) instead of a tokenizer. {where} has mecab_kwargs {mecab_kwargs}: check that the "
+            "MeCab dictionary it names exists and its mecab_option is valid, or pass --mecab_dic unidic_lite "
+            "(or another installed dictionary)"
+        )
+    return tokenizer
 
 
 def _required_alphabet(char_counts: dict[str, int]) -> list[str]:

@@ -104,6 +104,10 @@ def test_every_task_exports_optimises_quantises_and_matches_pytorch(model_dirs, 
             assert parity["label_agreement"] == 1.0
     int8 = loaded.models["int8"]
     assert int8.precision == "int8" and int8.quantization["source"] == "model.onnx"
+    assert int8.quantization["quantize_ops"] == "all" and "Gather" in int8.quantization["operators"]
+    # The default quantises the embedding tables too (compare test_quantize_ops_matmul_keeps_embeddings_fp32).
+    int8_initializers = {t.name for t in onnx.load(str(export_dir / "model_quantized.onnx")).graph.initializer}
+    assert "bert.embeddings.word_embeddings.weight_quantized" in int8_initializers
     assert int8.parity["compared_with"] == "fp32"
     assert loaded.models["optimized"].optimization == "O2"
     for entry in loaded.models.values():
@@ -240,8 +244,8 @@ def test_int8_below_min_agreement_fails(model_dirs, tmp_path, monkeypatch):
     wrong_class = int(first_logits.argmin())
     real_quantize = exporting._quantize
 
-    def quantize_then_flip(work_dir, target, per_channel, reduce_range):
-        real_quantize(work_dir, target, per_channel, reduce_range)
+    def quantize_then_flip(work_dir, *args):
+        real_quantize(work_dir, *args)
         path = Path(work_dir) / "model_quantized.onnx"
         graph = onnx.load(str(path))
         bias = next(t for t in graph.graph.initializer if t.name == "classifier.bias")
@@ -252,9 +256,40 @@ def test_int8_below_min_agreement_fails(model_dirs, tmp_path, monkeypatch):
         onnx.save(graph, str(path))
 
     monkeypatch.setattr(exporting, "_quantize", quantize_then_flip)
-    with pytest.raises(ValidationError, match="int8 \\(model_quantized.onnx\\) agrees with fp32 on"):
+    with pytest.raises(ValidationError, match="int8 \\(model_quantized.onnx\\) agrees with fp32 on") as raised:
         export_model(model_dir, tmp_path / "onnx", quantize="avx2", show_progress=False)
+    assert "try --per_channel" in str(raised.value) and "--quantize_ops matmul" in str(raised.value)
     assert not (tmp_path / "onnx").exists()
+    # Remedies already in use are not suggested again.
+    with pytest.raises(ValidationError) as raised:
+        export_model(model_dir, tmp_path / "onnx", quantize="avx2", per_channel=True, quantize_ops="matmul", show_progress=False)
+    assert "--per_channel (" not in str(raised.value) and "--quantize_ops matmul (" not in str(raised.value)
+    assert "--min_agreement" in str(raised.value)
+
+
+def test_quantize_ops_matmul_keeps_embeddings_fp32(model_dirs, tmp_path):
+    """--quantize_ops matmul: every MatMul is int8, the embedding tables stay float, agreement is reported."""
+    export_dir = tmp_path / "onnx"
+    manifest = export_model(model_dirs["single_label"], export_dir, quantize="avx512_vnni", per_channel=True,
+                            quantize_ops="matmul", show_progress=False)
+    int8 = Manifest.load(export_dir).models["int8"]
+    assert int8.quantization["quantize_ops"] == "matmul"
+    assert int8.quantization["operators"] == ["MatMul", "Attention"] and int8.quantization["per_channel"] is True
+    assert int8.parity["passed"] and int8.parity["label_agreement"] == 1.0
+    assert int8.parity["n_texts"] == len(_examples(model_dirs["single_label"])) + 1
+
+    graph = onnx.load(str(export_dir / "model_quantized.onnx")).graph
+    op_types = [node.op_type for node in graph.node]
+    fp32_matmuls = [node.op_type for node in onnx.load(str(export_dir / "model.onnx")).graph.node].count("MatMul")
+    # Every dense layer is int8 (the quantiser also turns 2-D Gemm layers into MatMulInteger).
+    assert op_types.count("MatMulInteger") >= fp32_matmuls > 0 and "MatMul" not in op_types and "Gemm" not in op_types
+    assert "DequantizeLinear" not in op_types  # a quantised Gather reads int8 rows and dequantises them
+    initializers = {t.name: t.data_type for t in graph.initializer}
+    for table in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
+        assert initializers[f"bert.embeddings.{table}.weight"] == onnx.TensorProto.FLOAT, table
+        assert f"bert.embeddings.{table}.weight_quantized" not in initializers, table
+    # Larger than the all-ops file (embeddings in fp32) yet smaller than fp32.
+    assert manifest.models["int8"].size_bytes < manifest.models["fp32"].size_bytes
 
 
 def test_validation_file_with_labels_gives_accuracy(model_dirs, tmp_path, caplog):
@@ -303,8 +338,8 @@ def test_cli_flags_come_from_export_options():
     for option in dataclasses.fields(ExportOptions):
         assert getattr(args, option.name) == option.default == defaults[option.name].default, option.name
         assert option.metadata["help"].endswith((".", ")")), option.name
-    args = parser.parse_args(["m", "e", "--min-agreement", "0.9", "--per-channel", "--quiet", "--reduce_range"])
-    assert (args.min_agreement, args.per_channel, args.show_progress, args.reduce_range) == (0.9, True, False, True)
+    args = parser.parse_args(["m", "e", "--min-agreement", "0.9", "--per-channel", "--quiet", "--reduce_range", "--quantize-ops", "matmul"])
+    assert (args.min_agreement, args.per_channel, args.show_progress, args.reduce_range, args.quantize_ops) == (0.9, True, False, True, "matmul")
 
 
 def _run(argv, capsys) -> tuple[int, str]:
@@ -395,7 +430,9 @@ def test_bad_input_exits_2_with_a_clear_message(model_dirs, tmp_path, capsys, mo
 
 def test_options_validation_lists_every_problem():
     with pytest.raises(UserError) as error:
-        ExportOptions(per_channel=True, min_agreement=1.5, opset=9, default_model="int8").validate()
+        ExportOptions(per_channel=True, min_agreement=1.5, opset=9, default_model="int8", quantize_ops="matmul").validate()
     message = str(error.value)
-    for expected in ("--per_channel only applies", "--min_agreement must be between 0 and 1", "--opset must be between 14", "--default_model int8 is not being made"):
+    with pytest.raises(UserError, match="--quantize_ops 'gather' is not a choice; choose one of all, matmul"):
+        ExportOptions(quantize="avx2", quantize_ops="gather").validate()
+    for expected in ("--quantize_ops matmul only applies to int8", "--per_channel only applies", "--min_agreement must be between 0 and 1", "--opset must be between 14", "--default_model int8 is not being made"):
         assert expected in message

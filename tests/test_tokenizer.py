@@ -159,6 +159,22 @@ def test_dictionary_directory_without_sys_dic_is_a_user_error(tmp_path):
         load_tokenizer(str(directory), mecab_dic=str(tmp_path / "notadic"))
 
 
+def test_transformers_returning_a_bool_for_a_missing_dictionary_dir_is_a_user_error(tmp_path, monkeypatch):
+    """transformers 4.57 gives back `False`, not a tokenizer, for `-d MISSING_DIR`; load_tokenizer says so."""
+    import jbert.tokenizer
+
+    missing = tmp_path / "no_such_dictionary"
+    config = {**CL_TOHOKU_V2_CONFIG, "mecab_kwargs": {"mecab_dic": None, "mecab_option": f"-d {missing}"}}
+    directory = _cl_tohoku_dir(tmp_path / "broken", config)
+    # Skip jbert's own MeCab start-up check so the object transformers returns reaches the guard.
+    monkeypatch.setattr(jbert.tokenizer, "create_mecab_tagger", lambda *args, **kwargs: None)
+    with pytest.raises(UserError) as raised:
+        load_tokenizer(str(directory))
+    message = str(raised.value)
+    assert "transformers returned bool" in message and str(directory / "tokenizer_config.json") in message
+    assert str(missing) in message and "--mecab_dic unidic_lite" in message
+
+
 def test_bad_model_paths_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_tokenizer(str(tmp_path / "missing_model"))
