@@ -3,6 +3,7 @@
     python export.py outputs/model outputs/onnx
     python export.py outputs/model outputs/onnx --optimize O2 --quantize avx512_vnni --per_channel --overwrite
     python export.py outputs/model outputs/onnx --quantize avx2 --reduce_range --validation_file data/dev.csv
+    python export.py outputs/model outputs/onnx --quantize avx512_vnni --per_channel --quantize_ops matmul   # embeddings stay fp32
 
 Writes model.onnx (fp32), optionally model_optimized.onnx and model_quantized.onnx, the config,
 tokenizer, jbert.json and manifest.json. Every ONNX file is checked against PyTorch on real texts
