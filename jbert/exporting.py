@@ -103,7 +103,7 @@ class ExportOptions:
     quantize: Optional[str] = _option(None, f"Also write a dynamic int8 copy, model_quantized.onnx, tuned for this CPU instruction set (made from the fp32 graph). Choices: {', '.join(QUANTIZATION_TARGETS)}.", metavar="TARGET")
     per_channel: bool = _option(False, "Quantize weights per output channel: more accurate int8 at a slightly larger file.")
     reduce_range: Optional[bool] = _option(None, "Quantize weights to 7 bits, which avoids overflow on AVX2/AVX512 CPUs without VNNI (avx2 and avx512 targets only).")
-    quantize_ops: str = _option("all", f"Which ops int8 quantises: all (Optimum's preset, embeddings included: smallest file) or matmul (MatMul only; embeddings stay fp32: closer to fp32, larger file). Choices: {', '.join(QUANTIZE_OPS)}.", metavar="OPS")
+    quantize_ops: str = _option("all", f"Which ops int8 quantises: all (Optimum's preset, embeddings included: smallest file) or matmul (MatMul only; embeddings stay fp32: a larger file, closer to fp32 together with --per_channel). Choices: {', '.join(QUANTIZE_OPS)}.", metavar="OPS")
     validation_file: Optional[str] = _option(None, "CSV/TSV/JSONL file of texts (the model's text column, its pair column for pair models, and optionally the label column) to check parity on; default: examples.jsonl of the model directory.", metavar="FILE")
     atol: float = _option(1e-4, "Largest absolute logit difference allowed between PyTorch and the fp32/optimised ONNX graphs.")
     min_agreement: float = _option(0.99, "Smallest fraction of texts on which the int8 model must predict the same labels as the fp32 one.")
@@ -669,7 +669,7 @@ def _int8_remedies(options: ExportOptions) -> str:
     if not options.per_channel:
         remedies.append("--per_channel (per-output-channel scales, about the same size)")
     if options.quantize_ops == "all":
-        remedies.append("--quantize_ops matmul (embeddings stay fp32: closer to fp32, but a larger file, e.g. 59 instead of 23 MB for MiniLM-L6)")
+        remedies.append("--quantize_ops matmul (embeddings stay fp32: closer to fp32 together with --per_channel, but a larger file, e.g. 59 instead of 23 MB for MiniLM-L6)")
     if options.quantize in REDUCE_RANGE_TARGETS and not options.reduce_range:
         remedies.append("--reduce_range")
     remedies.append("or serve the fp32/optimised file (--default_model), or lower --min_agreement after checking accuracy with --validation_file")
