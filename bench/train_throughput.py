@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=5e-4)
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="One run of each side per seed (initial weights, data order, dropout).")
     args = parser.parse_args()
 
     import numpy as np
@@ -78,12 +80,8 @@ def main() -> None:
     label_names = sorted({r["label"] for r in train_rows}, key=label_sort_key)
     # A shared starting point: one vocabulary, one randomly initialised model, saved once.
     texts = [normalize_text(r["text"]) for r in train_rows]
-    train_japanese_wordpiece(texts, args.vocab_size, work / "init", model_max_length=args.max_length)
-    tokenizer = load_tokenizer(str(work / "init"))
-    set_seed(0)
-    model = build_scratch_model(args.size, len(tokenizer), tokenizer.pad_token_id, args.max_length, label_names,
-                                "single_label_classification")
-    model.save_pretrained(work / "init")
+    train_japanese_wordpiece(texts, args.vocab_size, work / "vocab", model_max_length=args.max_length)
+    tokenizer = load_tokenizer(str(work / "vocab"))
     # The same validation rows for both: jbert's own split is reproduced by giving it explicitly.
     rng = np.random.default_rng(0)
     order = rng.permutation(len(train_rows))
@@ -94,24 +92,6 @@ def main() -> None:
              for name, rows in (("train", fit_rows), ("valid", valid_rows), ("test", test_rows))}
     threads = torch.get_num_threads()
 
-    # ---- jbert
-    started = time.perf_counter()
-    metrics = train(TrainConfig(
-        model_name_or_path=str(work / "init"), train_file=files["train"], validation_file=files["valid"],
-        test_file=files["test"], output_dir=str(work / "jbert"), max_length=args.max_length,
-        per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
-        num_train_epochs=args.epochs, warmup_ratio=0.1, seed=0, disable_tqdm=True, logging_steps=50,
-    ))
-    jbert_wall = time.perf_counter() - started
-    jbert = {
-        "train_samples_per_second": round(metrics["train_samples_per_second"], 2),
-        "train_seconds": round(metrics["train_seconds"], 1),
-        "wall_seconds_incl_data_prep": round(jbert_wall, 1),
-        "test_accuracy": round(metrics["test"]["accuracy"], 4),
-        "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
-    }
-
-    # ---- transformers Trainer, same tokenizer / initial weights / hyper-parameters
     import datasets
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
@@ -122,41 +102,76 @@ def main() -> None:
         encoded["labels"] = [label2id[r["label"]] for r in rows]
         return datasets.Dataset.from_dict(dict(encoded))
 
-    started = time.perf_counter()
-    train_set, valid_set, test_set = encode(fit_rows), encode(valid_rows), encode(test_rows)
-    set_seed(0)
-    trainer_model = AutoModelForSequenceClassification.from_pretrained(work / "init")
-    trainer = Trainer(
-        model=trainer_model,
-        args=TrainingArguments(
-            output_dir=str(work / "trainer"), per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=64, learning_rate=args.learning_rate, num_train_epochs=args.epochs,
-            warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear", seed=0, eval_strategy="epoch",
-            save_strategy="no", report_to=[], logging_steps=50, disable_tqdm=True, use_cpu=True,
-        ),
-        train_dataset=train_set, eval_dataset=valid_set, data_collator=DataCollatorWithPadding(tokenizer),
-    )
-    result = trainer.train()
-    logits = trainer.predict(test_set).predictions
-    trainer_wall = time.perf_counter() - started
-    predictions = logits.argmax(-1)
-    labels = np.asarray(test_set["labels"])
-    reference = {
-        "train_samples_per_second": round(result.metrics["train_samples_per_second"], 2),
-        "train_seconds": round(result.metrics["train_runtime"], 1),
-        "wall_seconds_incl_data_prep": round(trainer_wall, 1),
-        "test_accuracy": round(float(accuracy_score(labels, predictions)), 4),
-        "test_macro_f1": round(float(f1_score(labels, predictions, average="macro")), 4),
-    }
+    def run_jbert(seed: int, init_dir: Path) -> dict:
+        started = time.perf_counter()
+        metrics = train(TrainConfig(
+            model_name_or_path=str(init_dir), train_file=files["train"], validation_file=files["valid"],
+            test_file=files["test"], output_dir=str(work / f"jbert-{seed}"), max_length=args.max_length,
+            per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate,
+            num_train_epochs=args.epochs, warmup_ratio=0.1, seed=seed, disable_tqdm=True, logging_steps=50,
+        ))
+        return {
+            "train_samples_per_second": round(metrics["train_samples_per_second"], 2),
+            "train_seconds": round(metrics["train_seconds"], 1),
+            "wall_seconds_incl_data_prep": round(time.perf_counter() - started, 1),
+            "test_accuracy": round(metrics["test"]["accuracy"], 4),
+            "test_macro_f1": round(metrics["test"]["macro_f1"], 4),
+        }
+
+    def run_trainer(seed: int, init_dir: Path) -> dict:
+        started = time.perf_counter()
+        train_set, valid_set, test_set = encode(fit_rows), encode(valid_rows), encode(test_rows)
+        set_seed(seed)
+        trainer = Trainer(
+            model=AutoModelForSequenceClassification.from_pretrained(init_dir),
+            args=TrainingArguments(
+                output_dir=str(work / f"trainer-{seed}"), per_device_train_batch_size=args.batch_size,
+                per_device_eval_batch_size=64, learning_rate=args.learning_rate, num_train_epochs=args.epochs,
+                warmup_ratio=0.1, weight_decay=0.01, lr_scheduler_type="linear", seed=seed, eval_strategy="epoch",
+                save_strategy="no", report_to=[], logging_steps=50, disable_tqdm=True, use_cpu=True,
+            ),
+            train_dataset=train_set, eval_dataset=valid_set, data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        result = trainer.train()
+        predictions = trainer.predict(test_set).predictions.argmax(-1)
+        labels = np.asarray(test_set["labels"])
+        return {
+            "train_samples_per_second": round(result.metrics["train_samples_per_second"], 2),
+            "train_seconds": round(result.metrics["train_runtime"], 1),
+            "wall_seconds_incl_data_prep": round(time.perf_counter() - started, 1),
+            "test_accuracy": round(float(accuracy_score(labels, predictions)), 4),
+            "test_macro_f1": round(float(f1_score(labels, predictions, average="macro")), 4),
+        }
+
+    runs = {"jbert": [], "hf_trainer": []}
+    for seed in args.seeds:
+        # A shared starting point per seed: one randomly initialised model, saved once, loaded by both.
+        init_dir = work / f"init-{seed}"
+        tokenizer.save_pretrained(init_dir)
+        set_seed(seed)
+        build_scratch_model(args.size, len(tokenizer), tokenizer.pad_token_id, args.max_length, label_names,
+                            "single_label_classification").save_pretrained(init_dir)
+        # Alternate which side goes first so drifting machine load does not favour one of them.
+        sides = [("jbert", run_jbert), ("hf_trainer", run_trainer)]
+        for name, run in (sides if seed % 2 == 0 else sides[::-1]):
+            runs[name].append({"seed": seed, **run(seed, init_dir)})
+
+    def mean(name: str, key: str) -> float:
+        return round(float(np.mean([r[key] for r in runs[name]])), 4)
+
+    summary = {name: {key: mean(name, key) for key in ("train_samples_per_second", "test_accuracy", "test_macro_f1")}
+               for name in runs}
     print(json.dumps({
         "benchmark": "train_throughput",
         "data": data_description,
         "model": f"BERT {args.size} from scratch, vocab {len(tokenizer)}, max_length {args.max_length}",
-        "hyper_parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate},
+        "hyper_parameters": {"epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                             "seeds": args.seeds},
         "torch_threads": threads,
-        "jbert": jbert,
-        "hf_trainer": reference,
-        "throughput_ratio_jbert_over_trainer": round(jbert["train_samples_per_second"] / reference["train_samples_per_second"], 2),
+        "mean_over_seeds": summary,
+        "throughput_ratio_jbert_over_trainer": round(summary["jbert"]["train_samples_per_second"]
+                                                     / summary["hf_trainer"]["train_samples_per_second"], 2),
+        "runs": runs,
     }, ensure_ascii=False))
 
 

@@ -69,10 +69,21 @@ class LengthGroupedSampler(Sampler[int]):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).numpy()
         if self.group_by_length:
-            mega = self.examples_per_step * 50
-            chunks = [order[i : i + mega] for i in range(0, len(order), mega)]
-            # Stable sort keeps the shuffled order among equal lengths.
-            order = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
+            step = self.examples_per_step
+            mega = step * 50
+            grouped = []
+            for start in range(0, len(order), mega):
+                chunk = order[start : start + mega]
+                # Stable sort keeps the shuffled order among equal lengths.
+                chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+                steps = [chunk[i : i + step] for i in range(0, len(chunk), step)]
+                # Visit the optimizer steps of a mega-batch in random order: sorted order alone would
+                # feed the model long texts first and short ones last, a curriculum that hurts when
+                # length correlates with the label. Whole steps move, so decompositions stay equal.
+                full = [s for s in steps if len(s) == step]
+                permutation = torch.randperm(len(full), generator=generator).tolist()
+                grouped += [full[i] for i in permutation] + [s for s in steps if len(s) != step]
+            order = np.concatenate(grouped)
         return iter(order.tolist())
 
 
