@@ -63,7 +63,7 @@ REDUCE_RANGE_TARGETS = ("avx2", "avx512")
 # Which operator types dynamic int8 quantises. "all" is Optimum's preset (MatMul, Attention, Gather,
 # ...): the embedding Gather tables become int8 too, the smallest file. "matmul" keeps the embedding
 # tables (and every other non-matmul op) in fp32: on a briefly fine-tuned MiniLM, per channel, int8
-# label agreement with fp32 went from 98.1 % to 98.8 % (docs/README_export.md), for a 59 MB instead
+# label agreement with fp32 went from 98.1 % to 98.8 % (README, "Choosing the int8 recipe"), for a 59 MB instead
 # of a 23 MB file since the vocabulary-sized embedding table stays fp32. Attention is listed for
 # fused graphs; int8 is made from the unfused graph, where every dense layer is a MatMul.
 QUANTIZE_OPS = {"all": None, "matmul": ["MatMul", "Attention"]}
