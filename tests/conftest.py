@@ -102,6 +102,38 @@ def make_tiny_model_dir(
     return directory
 
 
+_EXPORTS: dict[tuple, tuple[Path, Path]] = {}
+
+
+def cached_export(tmp_path_factory, problem_type: str = "single_label_classification", text_pair: bool = False,
+                  labels=("negative", "neutral", "positive")) -> tuple[Path, Path]:
+    """(model_dir, export_dir) of a tiny model exported by export.py's code (fp32 + avx2 int8),
+    once per test session and shared by the runtime, scoring and serving tests."""
+    from jbert.exporting import export_model
+
+    key = (problem_type, text_pair, tuple(labels))
+    if key not in _EXPORTS:
+        root = tmp_path_factory.mktemp(f"export-{problem_type}-{'pair' if text_pair else 'single'}")
+        model_dir = make_tiny_model_dir(root / "model", problem_type=problem_type, labels=labels, text_pair=text_pair)
+        export_model(model_dir, root / "export", quantize="avx2", show_progress=False)
+        _EXPORTS[key] = (model_dir, root / "export")
+    return _EXPORTS[key]
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    """Export directory of the tiny single-label model."""
+    return cached_export(tmp_path_factory)[1]
+
+
+@pytest.fixture(scope="module")
+def classifier(export_dir):
+    """The runtime on that export's fp32 model, one thread."""
+    from jbert.runtime import OnnxClassifier
+
+    return OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
+
+
 @pytest.fixture
 def tiny_tokenizer_dir(tmp_path):
     """A directory holding a tiny BertJapaneseTokenizer."""

@@ -10,67 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, make_tiny_model_dir
+from conftest import REPO_ROOT, cached_export, make_tiny_model_dir
 
 from jbert.artifacts import MANIFEST_FILE, Manifest, read_json, write_json
 from jbert.errors import UserError
 
 TEXTS = ["この商品はとても良いです。", "最悪の料理でした。", "普通のホテルです", "今日は雨", "犬が走る", "猫"]
 PAIRS = ["今日の天気は晴れです。", "料理は美味しい", "部屋が悪い", "雨", "猫が寝る", "犬"]
-
-
-_EXPORTS: dict[tuple, tuple[Path, Path]] = {}
-
-
-def cached_export(tmp_path_factory, problem_type: str = "single_label_classification", text_pair: bool = False,
-                  labels=("negative", "neutral", "positive")) -> tuple[Path, Path]:
-    """(model_dir, export_dir) of a tiny model, exported once per test session and shared
-    by test_runtime, test_serving and test_scoring (an export takes seconds; tests must stay fast)."""
-    key = (problem_type, text_pair, tuple(labels))
-    if key not in _EXPORTS:
-        root = tmp_path_factory.mktemp(f"export-{problem_type}-{'pair' if text_pair else 'single'}")
-        model_dir = make_tiny_model_dir(root / "model", problem_type=problem_type, labels=labels, text_pair=text_pair)
-        _EXPORTS[key] = (model_dir, build_export_dir(model_dir, root / "export"))
-    return _EXPORTS[key]
-
-
-def build_export_dir(model_dir: Path, export_dir: Path) -> Path:
-    """Export a model directory exactly as export.py does (fp32 + avx2 int8 + manifest)."""
-    try:
-        from jbert.exporting import export_model
-    except ImportError:  # the export engineer's module has not landed yet
-        return _export_with_optimum(model_dir, export_dir)
-    export_model(model_dir, export_dir, quantize="avx2", show_progress=False)
-    return export_dir
-
-
-def _export_with_optimum(model_dir: Path, export_dir: Path) -> Path:
-    """Stand-in for jbert.exporting: Optimum export + dynamic int8 + a manifest by hand."""
-    from optimum.exporters.onnx import main_export
-    from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-    from transformers import AutoConfig
-
-    from jbert.artifacts import JbertSettings, ManifestModelFile
-
-    main_export(str(model_dir), str(export_dir), task="text-classification", do_validation=False)
-    quantizer = ORTQuantizer.from_pretrained(export_dir, file_name="model.onnx")
-    quantizer.quantize(save_dir=export_dir, quantization_config=AutoQuantizationConfig.avx2(is_static=False))
-    shutil.copy(model_dir / "jbert.json", export_dir / "jbert.json")
-    settings = JbertSettings.load(model_dir)
-    config = AutoConfig.from_pretrained(model_dir)
-    Manifest(
-        task=settings.problem_type,
-        labels=[config.id2label[i] for i in range(config.num_labels)],
-        max_length=settings.max_length,
-        is_pair=settings.is_pair,
-        default_model="int8",
-        models={
-            "fp32": ManifestModelFile(file="model.onnx", precision="fp32"),
-            "int8": ManifestModelFile(file="model_quantized.onnx", precision="int8"),
-        },
-    ).save(export_dir)
-    return export_dir
 
 
 def torch_logits(model_dir: Path, texts, pairs=None) -> np.ndarray:

@@ -13,23 +13,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, SHARED_DATA
-from test_runtime import TEXTS, cached_export
+from conftest import cached_export
+from test_runtime import TEXTS
 
 import jbert.scoring as scoring
 from jbert.errors import UserError
 from jbert.scoring import ScoreOptions, score_file
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return cached_export(tmp_path_factory)[1]
-
-
-@pytest.fixture(scope="module")
-def classifier(export_dir):
-    from jbert.runtime import OnnxClassifier
-
-    return OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
 
 
 def options(export_dir, source, output, **overrides) -> ScoreOptions:

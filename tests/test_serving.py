@@ -17,22 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from conftest import REPO_ROOT
-from test_runtime import PAIRS, TEXTS, cached_export
+from conftest import cached_export
+from test_runtime import PAIRS, TEXTS
 
 from jbert.batching import BatcherConfig, MicroBatcher, QueueFullError
 from jbert.serving import ServeLimits, create_app, is_loopback
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return cached_export(tmp_path_factory)[1]
-
-
-@pytest.fixture(scope="module")
-def classifier(export_dir):
-    from jbert.runtime import OnnxClassifier
-
-    return OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
 
 
 @pytest.fixture
