@@ -416,6 +416,9 @@ def train(config: TrainConfig) -> dict:
             checkpoint_root.rmdir()
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    # Tear the process group down before the interpreter exits: left to atexit, gloo's threads can
+    # abort a finished rank ("terminate called without an active exception", exit -6).
+    accelerator.state.destroy_process_group()
     return final
 
 

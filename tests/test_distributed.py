@@ -146,6 +146,8 @@ ranks = gather_object([{"rank": accelerator.process_index, "world": accelerator.
 if accelerator.is_main_process:
     with open(sys.argv[1], "w") as handle:
         json.dump({"ranks": ranks, "evaluated": evaluated}, handle)
+accelerator.wait_for_everyone()
+accelerator.state.destroy_process_group()  # as train() does: no gloo threads left for atexit
 '''
 
 
