@@ -1,4 +1,4 @@
-"""Evaluation metrics with scikit-learn (no metric code is downloaded), and post-processing of logits."""
+"""Evaluation metrics with scikit-learn (no metric code is downloaded); decision rules live in postprocessing.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from sklearn.metrics import (
 )
 
 from .errors import UserError
-from .postprocessing import predictions_from_logits, sigmoid  # noqa: F401  (re-exported)
+from .postprocessing import predictions_from_logits
 
 LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
 DEFAULT_METRIC = {

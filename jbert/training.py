@@ -28,7 +28,8 @@ from . import launch as scaling
 from .artifacts import EXAMPLES_FILE, METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory, check_output_dir
 from .config import TrainConfig
 from .errors import UserError
-from .metrics import ExtraMetrics, compute_metrics, predictions_from_logits, resolve_best_metric, sigmoid
+from .metrics import ExtraMetrics, compute_metrics, resolve_best_metric
+from .postprocessing import predictions_from_logits, sigmoid
 from .modeling import build_scratch_model, load_pretrained_model
 from .reporting import write_model_card, write_plots
 from .text import NormalizationConfig
@@ -119,7 +120,10 @@ def _setup_logging(accelerator: Accelerator) -> None:
     import transformers
 
     datasets.utils.logging.set_verbosity_warning()
-    transformers.utils.logging.set_verbosity_warning() if accelerator.is_local_main_process else transformers.utils.logging.set_verbosity_error()
+    if accelerator.is_local_main_process:
+        transformers.utils.logging.set_verbosity_warning()
+    else:
+        transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
 
 
