@@ -18,8 +18,8 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Sequence
 
-from jbert.errors import run_cli
-from jbert.exporting import ExportOptions, export_model
+from jbert.core.errors import run_cli
+from jbert.export.exporting import ExportOptions, export_model
 
 
 def _flag_names(name: str) -> list[str]:

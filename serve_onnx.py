@@ -22,9 +22,9 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Sequence
 
-from jbert.errors import run_cli
-from jbert.scoring import ScoreOptions, score_file
-from jbert.serving import ServeOptions, serve
+from jbert.core.errors import run_cli
+from jbert.serve.scoring import ScoreOptions, score_file
+from jbert.serve.http import ServeOptions, serve
 
 
 def _flag_names(name: str) -> list[str]:

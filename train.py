@@ -14,13 +14,13 @@ Every option: python train.py --help (YAML recipes in configs/ take the same nam
 
 import sys
 
-from jbert.errors import run_cli
+from jbert.core.errors import run_cli
 
 
 def main(argv=None):
     """Parse options (flags over YAML) and run training."""
-    from jbert.config import parse_config
-    from jbert.training import train
+    from jbert.train.config import parse_config
+    from jbert.train.loop import train
 
     config = parse_config(argv)
     train(config)

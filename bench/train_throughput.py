@@ -68,12 +68,12 @@ def main() -> None:
     from sklearn.metrics import accuracy_score, f1_score
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from jbert.config import TrainConfig
-    from jbert.data import label_sort_key
-    from jbert.modeling import build_scratch_model
-    from jbert.text import normalize_text
-    from jbert.tokenizer import load_tokenizer, train_japanese_wordpiece
-    from jbert.training import train
+    from jbert.train.config import TrainConfig
+    from jbert.data.prepare import label_sort_key
+    from jbert.train.modeling import build_scratch_model
+    from jbert.core.normalize import normalize_text
+    from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
+    from jbert.train.loop import train
 
     train_rows, test_rows, data_description = load_rows()
     work = Path(tempfile.mkdtemp(prefix="jbert-bench-"))

@@ -69,7 +69,7 @@ def make_tiny_model_dir(
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from jbert.artifacts import EXAMPLES_FILE, JbertSettings
+    from jbert.core.artifacts import EXAMPLES_FILE, JbertSettings
 
     directory = Path(directory)
     tokenizer = write_tiny_japanese_tokenizer(directory)
@@ -109,7 +109,7 @@ def cached_export(tmp_path_factory, problem_type: str = "single_label_classifica
                   labels=("negative", "neutral", "positive")) -> tuple[Path, Path]:
     """(model_dir, export_dir) of a tiny model exported by export.py's code (fp32 + avx2 int8),
     once per test session and shared by the runtime, scoring and serving tests."""
-    from jbert.exporting import export_model
+    from jbert.export.exporting import export_model
 
     key = (problem_type, text_pair, tuple(labels))
     if key not in _EXPORTS:
@@ -129,7 +129,7 @@ def export_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def classifier(export_dir):
     """The runtime on that export's fp32 model, one thread."""
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     return OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jbert import launch
-from jbert.errors import UserError
+from jbert.train import launch
+from jbert.core.errors import UserError
 
 from test_training import tiny_args, topic_rows, write_csv
 
@@ -173,7 +173,7 @@ def test_more_processes_than_batches_is_refused(small_data, monkeypatch, capsys)
 
 
 def test_resume_with_another_world_size_is_refused_before_launch(small_data, monkeypatch, capsys):
-    from jbert.checkpoint import TrainerState
+    from jbert.train.checkpoint import TrainerState
 
     checkpoint = small_data / "model.checkpoints" / "step_00000004"
     checkpoint.mkdir(parents=True)
@@ -197,8 +197,8 @@ def test_fsdp_on_cpu_only_machine_is_refused(small_data, monkeypatch, capsys):
 
 
 def test_launcher_as_a_real_process_exits_2(small_data):
-    """End to end through `python -m jbert.launch`: exit code 2 and one line, no traceback."""
-    result = subprocess.run([sys.executable, "-m", "jbert.launch", "--config_file", str(small_data / "none.yaml"), "--",
+    """End to end through `python -m jbert.train.launch`: exit code 2 and one line, no traceback."""
+    result = subprocess.run([sys.executable, "-m", "jbert.train.launch", "--config_file", str(small_data / "none.yaml"), "--",
                              *tiny_args(small_data)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "none.yaml does not exist" in result.stderr and "Traceback" not in result.stderr

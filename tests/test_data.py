@@ -11,10 +11,10 @@ import datasets
 import pytest
 
 from conftest import SHARED_DATA, write_tiny_japanese_tokenizer
-from jbert import tabular
-from jbert.config import TrainConfig
-from jbert.data import PreparedData, label_sort_key, prepare_data, tokenize_dataset
-from jbert.errors import UserError
+from jbert.core import readers as tabular
+from jbert.train.config import TrainConfig
+from jbert.data.prepare import PreparedData, label_sort_key, prepare_data, tokenize_dataset
+from jbert.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 QUICKSTART = REPO / "data" / "quickstart"

@@ -125,8 +125,8 @@ import json, sys
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
-from jbert.launch import accelerator_init_kwargs, verify_process_group
-from jbert.training import LengthGroupedSampler
+from jbert.train.launch import accelerator_init_kwargs, verify_process_group
+from jbert.train.loop import LengthGroupedSampler
 
 accelerator = Accelerator(**accelerator_init_kwargs())
 verify_process_group(accelerator)
@@ -152,7 +152,7 @@ accelerator.state.destroy_process_group()  # as train() does: no gloo threads le
 
 
 def test_each_rank_sees_its_shard_of_every_epoch_and_metrics_gather_without_duplicates(tmp_path):
-    from jbert.training import LengthGroupedSampler
+    from jbert.train.loop import LengthGroupedSampler
 
     probe = tmp_path / "shard_probe.py"
     probe.write_text(SHARD_PROBE)
@@ -179,8 +179,8 @@ def test_each_rank_sees_its_shard_of_every_epoch_and_metrics_gather_without_dupl
 
 def test_two_processes_match_one_process_and_resume_with_two(data_dir, reference, tmp_path):
     """2 x 8 == 1 x 16 (weights and metrics), through a crash after step 5 and a resume with 2 processes."""
-    from jbert.checkpoint import STATE_FILE
-    from jbert.training import CRASH_ENV
+    from jbert.train.checkpoint import STATE_FILE
+    from jbert.train.loop import CRASH_ENV
 
     expected, reference_dir = reference
     output_dir = tmp_path / "two_processes"
@@ -208,8 +208,8 @@ def reloaded_validation_loss(model_dir: Path, valid_csv: Path) -> float:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from jbert.artifacts import JbertSettings
-    from jbert.text import normalize_text
+    from jbert.core.artifacts import JbertSettings
+    from jbert.core.normalize import normalize_text
 
     settings = JbertSettings.load(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()

@@ -21,11 +21,11 @@ import torch
 
 import export as export_cli
 from conftest import make_tiny_model_dir
-from jbert import exporting
-from jbert.artifacts import EXAMPLES_FILE, MANIFEST_FILE, SETTINGS_FILE, JbertSettings, Manifest
-from jbert.errors import UserError, ValidationError, run_cli
-from jbert.exporting import ExportOptions, export_model
-from jbert.text import normalize_text
+from jbert.export import exporting
+from jbert.core.artifacts import EXAMPLES_FILE, MANIFEST_FILE, SETTINGS_FILE, JbertSettings, Manifest
+from jbert.core.errors import UserError, ValidationError, run_cli
+from jbert.export.exporting import ExportOptions, export_model
+from jbert.core.normalize import normalize_text
 
 TASKS = {
     "single_label": dict(problem_type="single_label_classification"),
@@ -185,7 +185,7 @@ def test_ort_model_and_pipeline_load_the_export_and_agree_with_pytorch(model_dir
     assert [result["label"] for result in classifier(texts)] == [id2label[i] for i in expected_ids]
 
     # jbert's own torch-free runtime reads the manifest and serves the same labels.
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     runtime = OnnxClassifier.from_export_dir(export_dir, model="fp32")
     assert [result["label"] for result in runtime.predict(texts)] == [id2label[i] for i in expected_ids]

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO_ROOT, SHARED_DATA, write_tiny_japanese_tokenizer
-from jbert.errors import UserError
-from jbert.fast_tokenizer import (
+from jbert.core.errors import UserError
+from jbert.tokenization import (
     EncodedText,
     FastBertJapaneseTokenizer,
     FastJsonTokenizer,
@@ -107,7 +107,7 @@ def test_bad_inputs_are_reported(tiny_tokenizer_dir):
 
 
 def test_wordpiece_cache_stays_exact_when_cleared(tiny_tokenizer_dir, monkeypatch):
-    import jbert.fast_tokenizer as fast_tokenizer
+    import jbert.tokenization.fast as fast_tokenizer
 
     monkeypatch.setattr(fast_tokenizer, "WORDPIECE_CACHE_SIZE", 3)
     fast = load_serving_tokenizer(tiny_tokenizer_dir)
@@ -177,7 +177,7 @@ def test_dictionary_directory_without_mecabrc(tmp_path):
     """A MeCab dictionary given by path (mecab_option -d DIR -r /dev/null) gives the same ids."""
     import unidic_lite
 
-    from jbert.fast_tokenizer import mecab_tagger_options
+    from jbert.tokenization import mecab_tagger_options
 
     dic_dir = tmp_path / "my dic"  # a space in the path must survive MeCab's option parsing
     dic_dir.mkdir()
@@ -251,7 +251,7 @@ def test_missing_dictionary_is_a_user_error(tmp_path):
 def test_module_imports_neither_torch_nor_transformers(tiny_tokenizer_dir):
     code = (
         "import sys; sys.path.insert(0, {root!r})\n"
-        "from jbert.fast_tokenizer import load_serving_tokenizer\n"
+        "from jbert.tokenization import load_serving_tokenizer\n"
         "tokenizer = load_serving_tokenizer({directory!r})\n"
         "print(tokenizer.encode_batch(['今日は雨'], ['晴れ'], max_length=16)[0].input_ids)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
@@ -284,7 +284,7 @@ def _shared_texts():
 
 @pytest.mark.shared_data
 def test_identical_on_real_sentences_with_trained_and_tiny_vocab(tmp_path):
-    from jbert.tokenizer import train_japanese_wordpiece
+    from jbert.tokenization import train_japanese_wordpiece
 
     rhr_texts, pairs = _shared_texts()
     # A realistic vocabulary learned from part of the data, checked on all of it (seen and unseen).

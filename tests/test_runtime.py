@@ -1,4 +1,4 @@
-"""jbert.runtime: an export directory served by onnxruntime gives the PyTorch model's answers."""
+"""jbert.serve.runtime: an export directory served by onnxruntime gives the PyTorch model's answers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from conftest import REPO_ROOT, cached_export, make_tiny_model_dir
 
-from jbert.artifacts import MANIFEST_FILE, Manifest, read_json, write_json
-from jbert.errors import UserError
+from jbert.core.artifacts import MANIFEST_FILE, Manifest, read_json, write_json
+from jbert.core.errors import UserError
 
 TEXTS = ["この商品はとても良いです。", "最悪の料理でした。", "普通のホテルです", "今日は雨", "犬が走る", "猫"]
 PAIRS = ["今日の天気は晴れです。", "料理は美味しい", "部屋が悪い", "雨", "猫が寝る", "犬"]
@@ -24,8 +24,8 @@ def torch_logits(model_dir: Path, texts, pairs=None) -> np.ndarray:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from jbert.artifacts import JbertSettings
-    from jbert.text import normalize_text
+    from jbert.core.artifacts import JbertSettings
+    from jbert.core.normalize import normalize_text
 
     settings = JbertSettings.load(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -45,13 +45,13 @@ def single_export(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classifier(single_export):
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     return OnnxClassifier.from_export_dir(single_export[1], model="fp32")
 
 
 def test_fp32_matches_pytorch_in_input_order(single_export, classifier):
-    from jbert.postprocessing import softmax
+    from jbert.core.postprocessing import softmax
 
     model_dir, _ = single_export
     # Mixed lengths and a batch size that splits them: sorting must not reorder the results.
@@ -71,7 +71,7 @@ def test_fp32_matches_pytorch_in_input_order(single_export, classifier):
 
 
 def test_int8_agrees_with_fp32_and_is_default(single_export):
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     int8 = OnnxClassifier.from_export_dir(single_export[1], model="int8")
     default = OnnxClassifier.from_export_dir(single_export[1])
@@ -85,7 +85,7 @@ def test_int8_agrees_with_fp32_and_is_default(single_export):
 def test_session_options_are_deliberate(single_export):
     import onnxruntime as ort
 
-    from jbert.runtime import OnnxClassifier, physical_core_count
+    from jbert.serve.runtime import OnnxClassifier, physical_core_count
 
     default = OnnxClassifier.from_export_dir(single_export[1], model="fp32")
     options = default.session.get_session_options()
@@ -109,8 +109,8 @@ def test_padding_builds_int64_arrays_once(classifier):
 
 
 def test_pairs_match_pytorch(tmp_path_factory):
-    from jbert.postprocessing import softmax
-    from jbert.runtime import OnnxClassifier
+    from jbert.core.postprocessing import softmax
+    from jbert.serve.runtime import OnnxClassifier
 
     model_dir, export_dir = cached_export(tmp_path_factory, text_pair=True)
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
@@ -124,7 +124,7 @@ def test_pairs_match_pytorch(tmp_path_factory):
 
 
 def test_multi_label_uses_sigmoid_and_threshold(tmp_path_factory):
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     labels = ("food", "service", "price", "room")
     model_dir, export_dir = cached_export(tmp_path_factory, "multi_label_classification", labels=labels)
@@ -139,7 +139,7 @@ def test_multi_label_uses_sigmoid_and_threshold(tmp_path_factory):
 
 
 def test_regression_returns_raw_values(tmp_path_factory):
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     model_dir, export_dir = cached_export(tmp_path_factory, "regression")
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32")
@@ -150,7 +150,7 @@ def test_regression_returns_raw_values(tmp_path_factory):
 
 
 def test_bad_inputs_raise_clear_errors(classifier):
-    from jbert.runtime import InputError
+    from jbert.serve.runtime import InputError
 
     with pytest.raises(InputError, match="input 1: text is empty") as caught:
         classifier.predict(["良い", ""])
@@ -167,7 +167,7 @@ def test_bad_inputs_raise_clear_errors(classifier):
 
 
 def test_hundred_thousand_characters(classifier):
-    from jbert.runtime import InputError
+    from jbert.serve.runtime import InputError
 
     long_text = "この商品はとても良いです。" * 7700  # ~100,000 characters
     assert len(long_text) >= 100_000
@@ -179,7 +179,7 @@ def test_hundred_thousand_characters(classifier):
 
 
 def test_broken_export_dirs(tmp_path, single_export):
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     with pytest.raises(UserError, match="does not exist"):
         OnnxClassifier.from_export_dir(tmp_path / "nowhere")
@@ -216,10 +216,10 @@ def test_runtime_never_imports_torch(single_export):
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO_ROOT)!r})
-from jbert.runtime import OnnxClassifier
+from jbert.serve.runtime import OnnxClassifier
 classifier = OnnxClassifier.from_export_dir({str(single_export[1])!r})
 print(classifier.predict(["この商品はとても良いです。"], top_k=2)[0]["label"])
-import jbert.scoring, jbert.batching, jbert.serving
+import jbert.serve.scoring, jbert.serve.batching, jbert.serve.http
 banned = sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)
 print("BANNED", banned)
 """

@@ -16,9 +16,9 @@ from conftest import REPO_ROOT, SHARED_DATA
 from conftest import cached_export
 from test_runtime import TEXTS
 
-import jbert.scoring as scoring
-from jbert.errors import UserError
-from jbert.scoring import ScoreOptions, score_file
+import jbert.serve.scoring as scoring
+from jbert.core.errors import UserError
+from jbert.serve.scoring import ScoreOptions, score_file
 
 
 
@@ -208,7 +208,7 @@ class _CountingClassifier:
 
 
 def test_memory_stays_bounded_while_streaming(tmp_path):
-    from jbert.artifacts import JbertSettings
+    from jbert.core.artifacts import JbertSettings
 
     fake = _CountingClassifier(JbertSettings())
 

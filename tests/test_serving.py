@@ -20,8 +20,8 @@ from conftest import REPO_ROOT
 from conftest import cached_export
 from test_runtime import PAIRS, TEXTS
 
-from jbert.batching import BatcherConfig, MicroBatcher, QueueFullError
-from jbert.serving import ServeLimits, create_app, is_loopback
+from jbert.serve.batching import BatcherConfig, MicroBatcher, QueueFullError
+from jbert.serve.http import ServeLimits, create_app, is_loopback
 
 
 
@@ -108,7 +108,7 @@ def test_long_texts(client):
 
 
 def test_pairs(tmp_path_factory):
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     export_dir = cached_export(tmp_path_factory, text_pair=True)[1]
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)

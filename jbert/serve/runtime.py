@@ -3,7 +3,7 @@
 No torch, no transformers, no HTTP: this is the one module the batch scorer and the HTTP service
 share, and it runs from a serving-only install (`requirements-serve.txt`).
 
-    from jbert.runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
     classifier = OnnxClassifier.from_export_dir("outputs/export", model="int8")
     classifier.predict(["この商品はとても良いです。"], top_k=3)
     # [{"label": "positive", "score": 0.97, "truncated": False, "scores": [...]}]
@@ -24,11 +24,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import JbertSettings, Manifest, read_json
-from .errors import UserError
-from .fast_tokenizer import EncodedText, load_serving_tokenizer
-from .postprocessing import sigmoid, softmax
-from .text import normalize_text
+from jbert.core.artifacts import JbertSettings, Manifest, read_json
+from jbert.core.errors import UserError
+from jbert.tokenization.files import EncodedText
+from jbert.tokenization.loading import load_serving_tokenizer
+from jbert.core.postprocessing import sigmoid, softmax
+from jbert.core.normalize import normalize_text
 
 logger = logging.getLogger(__name__)
 
@@ -338,7 +339,7 @@ class OnnxClassifier:
                 best = int(row.argmax())
                 result = {"label": self.labels[best], "score": float(row[best])}
                 if multi_label:
-                    # Strictly above, as jbert.postprocessing.predictions_from_logits decides in training.
+                    # Strictly above, as jbert.core.postprocessing.predictions_from_logits decides in training.
                     result["labels"] = [self.labels[i] for i in np.flatnonzero(row > self.threshold)]
                 if top_k is not None:
                     ranked = np.argsort(-row, kind="stable")[:top_k]

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Iterator
 
-from .errors import UserError
-from .text import NormalizationConfig
+from jbert.core.errors import UserError
+from jbert.core.normalize import NormalizationConfig
 
 SETTINGS_FILE = "jbert.json"
 MANIFEST_FILE = "manifest.json"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .artifacts import JbertSettings
+from jbert.core.artifacts import JbertSettings
 
 
 def _cjk_font_available() -> bool:

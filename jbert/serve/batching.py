@@ -10,7 +10,7 @@ keeps accepting requests, and tokenizing the next requests overlaps with running
 This layer knows nothing of HTTP and nothing of ONNX: it needs a model with
 `encode(texts, text_pairs, truncate)`, `run_logits(encodings, batch_size)`,
 `scores_from_logits(logits)` and `format_predictions(scores, truncated, top_k)` (see
-`jbert.runtime.OnnxClassifier`), and reports what it does to an optional observer
+`jbert.serve.runtime.OnnxClassifier`), and reports what it does to an optional observer
 (`serving.py` turns that into Prometheus metrics).
 """
 
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from .errors import UserError
+from jbert.core.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class MicroBatcher:
     """Collects concurrent `predict` calls into model calls bounded by tokens, texts and wait time."""
 
     def __init__(self, model: Any, config: BatcherConfig | None = None, observer: BatchObserver | None = None):
-        """`model`: a `jbert.runtime.OnnxClassifier` (or anything with the same four methods)."""
+        """`model`: a `jbert.serve.runtime.OnnxClassifier` (or anything with the same four methods)."""
         self.model = model
         self.config = config or BatcherConfig()
         self.config.validate()

@@ -1,4 +1,4 @@
-"""Training-side tokenizers: load any Hugging Face tokenizer, and build Japanese WordPiece vocabularies.
+"""Training-side tokenizers through transformers: `load_tokenizer` and the `ReferenceTokenizer` fallback.
 
 `load_tokenizer` goes through `AutoTokenizer`, so any encoder's tokenizer loads by hub id or path.
 For `BertJapaneseTokenizer` (the cl-tohoku models) it checks the MeCab dictionary up front and can
@@ -6,9 +6,8 @@ swap it (`mecab_dic`): cl-tohoku v2 models name `unidic_lite` (installed with jb
 name the full `unidic`, which needs a separate download. Whatever dictionary is chosen is written
 into the saved tokenizer_config.json, so serving starts MeCab exactly the same way.
 
-`train_japanese_wordpiece` builds a vocabulary from scratch: MeCab words (same splitter as the
-fast serving tokenizer, which reproduces `BertJapaneseTokenizer` exactly), then WordPiece trained
-in Rust by the `tokenizers` library, saved as a regular `BertJapaneseTokenizer` directory.
+`ReferenceTokenizer` puts the loaded tokenizer behind the serving interface (`encode_batch`), for
+the tokenizers the fast path does not reproduce and for the parity checks of export.
 """
 
 from __future__ import annotations
@@ -17,19 +16,21 @@ import logging
 import os
 import shlex
 from pathlib import Path
-from typing import Iterable
+from typing import Sequence
 
-from .errors import UserError
-from .fast_tokenizer import (
-    MECAB_DICTIONARIES,
+from jbert.core.errors import UserError
+from jbert.tokenization.files import (
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_JSON_FILE,
     VOCAB_FILE,
-    MecabWordSplitter,
+    EncodedText,
+    check_inputs,
+    read_tokenizer_config,
+)
+from jbert.tokenization.mecab import (
     create_mecab_tagger,
     is_named_mecab_dictionary,
     mecab_tagger_options,
-    read_tokenizer_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -175,95 +176,41 @@ def load_tokenizer(name_or_path: str, mecab_dic: str | None = None, trust_remote
     return tokenizer
 
 
-def _required_alphabet(char_counts: dict[str, int]) -> list[str]:
-    chars = sorted(char_counts, key=lambda ch: (-char_counts[ch], ch))
-    return chars + [CONTINUING_SUBWORD_PREFIX + ch for ch in chars]
+# --------------------------------------------------------------------------- reference fallback
 
 
-def train_japanese_wordpiece(
-    texts: Iterable[str],
-    vocab_size: int,
-    output_dir: str | os.PathLike,
-    mecab_dic: str = "unidic_lite",
-    model_max_length: int = 512,
-):
-    """Build a Japanese WordPiece vocabulary from `texts` and save a BertJapaneseTokenizer in `output_dir`.
+class ReferenceTokenizer:
+    """transformers' own tokenizer behind the same interface (imports transformers when built)."""
 
-    Texts are split into words by MeCab exactly as BertJapaneseTokenizer will split them (NFKC,
-    `mecab_dic`), then WordPiece is trained with the `tokenizers` library ("##" continuation, the
-    five BERT special tokens first). Every character of the texts is kept in the vocabulary both as
-    a word start and as a "##" continuation, so [UNK] only appears for characters never seen; when
-    `vocab_size` is too small for that, the vocabulary grows to fit and a warning says so.
-    Returns the saved tokenizer, reloadable with `AutoTokenizer.from_pretrained(output_dir)`.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import BertJapaneseTokenizer
+    is_fast = False
 
-    if vocab_size < 1:
-        raise UserError(f"vocab_size must be at least 1 (got {vocab_size})")
-    mecab_kwargs = bert_japanese_mecab_kwargs(mecab_dic)
-    splitter = MecabWordSplitter(mecab_dic=mecab_kwargs["mecab_dic"], mecab_option=mecab_kwargs.get("mecab_option"))
+    def __init__(self, directory: str | os.PathLike):
+        """Load with `load_tokenizer` (same dictionary handling and errors as training)."""
+        self.directory = Path(directory)
+        self.tokenizer = load_tokenizer(str(directory))
+        self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.model_max_length = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 10**9 else None
 
-    char_counts: dict[str, int] = {}
-    word_lines: list[str] = []
-    for text in texts:
-        if not isinstance(text, str):
-            raise UserError(f"train_japanese_wordpiece needs texts (str), got {type(text).__name__}")
-        # MeCab words split again on whitespace, as BertJapaneseTokenizer does before WordPiece.
-        pieces = splitter.split_pieces(text)
-        if not pieces:
-            continue
-        for piece in pieces:
-            for ch in piece:
-                char_counts[ch] = char_counts.get(ch, 0) + 1
-        word_lines.append(" ".join(pieces))
-    if not word_lines:
-        raise UserError("cannot build a vocabulary: the training texts contain no words (all empty?)")
-
-    required = list(BERT_SPECIAL_TOKENS) + _required_alphabet(char_counts)
-    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix=CONTINUING_SUBWORD_PREFIX))
-    wordpiece.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=max(vocab_size, len(BERT_SPECIAL_TOKENS) + 1),
-        min_frequency=2,
-        # The "##" form of every character is registered up front, in a fixed order: the trainer
-        # would otherwise number them in hash-map order, which breaks ties between equally
-        # frequent merges differently from run to run (a different vocabulary for the same seed).
-        special_tokens=list(BERT_SPECIAL_TOKENS) + [CONTINUING_SUBWORD_PREFIX + ch for ch in sorted(char_counts)],
-        initial_alphabet=sorted(char_counts),
-        continuing_subword_prefix=CONTINUING_SUBWORD_PREFIX,
-        show_progress=False,
-    )
-    wordpiece.train_from_iterator(word_lines, trainer=trainer, length=len(word_lines))
-    learned = [token for token, _ in sorted(wordpiece.get_vocab().items(), key=lambda item: item[1])]
-
-    # Keep the specials and the full alphabet; fill the rest with learned pieces in the order the
-    # trainer found them (most useful merges first), dropping the last ones if over budget.
-    required_set = set(required)
-    room = max(vocab_size - len(required), 0)
-    extra = [token for token in learned if token not in required_set][:room]
-    vocab = list(BERT_SPECIAL_TOKENS) + [t for t in required if t not in BERT_SPECIAL_TOKENS] + extra
-    if len(vocab) > vocab_size:
-        logger.warning(
-            "vocabulary has %d entries, more than vocab_size=%d: the %d distinct characters of the training "
-            "texts are all kept (as word starts and ## continuations) so that [UNK] stays rare",
-            len(vocab), vocab_size, len(char_counts),
-        )
-
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    vocab_file = output_dir / VOCAB_FILE
-    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertJapaneseTokenizer(
-        vocab_file=str(vocab_file),
-        do_lower_case=False,
-        word_tokenizer_type="mecab",
-        subword_tokenizer_type="wordpiece",
-        mecab_kwargs=mecab_kwargs,
-        model_max_length=model_max_length,
-    )
-    tokenizer.save_pretrained(str(output_dir))
-    return tokenizer
-
-
-__all__ = ["MECAB_DICTIONARIES", "bert_japanese_mecab_kwargs", "load_tokenizer", "train_japanese_wordpiece"]
+    def encode_batch(
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512
+    ) -> list[EncodedText]:
+        """Ids exactly as `tokenizer(texts, text_pairs, truncation=True, max_length=max_length)`; not padded."""
+        check_inputs(texts, text_pairs)
+        if max_length is None:
+            max_length = self.model_max_length
+        tokenizer = self.tokenizer
+        if not texts:
+            return []
+        truncation = bool(max_length)
+        full = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None, truncation=False)
+        if truncation:
+            cut = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
+                            truncation=True, max_length=max_length)
+        else:
+            cut = full
+        result = []
+        for row in range(len(texts)):
+            ids = cut["input_ids"][row]
+            token_type_ids = cut["token_type_ids"][row] if "token_type_ids" in cut else [0] * len(ids)
+            result.append(EncodedText(list(ids), list(token_type_ids), len(ids) < len(full["input_ids"][row])))
+        return result

@@ -6,7 +6,7 @@ import os
 
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
-from .errors import UserError
+from jbert.core.errors import UserError
 
 # Shapes follow Google's BERT miniatures (Turc et al. 2019); "base" is BERT-base.
 SIZE_PRESETS: dict[str, dict[str, int]] = {

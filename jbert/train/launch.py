@@ -1,14 +1,14 @@
 """Scale-out: one train.py under every Accelerate launch mode, and a checked launcher.
 
 Checked launch (every launch mistake is one clear message and exit code 2, before any process starts):
-    python -m jbert.launch --config_file accelerate_configs/multi_cpu.yaml -- --config configs/quickstart.yaml
-    python -m jbert.launch --config_file accelerate_configs/multi_node.yaml --machine_rank 1 -- ...
+    python -m jbert.train.launch --config_file accelerate_configs/multi_cpu.yaml -- --config configs/quickstart.yaml
+    python -m jbert.train.launch --config_file accelerate_configs/multi_node.yaml --machine_rank 1 -- ...
 Everything before `--` goes to `accelerate launch` (its own flags: --main_process_port, --machine_rank,
 --num_processes ...); everything after it goes to train.py. Plain `accelerate launch` works just as well
 (the same checks run inside every process); the wrapper only moves them before the launch, where
 torchrun cannot turn a worker's exit code 2 into "exit 1 with a traceback per rank".
 
-What the training processes need from this module (jbert.training calls them):
+What the training processes need from this module (jbert.train.loop calls them):
 - `accelerator_init_kwargs()`: torchrun-started processes on a machine without a GPU must build the
   Accelerator with cpu=True (DDP over gloo), or each process silently trains alone as "rank 0 of 1";
   DeepSpeed processes need backend="gloo" instead, because cpu=True makes Accelerate drop DeepSpeed.
@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from .errors import UserError, format_problems, run_cli
+from jbert.core.errors import UserError, format_problems, run_cli
 
 DS_SCHEDULER_FOR = {"linear": "WarmupDecayLR", "cosine": "WarmupCosineLR", "constant": "WarmupLR"}
 KNOWN_DISTRIBUTED_TYPES = {"NO", "MULTI_CPU", "MULTI_GPU", "DEEPSPEED", "FSDP", "MULTI_XPU", "MULTI_NPU",
@@ -180,7 +180,7 @@ def prepare_deepspeed_config(accelerator, config) -> Optional[dict]:
 def load_accelerate_config(path: str) -> dict:
     """Read an accelerate config YAML; a missing or unparsable file is a UserError."""
     if not os.path.isfile(path):
-        shipped = sorted(p.name for p in Path(__file__).resolve().parent.parent.joinpath("accelerate_configs").glob("*.yaml"))
+        shipped = sorted(p.name for p in Path(__file__).resolve().parents[2].joinpath("accelerate_configs").glob("*.yaml"))
         raise UserError(f"accelerate config {path} does not exist; shipped configs: accelerate_configs/{{{','.join(shipped)}}}")
     try:
         with open(path, encoding="utf-8") as handle:
@@ -218,7 +218,7 @@ def load_deepspeed_json(path: str, source: str) -> dict:
 
 def check_resume_world_size(config, num_processes: int) -> None:
     """A resume from a checkpoint written with another number of processes is refused up front."""
-    from .checkpoint import TrainerState, resolve_resume_path
+    from jbert.train.checkpoint import TrainerState, resolve_resume_path
 
     path = resolve_resume_path(config.resume_from_checkpoint, config.checkpoint_dir)
     if path is None:
@@ -237,7 +237,7 @@ def count_training_rows(config) -> Optional[int]:
 
     None for Parquet and saved datasets: the training processes check those themselves.
     """
-    from .tabular import detect_format, iter_rows
+    from jbert.core.readers import detect_format, iter_rows
 
     path = config.train_file
     if not path or not os.path.isfile(path):
@@ -268,7 +268,7 @@ def preflight(config_file: str, train_argv: Sequence[str], launch_args: Sequence
     num_processes = int(_launch_option(launch_args, "num_processes") or accelerate_config.get("num_processes") or 1)
     distributed_type = str(accelerate_config.get("distributed_type", "NO"))
 
-    from .config import parse_config
+    from jbert.train.config import parse_config
 
     config = parse_config(list(train_argv))
     problems = []
@@ -306,10 +306,10 @@ def build_launch_command(config_file: str, train_argv: Sequence[str], launch_arg
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m jbert.launch --config_file FILE [accelerate launch options] -- [train.py options]`."""
+    """`python -m jbert.train.launch --config_file FILE [accelerate launch options] -- [train.py options]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv:
-        raise UserError("usage: python -m jbert.launch --config_file accelerate_configs/NAME.yaml "
+        raise UserError("usage: python -m jbert.train.launch --config_file accelerate_configs/NAME.yaml "
                         "[accelerate launch options] -- [train.py options]")
     split = argv.index("--")
     launch_args, train_argv = argv[:split], argv[split + 1 :]
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    if a != "--config_file" and not a.startswith("--config_file=")
                    and not (i > 0 and launch_args[i - 1] == "--config_file")]
     preflight(config_file, train_argv, launch_args)
-    script = str(Path(__file__).resolve().parent.parent / "train.py")
+    script = str(Path(__file__).resolve().parents[2] / "train.py")
     return subprocess.call(build_launch_command(config_file, train_argv, launch_args, script=script))
 
 

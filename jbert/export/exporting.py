@@ -37,7 +37,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .artifacts import (
+from jbert.core.artifacts import (
     EXAMPLES_FILE,
     SETTINGS_FILE,
     TRAINING_CONFIG_FILE,
@@ -47,8 +47,8 @@ from .artifacts import (
     atomic_directory,
     check_output_dir,
 )
-from .errors import UserError, ValidationError, format_problems
-from .text import normalize_text
+from jbert.core.errors import UserError, ValidationError, format_problems
+from jbert.core.normalize import normalize_text
 
 logger = logging.getLogger("jbert.export")
 
@@ -384,7 +384,7 @@ def _resolve_max_length(info: _ModelDirInfo, tokenizer) -> None:
 
 def _load_tokenizer(directory: Path):
     """Load a tokenizer the way training did; a missing MeCab dictionary becomes a UserError."""
-    from .tokenizer import load_tokenizer
+    from jbert.tokenization import load_tokenizer
 
     try:
         return load_tokenizer(str(directory))
@@ -456,7 +456,7 @@ def load_validation_examples(
 
 
 def _rows_from_validation_file(path: Path, settings: JbertSettings, label_column: str, max_texts: int):
-    from .tabular import is_missing, iter_rows, read_columns, suggest_column
+    from jbert.core.readers import is_missing, iter_rows, read_columns, suggest_column
 
     columns = read_columns(path)
     needed = [settings.text_column] + ([settings.text_pair_column] if settings.is_pair else [])
@@ -679,10 +679,10 @@ def _int8_remedies(options: ExportOptions) -> str:
 def predicted_labels(logits: np.ndarray, problem_type: str, threshold: float = 0.5) -> list:
     """Per-text predictions in comparable form: class id, tuple of class ids, or the score.
 
-    The decision rule is the one shared by training and serving (`jbert.postprocessing`), so "same
+    The decision rule is the one shared by training and serving (`jbert.core.postprocessing`), so "same
     labels" here means what the evaluation metrics counted.
     """
-    from .postprocessing import predictions_from_logits
+    from jbert.core.postprocessing import predictions_from_logits
 
     predictions = predictions_from_logits(logits, problem_type, threshold)
     if problem_type == "multi_label_classification":
@@ -713,10 +713,10 @@ def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
 
 
 def _onnx_sessions(work_dir: Path, keys: Sequence[str]) -> dict:
-    """One CPU session per ONNX file, with the options serving uses (jbert.runtime)."""
+    """One CPU session per ONNX file, with the options serving uses (jbert.serve.runtime)."""
     import onnxruntime
 
-    from .runtime import make_session_options
+    from jbert.serve.runtime import make_session_options
 
     sessions = {}
     for key in keys:
@@ -869,7 +869,7 @@ def _check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence
 
 def _check_serving_tokenizer(work_dir: Path, texts: Sequence[ValidationExample], max_length: int) -> dict:
     """The torch-free serving tokenizer must give the ids the model was checked with."""
-    from .fast_tokenizer import load_serving_tokenizer
+    from jbert.tokenization import load_serving_tokenizer
 
     reference = _load_tokenizer(work_dir)
     serving = load_serving_tokenizer(work_dir)
@@ -883,7 +883,7 @@ def _check_serving_tokenizer(work_dir: Path, texts: Sequence[ValidationExample],
     ]
     if mismatches:
         raise ValidationError(
-            f"the serving tokenizer (jbert.fast_tokenizer, {type(serving).__name__}) gives different ids than "
+            f"the serving tokenizer (jbert.tokenization.fast, {type(serving).__name__}) gives different ids than "
             f"the model's tokenizer on {len(mismatches)} of {len(texts)} texts (first: {texts[mismatches[0]].text!r}); "
             "served predictions would not match the checked ones"
         )

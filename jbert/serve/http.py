@@ -29,11 +29,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import BatcherConfig, MicroBatcher, QueueFullError, ShuttingDownError
-from .errors import UserError, format_problems
-from .runtime import InputError
+from jbert.serve.batching import BatcherConfig, MicroBatcher, QueueFullError, ShuttingDownError
+from jbert.core.errors import UserError, format_problems
+from jbert.serve.runtime import InputError
 
-logger = logging.getLogger("jbert.serving")
+logger = logging.getLogger("jbert.serve.http")
 
 PREDICT_FIELDS = ("inputs", "top_k", "truncate")
 KNOWN_PATHS = ("/predict", "/health", "/info", "/metrics")
@@ -320,7 +320,7 @@ def create_app(
     limits: ServeLimits | None = None,
     shutdown_timeout_s: float = 30.0,
 ) -> FastAPI:
-    """The FastAPI app serving `model` (a `jbert.runtime.OnnxClassifier`) through a MicroBatcher.
+    """The FastAPI app serving `model` (a `jbert.serve.runtime.OnnxClassifier`) through a MicroBatcher.
 
     The batcher starts with the app's lifespan and, on shutdown, finishes every accepted request
     before the process exits.
@@ -508,7 +508,7 @@ def serve(options: ServeOptions) -> None:
     """Load an export directory and serve it with uvicorn until SIGINT/SIGTERM (graceful)."""
     import uvicorn
 
-    from .runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     options.validate()
     classifier = OnnxClassifier.from_export_dir(

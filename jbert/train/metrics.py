@@ -15,8 +15,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .errors import UserError
-from .postprocessing import predictions_from_logits
+from jbert.core.errors import UserError
+from jbert.core.postprocessing import predictions_from_logits
 
 LOWER_IS_BETTER = {"loss", "mse", "rmse", "mae"}
 DEFAULT_METRIC = {

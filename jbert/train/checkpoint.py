@@ -14,8 +14,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .artifacts import read_json, write_json
-from .errors import UserError
+from jbert.core.artifacts import read_json, write_json
+from jbert.core.errors import UserError
 
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step_(\d+)$")

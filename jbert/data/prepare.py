@@ -1,6 +1,6 @@
 """The data stage of training: read files, clean texts, detect the task, map labels, split, tokenize.
 
-    files (CSV/TSV/JSONL via jbert.tabular, Parquet, datasets.save_to_disk directories)
+    files (CSV/TSV/JSONL via jbert.core.readers, Parquet, datasets.save_to_disk directories)
       -> rows: text (+ text_pair) cleaned by jbert.text.normalize_text, raw label
       -> task (single-label / multi-label / regression) and label names in a stable id order
       -> train / validation (given, or a seeded stratified split) / test `datasets.Dataset`s
@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import datasets
 
-from . import tabular
-from .errors import UserError
-from .text import NormalizationConfig, normalize_text
+from jbert.core import readers as tabular
+from jbert.core.errors import UserError
+from jbert.core.normalize import NormalizationConfig, normalize_text
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from .config import TrainConfig
+    from jbert.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Batch scoring of files with an export directory: stream in chunks, one output row per input row.
 
-    from jbert.scoring import ScoreOptions, score_file
+    from jbert.serve.scoring import ScoreOptions, score_file
     score_file(ScoreOptions(export_dir="outputs/onnx", input="reviews.csv", output="scored.csv"))
 
 Input: CSV / TSV / JSON lines in UTF-8, UTF-8 with BOM or cp932 (the encodings and formats the
-training side reads, detected the same way by `jbert.tabular`), or standard input ("-").
+training side reads, detected the same way by `jbert.core.readers`), or standard input ("-").
 Output: JSONL, CSV or TSV (from the extension) holding every input column plus
 `predicted_label`, `predicted_score` (multi-label: also `predicted_labels`; regression: only
 `predicted_score`, the raw value), `truncated`, optionally every class's score, and `error`.
@@ -34,10 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator, Optional
 
-from .artifacts import JbertSettings, read_json, write_json
-from .errors import UserError, format_problems
+from jbert.core.artifacts import JbertSettings, read_json, write_json
+from jbert.core.errors import UserError, format_problems
 # _csv_dialect is tabular's private CSV/TSV dialect: reused so both sides parse files identically.
-from .tabular import _csv_dialect, detect_encoding, detect_format, iter_rows, resolve_encoding, suggest_column
+from jbert.core.readers import _csv_dialect, detect_encoding, detect_format, iter_rows, resolve_encoding, suggest_column
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ class _ByteCounter:
 class _DecodedLines:
     """Decode byte lines one by one; a bad line is decoded with U+FFFD and its error remembered.
 
-    Per-line decoding is what keeps one corrupt row from ending the run (jbert.tabular's strict
+    Per-line decoding is what keeps one corrupt row from ending the run (jbert.core.readers's strict
     reader stops at the first undecodable byte, which is right for training data, wrong here).
     """
 
@@ -430,10 +430,10 @@ def _fingerprint(options: ScoreOptions, classifier, text_column: str, pair_colum
 def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
     """Score every record of `options.input` and write one output row per record.
 
-    `classifier`: an already loaded `jbert.runtime.OnnxClassifier` (else loaded from
+    `classifier`: an already loaded `jbert.serve.runtime.OnnxClassifier` (else loaded from
     `options.export_dir`). Returns counts and timing; raises UserError for bad options or files.
     """
-    from .runtime import OnnxClassifier
+    from jbert.serve.runtime import OnnxClassifier
 
     options.validate()
     output_format = options.output_format or ("jsonl" if options.output == "-" else detect_format(options.output))

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import yaml
 
-from .errors import UserError, format_problems
+from jbert.core.errors import UserError, format_problems
 
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
 TASKS = ("auto", "single_label", "multi_label", "regression")

@@ -23,16 +23,16 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from . import checkpoint as ckpt
-from . import launch as scaling
-from .artifacts import EXAMPLES_FILE, METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory, check_output_dir
-from .config import TrainConfig
-from .errors import UserError
-from .metrics import ExtraMetrics, compute_metrics, resolve_best_metric
-from .postprocessing import predictions_from_logits, sigmoid
-from .modeling import build_scratch_model, load_pretrained_model
-from .reporting import write_model_card, write_plots
-from .text import NormalizationConfig
+from jbert.train import checkpoint as ckpt
+from jbert.train import launch as scaling
+from jbert.core.artifacts import EXAMPLES_FILE, METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory, check_output_dir
+from jbert.train.config import TrainConfig
+from jbert.core.errors import UserError
+from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
+from jbert.core.postprocessing import predictions_from_logits, sigmoid
+from jbert.train.modeling import build_scratch_model, load_pretrained_model
+from jbert.train.report import write_model_card, write_plots
+from jbert.core.normalize import NormalizationConfig
 
 logger = logging.getLogger("jbert")
 
@@ -129,7 +129,7 @@ def _setup_logging(accelerator: Accelerator) -> None:
 
 def _load_tokenizer(config: TrainConfig, accelerator: Accelerator, train_texts: list[str]):
     """The pretrained tokenizer, or a WordPiece vocabulary trained on the training texts."""
-    from .tokenizer import load_tokenizer, train_japanese_wordpiece
+    from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
 
     if not config.from_scratch:
         with accelerator.main_process_first():
@@ -213,7 +213,7 @@ def train(config: TrainConfig) -> dict:
         check_output_dir(config.output_dir, config.overwrite_output_dir)  # fail now, not after training
     checkpoint_root = config.checkpoint_dir
 
-    from .data import prepare_data, tokenize_dataset
+    from jbert.data.prepare import prepare_data, tokenize_dataset
 
     with accelerator.main_process_first():
         data = prepare_data(config)

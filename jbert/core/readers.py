@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import UserError
+from jbert.core.errors import UserError
 
 # Extension -> format. `.txt` exports from Excel ("Unicode text") and most corpora are tab-separated.
 FORMAT_BY_EXTENSION = {
@@ -193,7 +193,7 @@ def csv_dialect(fmt: str) -> dict:
     return {"delimiter": "\t" if fmt == "tsv" else ",", "quotechar": '"', "doublequote": True}
 
 
-_csv_dialect = csv_dialect  # the name jbert.scoring imports today
+_csv_dialect = csv_dialect  # the name jbert.serve.scoring imports today
 
 
 def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:

@@ -1,0 +1,8 @@
+"""What every stage shares; imports nothing from the other stages and never imports torch.
+
+    errors          UserError (exit 2, a message that says what, where and how to fix it), run_cli
+    normalize       the text clean-up applied before tokenisation, in training and in serving
+    readers         streaming CSV/TSV/JSONL readers (utf-8, utf-8-sig, cp932) that name bad lines
+    artifacts       the contracts between stages: jbert.json, manifest.json, atomic directories
+    postprocessing  logits -> probabilities -> decisions (softmax, sigmoid, the decision rule)
+"""

@@ -1,0 +1,8 @@
+"""Export stage: a model directory -> a validated ONNX directory that serving loads without torch.
+
+Takes a model directory from `jbert.train` (or any Hugging Face sequence-classification directory),
+exports it with Optimum, optionally optimises and quantises it with onnxruntime's tools, and checks
+every ONNX file against the PyTorch logits on real texts. Hands on model.onnx (+ optimised, int8),
+the tokenizer, config, jbert.json and manifest.json with the parity figures; a failed check leaves
+nothing behind.
+"""

@@ -1,0 +1,137 @@
+"""Tokenizer directory files and the encoding contract every jbert tokenizer returns.
+
+File names, reading `tokenizer_config.json`, and the truncation rule shared by the fast tokenizers
+(`build_encoding` reproduces `tokenizer(text, text_pair, truncation=True, max_length=N)` of
+transformers exactly). Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+from jbert.core.errors import UserError
+
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
+ADDED_TOKENS_FILE = "added_tokens.json"
+TOKENIZER_JSON_FILE = "tokenizer.json"
+VOCAB_FILE = "vocab.txt"
+
+
+
+class EncodedText(NamedTuple):
+    """Token ids of one text (or pair) with [CLS]/[SEP] added, not padded."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+    truncated: bool  # True when tokens were removed to fit max_length
+
+
+# --------------------------------------------------------------------------- tokenizer files
+
+
+def load_vocab(vocab_file: Path) -> dict[str, int]:
+    """vocab.txt -> token ids, with the same rules as transformers' load_vocab (last duplicate wins)."""
+    vocab: dict[str, int] = {}
+    with open(vocab_file, encoding="utf-8") as reader:
+        for index, line in enumerate(reader.readlines()):
+            vocab[line.rstrip("\n")] = index
+    return vocab
+
+
+def token_content(value: Any) -> str | None:
+    """A special token written as a string or as a serialised AddedToken dict."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value
+
+
+def read_json_object(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); was it written completely?") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path} must hold a JSON object")
+    return values
+
+
+def read_tokenizer_config(directory: str | os.PathLike) -> dict:
+    """tokenizer_config.json of a directory with special_tokens_map.json applied on top, as transformers does."""
+    directory = Path(directory)
+    config_path = directory / TOKENIZER_CONFIG_FILE
+    config = read_json_object(config_path) if config_path.is_file() else {}
+    map_path = directory / SPECIAL_TOKENS_MAP_FILE
+    if map_path.is_file():
+        config.update(read_json_object(map_path))
+    return config
+
+
+def is_bert_japanese_config(config: dict) -> bool:
+    tokenizer_class = config.get("tokenizer_class")
+    if tokenizer_class:
+        return tokenizer_class in ("BertJapaneseTokenizer", "BertJapaneseTokenizerFast")
+    return "word_tokenizer_type" in config or "mecab_kwargs" in config
+
+
+# --------------------------------------------------------------------------- truncation (shared)
+
+
+def build_encoding(
+    ids: list[int], pair_ids: list[int] | None, max_length: int | None, cls_id: int, sep_id: int, truncation_side: str
+) -> EncodedText:
+    """Special tokens and truncation exactly as PreTrainedTokenizer.prepare_for_model(truncation=True).
+
+    The odd corners are kept on purpose: a single text that cannot fit even after removing all its
+    tokens (max_length below 2 + 1) is left whole, as transformers does (it only logs an error).
+    """
+    total = len(ids) + (len(pair_ids) if pair_ids is not None else 0) + (2 if pair_ids is None else 3)
+    truncated = False
+    if max_length and total > max_length:
+        remove = total - max_length
+        if pair_ids is None:
+            if len(ids) > remove:
+                ids = ids[remove:] if truncation_side == "left" else ids[:-remove]
+                truncated = True
+        else:
+            len_ids, len_pair = len(ids), len(pair_ids)
+            first_remove = min(abs(len_pair - len_ids), remove)
+            second_remove = remove - first_remove
+            if len_ids > len_pair:
+                ids_to_move = first_remove + second_remove // 2
+                pair_ids_to_move = second_remove - second_remove // 2
+            else:
+                ids_to_move = second_remove // 2
+                pair_ids_to_move = first_remove + second_remove - (second_remove // 2)
+            if truncation_side == "left":
+                ids, pair_ids = ids[ids_to_move:], pair_ids[pair_ids_to_move:]
+            else:
+                ids = ids[:-ids_to_move] if ids_to_move > 0 else ids
+                pair_ids = pair_ids[:-pair_ids_to_move] if pair_ids_to_move > 0 else pair_ids
+            truncated = True
+    if pair_ids is None:
+        return EncodedText([cls_id, *ids, sep_id], [0] * (len(ids) + 2), truncated)
+    return EncodedText(
+        [cls_id, *ids, sep_id, *pair_ids, sep_id], [0] * (len(ids) + 2) + [1] * (len(pair_ids) + 1), truncated
+    )
+
+
+def check_inputs(texts: Sequence[str], text_pairs: Sequence[str] | None) -> None:
+    for position, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{position}] is {type(text).__name__}, expected str")
+    if text_pairs is not None:
+        if len(text_pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs; give one second text per text")
+        for position, text in enumerate(text_pairs):
+            if not isinstance(text, str):
+                raise TypeError(f"text_pairs[{position}] is {type(text).__name__}, expected str")
+
+
+
+class Unsupported(Exception):
+    """A setting the fast path does not reproduce exactly; the message says which."""

@@ -1,0 +1,168 @@
+"""The package layout is the data flow: stage sub-packages, one-way dependencies, torch-free serving.
+
+These tests read the code itself (imports parsed with `ast`), so a new module that breaks the
+house plan fails here with the offending import named, before a reviewer has to spot it.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = REPO_ROOT / "jbert"
+
+# The order data moves through the stages. A stage may import itself and the stages to its left
+# in ALLOWED; serve is a branch off the trunk: it sees only core and tokenization.
+ALLOWED = {
+    "core": {"core"},
+    "tokenization": {"core", "tokenization"},
+    "data": {"core", "tokenization", "data"},
+    "train": {"core", "tokenization", "data", "train"},
+    "export": {"core", "tokenization", "data", "train", "serve", "export"},
+    "serve": {"core", "tokenization", "serve"},
+}
+TORCH_FREE_STAGES = ("core", "tokenization", "serve")
+MAX_MODULE_LINES = 400
+LONG_MODULE_REASON = "Longer than 400 lines because"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _stage_modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE)
+
+
+def _jbert_imports(path: Path, module_level_only: bool) -> list[tuple[int, str]]:
+    """(line, imported jbert module) for every import in a file (function-level ones too unless told)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    if module_level_only:  # `if TYPE_CHECKING:` blocks never run; everything else at top level does
+        nodes = [n for n in nodes if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
+        nodes = [child for n in nodes for child in ([n] if not isinstance(n, (ast.If, ast.Try)) else ast.walk(n))]
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jbert"):
+            assert node.level == 0, f"{path}:{node.lineno}: use absolute imports (from jbert.stage.module import ...)"
+            if node.module == "jbert" or node.module.count(".") == 1:
+                # `from jbert.core import readers` names a module; `from jbert.core import X` a name.
+                found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+            else:
+                found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("jbert")]
+    return found
+
+
+def test_every_stage_imports_only_the_stages_before_it():
+    problems = []
+    for path in _stage_modules():
+        stage = path.relative_to(PACKAGE).parts[0]
+        assert stage in ALLOWED, f"{path}: sub-package {stage!r} is not in the house plan (tests/test_layout.py)"
+        for line, imported in _jbert_imports(path, module_level_only=False):
+            parts = imported.split(".")
+            if len(parts) > 1 and parts[1] in ALLOWED and parts[1] not in ALLOWED[stage]:
+                problems.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {imported} ({stage} may use {sorted(ALLOWED[stage])})")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_import_cycles_between_modules():
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for _, imported in _jbert_imports(path, module_level_only=False):
+            # `from jbert.core import readers` is a module; `from jbert.tokenization import X` its package.
+            while imported not in modules and "." in imported:
+                imported = imported.rsplit(".", 1)[0]
+            if imported != name and not name.startswith(imported + "."):  # a package's own __init__ is no cycle
+                targets.add(imported)
+        graph[name] = targets
+    cycles = []
+    state: dict[str, int] = {}
+
+    def visit(node, stack):
+        state[node] = 1
+        for target in graph.get(node, ()):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join(stack[stack.index(target):] + [target]))
+            elif target not in state:
+                visit(target, stack + [target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_modules_stay_short_or_say_why():
+    long_modules = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_MODULE_LINES and LONG_MODULE_REASON not in text[:3000]:
+            long_modules.append(f"{path.relative_to(REPO_ROOT)} ({text.count(chr(10))} lines)")
+    assert not long_modules, (
+        f"modules over {MAX_MODULE_LINES} lines without '{LONG_MODULE_REASON} ...' in their docstring: {long_modules}"
+    )
+
+
+def test_every_stage_says_what_it_takes_and_hands_on():
+    for package in sorted(p.parent for p in PACKAGE.glob("*/__init__.py")):
+        doc = ast.get_docstring(ast.parse((package / "__init__.py").read_text(encoding="utf-8")))
+        assert doc and len(doc.splitlines()) >= 3, f"{package.name}/__init__.py needs a docstring describing the stage"
+
+
+def test_torch_free_stages_import_without_torch_or_transformers():
+    """Every module of core, tokenization and serve imports in a fresh interpreter without torch."""
+    names = [_module_name(p) for p in _stage_modules() if p.relative_to(PACKAGE).parts[0] in TORCH_FREE_STAGES]
+    code = (
+        "import importlib, sys\n"
+        f"for name in {names!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print('LOADED', sorted(m for m in ('torch', 'transformers', 'optimum', 'datasets', 'accelerate') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "LOADED []" in done.stdout, f"serving-side modules pulled in heavy packages: {done.stdout}"
+
+
+def test_old_flat_module_names_still_import_with_a_warning():
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    from jbert.runtime import OnnxClassifier\n"
+        "    from jbert.text import normalize_text\n"
+        "    from jbert.fast_tokenizer import load_serving_tokenizer\n"
+        "import jbert.serve.runtime, jbert.runtime\n"
+        "assert OnnxClassifier is jbert.serve.runtime.OnnxClassifier\n"
+        "assert jbert.runtime.__spec__.name == 'jbert.serve.runtime'\n"
+        "print('WARNED', sum('moved to' in str(w.message) for w in caught))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "WARNED 3" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train.py", "--help"], "--model_name_or_path"),
+        (["export.py", "--help"], "--min_agreement"),
+        (["serve_onnx.py", "--help"], "score"),
+        (["serve_onnx.py", "score", "--help"], "EXPORT_DIR"),
+        (["serve_onnx.py", "http", "--help"], "--port"),
+    ],
+)
+def test_each_cli_answers_help(argv, expected):
+    done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout
