@@ -13,12 +13,14 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
 EXPORT DIR (written by export, read by serving)
     model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
     config.json, tokenizer files, jbert.json   copied from the model dir
-    manifest.json          Manifest: files, default file, task, labels, parity figures, versions
+    manifest.json          Manifest: files, default file, task, labels, parity figures, versions,
+                           the int8 search and the sha256 of every other file (checked at load)
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -175,6 +177,8 @@ class Manifest:
     versions: dict = field(default_factory=dict)  # onnxruntime, optimum, transformers, torch
     opset: int | None = None
     validation: dict = field(default_factory=dict)  # texts, batch sizes, tolerances, tokenizer checks
+    quantization: dict = field(default_factory=dict)  # CPU target, calibration, every int8 candidate's figures
+    files: dict = field(default_factory=dict)  # file name -> sha256 of every file of the export but manifest.json
     format_version: int = MANIFEST_FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -210,6 +214,34 @@ class Manifest:
         """Write `manifest.json` into a directory."""
         write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
 
+    def record_files(self, directory: str | os.PathLike) -> None:
+        """Set `files` to the sha256 of every file in DIRECTORY (except manifest.json), before `save`."""
+        directory = Path(directory)
+        self.files = {
+            path.name: sha256_file(path)
+            for path in sorted(directory.iterdir())
+            if path.is_file() and path.name != MANIFEST_FILE
+        }
+
+    def verify_files(self, directory: str | os.PathLike) -> None:
+        """Refuse an export whose files changed since export: UserError naming each missing or changed file.
+
+        Exports written before the hashes were recorded (no `files`) are accepted as they are.
+        """
+        directory = Path(directory)
+        problems = []
+        for name, expected in self.files.items():
+            path = directory / name
+            if not path.is_file():
+                problems.append(f"{path} is listed in {directory / MANIFEST_FILE} but missing")
+            elif sha256_file(path) != expected:
+                problems.append(f"{path} changed after export (its sha256 is not the one in {MANIFEST_FILE})")
+        if problems:
+            raise UserError(
+                f"refusing to load {directory}: " + "; ".join(problems)
+                + ". Copy the complete export directory again or re-export the model with export.py"
+            )
+
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Manifest":
         """Read and validate `manifest.json` of an export directory."""
@@ -223,3 +255,12 @@ class Manifest:
                 f"(create one with: python export.py MODEL_DIR {directory})"
             )
         return cls.from_dict(read_json(path), where=str(path))
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

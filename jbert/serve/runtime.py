@@ -30,6 +30,7 @@ from jbert.tokenization.files import EncodedText
 from jbert.tokenization.loading import load_serving_tokenizer
 from jbert.core.postprocessing import sigmoid, softmax
 from jbert.core.normalize import normalize_text
+from jbert.serve.cpu import warn_if_cpu_lacks_int8_target
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,8 @@ class OnnxClassifier:
                 f"{model_path} is listed in {export_dir / 'manifest.json'} but missing; "
                 f"copy the complete export directory or re-export the model"
             )
+        manifest.verify_files(export_dir)  # refuse files changed since export (hashes in manifest.json)
+        warn_if_cpu_lacks_int8_target(manifest.models[model_key], model_path)
         if num_threads is not None and num_threads < 1:
             raise UserError(f"num_threads must be at least 1, got {num_threads}")
         settings = JbertSettings.load(export_dir)
