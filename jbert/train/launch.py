@@ -308,6 +308,10 @@ def build_launch_command(config_file: str, train_argv: Sequence[str], launch_arg
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m jbert.train.launch --config_file FILE [accelerate launch options] -- [train.py options]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    own_args = argv[: argv.index("--")] if "--" in argv else argv
+    if "-h" in own_args or "--help" in own_args:
+        print(__doc__.split("\n\nWhat the training processes")[0])
+        return 0
     if "--" not in argv:
         raise UserError("usage: python -m jbert.train.launch --config_file accelerate_configs/NAME.yaml "
                         "[accelerate launch options] -- [train.py options]")

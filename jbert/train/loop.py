@@ -65,7 +65,7 @@ class TrainingData:
 
 @dataclass
 class Run:
-    """What `accelerator.prepare` returned, and the schedule the loop follows."""
+    """What `accelerator.prepare` returned, the schedule the loop follows, and its evaluator."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -73,6 +73,7 @@ class Run:
     train_dataloader: object
     eval_dataloader: object
     schedule: Schedule
+    evaluator: Evaluator
 
 
 def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> dict:
@@ -88,15 +89,8 @@ def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> di
     model = build_model(config, accelerator, data)
     run = prepare_run(config, accelerator, ds_config, model, data)
     state = start_or_resume(config, accelerator)
-    evaluator = Evaluator(
-        accelerator, run.model, run.eval_dataloader, problem_type=data.prepared.problem_type,
-        label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
-        extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
-        best_dir=config.checkpoint_dir / "best", batches_per_epoch=run.schedule.batches_per_epoch,
-        patience=config.early_stopping_patience,
-    )
-    throughput = train_loop(config, accelerator, run, state, evaluator, on_step_end)
-    return finish(config, accelerator, data, state, evaluator, throughput)
+    throughput = train_loop(config, accelerator, run, state, on_step_end)
+    return finish(config, accelerator, data, run, state, throughput)
 
 
 # ------------------------------------------------------------------ set up
@@ -208,7 +202,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, data: TrainingDat
 
 def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Optional[dict], model: torch.nn.Module,
                 data: TrainingData) -> Run:
-    """Batches, optimizer and learning-rate schedule, all handed to `accelerator.prepare`."""
+    """Batches, optimizer and learning-rate schedule, all handed to `accelerator.prepare`; the evaluator."""
     world = accelerator.num_processes
     schedule = Schedule.plan(config, len(data.train_set), world)
     single_label = data.prepared.problem_type == "single_label_classification"
@@ -224,11 +218,18 @@ def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Option
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler
     )
+    evaluator = Evaluator(
+        accelerator, model, eval_dataloader, problem_type=data.prepared.problem_type,
+        label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
+        extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
+        best_dir=config.checkpoint_dir / "best", batches_per_epoch=schedule.batches_per_epoch,
+        patience=config.early_stopping_patience,
+    )
     logger.info("%d training examples, %d validation; %d process(es) x batch %d x accumulation %d = %d per step; "
                 "%d steps over %d epoch(s)", len(data.train_set), len(data.eval_set), world,
                 config.per_device_train_batch_size, config.gradient_accumulation_steps,
                 schedule.examples_per_step, schedule.max_steps, schedule.num_epochs)
-    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule)
+    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator)
 
 
 def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.TrainerState:
@@ -250,9 +251,9 @@ def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.Train
 
 
 def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: ckpt.TrainerState,
-               evaluator: Evaluator, on_step_end: Optional[StepCallback] = None) -> dict:
+               on_step_end: Optional[StepCallback] = None) -> dict:
     """Epochs of micro-batches until the last step or early stopping; returns the training throughput."""
-    model, schedule, world = run.model, run.schedule, accelerator.num_processes
+    model, schedule, evaluator, world = run.model, run.schedule, run.evaluator, accelerator.num_processes
     started, samples_at_start = time.perf_counter(), state.train_samples_seen
     running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
     stop = state.global_step >= schedule.max_steps
@@ -328,11 +329,11 @@ def _checkpoint_due(checkpointing: Optional[str], global_step: int, epoch_done: 
 # ------------------------------------------------------------------ finish
 
 
-def finish(config: TrainConfig, accelerator: Accelerator, data: TrainingData, state: ckpt.TrainerState,
-           evaluator: Evaluator, throughput: dict) -> dict:
+def finish(config: TrainConfig, accelerator: Accelerator, data: TrainingData, run: Run, state: ckpt.TrainerState,
+           throughput: dict) -> dict:
     """Evaluate the last step if not yet done, write the model directory, release the processes."""
-    if not evaluator.has_evaluated(state):
-        evaluator(state)
+    if not run.evaluator.has_evaluated(state):
+        run.evaluator(state)
     accelerator.wait_for_everyone()
     final = {}
     if accelerator.is_main_process:
