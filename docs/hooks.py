@@ -53,9 +53,7 @@ def _num(value, digits: int | None = None) -> str:
         return f"{value:.1e}"
     if digits is not None:
         return f"{value:,.{digits}f}"
-    if isinstance(value, float) and not value.is_integer():
-        return f"{value:,}"
-    return f"{int(value):,}"
+    return f"{value:,}"  # a float keeps its written decimals (75.0 stays 75.0), an int gets separators
 
 
 def _pct(value) -> str:
@@ -64,7 +62,8 @@ def _pct(value) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    # A "|" inside a cell (e.g. "max |logit diff|") would end the cell: escape it.
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -92,7 +91,7 @@ def _train_throughput(result: dict, view: str | None) -> str:
     for key, label in names.items():
         per_seed = " / ".join(_num(run["train_samples_per_second"]) for run in result["runs"][key])
         rows.append([label, f"**{_num(mean[key]['train_samples_per_second'])}**", per_seed,
-                     _num(mean[key].get("test_accuracy")), _num(mean[key].get("test_macro_f1"))])
+                     _num(mean[key].get("test_accuracy"), 3), _num(mean[key].get("test_macro_f1"), 3)])
     rows.append(["ratio", f"**{_num(result['throughput_ratio_jbert_over_trainer'])}x**", "", "", ""])
     header = ["", "samples/s (mean of seeds)", "per seed", "test accuracy (mean)", "test macro-F1 (mean)"]
     return f"{result['model']}; {result['data']}.\n\n" + _table(header, rows)
@@ -142,8 +141,10 @@ def _export(result: dict, view: str | None) -> str:
             if figures.get("passes_default_min_agreement") is False:
                 agreement += ", below the default 0.99"
             accuracy = figures.get(f"accuracy_{key}")
-            rows.append([f"`{recipe}`", f"`{figures['file']}`", f"{_num(figures['size_mb'])} MB", figures["compared_with"],
-                         _num(figures["max_abs_diff"]), agreement, _num(accuracy), _num(figures.get("runtime_texts_per_s"))])
+            compared_with = {"pytorch": "PyTorch"}.get(figures["compared_with"], figures["compared_with"])
+            rows.append([f"`{recipe}`", f"`{figures['file']}`", f"{_num(figures['size_mb'])} MB", compared_with,
+                         _num(figures["max_abs_diff"], None if abs(figures["max_abs_diff"]) < 1e-3 else 3), agreement,
+                         _num(accuracy, 3), _num(figures.get("runtime_texts_per_s"))])
     header = ["recipe", "file", "size", "vs", "max abs logit diff", "label agreement", "accuracy", "runtime texts/s"]
     text = _table(header, rows)
     steps = [o.get("step_seconds") for o in result[model_key]["exports"].values() if o.get("step_seconds")]
@@ -152,7 +153,7 @@ def _export(result: dict, view: str | None) -> str:
     if model_key == "minilm" and "training" in result["minilm"]:
         t = result["minilm"]["training"]
         text = (f"MiniLM-L6 fine-tuned by jbert's loop for {t.get('steps')} steps of batch {t.get('batch_size')} "
-                f"({_num(t.get('seconds'))} s; test accuracy {_num(t.get('test_accuracy'))}, macro-F1 "
+                f"({_num(t.get('seconds'))} s; test accuracy {_num(t.get('test_accuracy'), 3)}, macro-F1 "
                 f"{_num(t.get('test_macro_f1'))}); {result['data']}.\n\n" + text)
     return text
 
@@ -243,6 +244,7 @@ def render(config, name: str, view: str | None) -> str:
 # --- the package, read from the code --------------------------------------------------------------
 
 REFERENCE = re.compile(r"<!--\s*reference:(?P<package>jbert(?:\.[a-z_]+)*)\s*-->")
+FLOW = ["core", "tokenization", "data", "train", "export", "serve"]  # the order data moves through the stages
 LAYOUT = re.compile(r"<!--\s*layout:modules\s*-->")
 
 
@@ -267,7 +269,8 @@ def _modules(config, package: str) -> list[tuple[str, Path]]:
         found.append((".".join(parts), path))
     # In the order the package docstring introduces its modules (the flow), the rest after.
     intro = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))) or ""
-    words = re.findall(r"[a-z_]+", intro)
+    # Its indented module list ("    runtime   OnnxClassifier: ...") first, else the first mention.
+    words = re.findall(r"^\s+([a-z_]+)\s", intro, flags=re.MULTILINE) + re.findall(r"[a-z_]+", intro)
 
     def position(entry):
         short = entry[0][len(package) + 1:].split(".")[0]
@@ -291,7 +294,11 @@ def _reference(config, package: str) -> str:
 def _layout(config) -> str:
     root = _repo_root(config)
     rows = []
-    for init in sorted((root / "jbert").glob("*/__init__.py")):
+    def flow_position(init: Path):
+        name = init.parent.name
+        return (FLOW.index(name) if name in FLOW else len(FLOW), name)
+
+    for init in sorted((root / "jbert").glob("*/__init__.py"), key=flow_position):
         package = f"jbert.{init.parent.name}"
         rows.append([f"**`{package}`**", "", _first_doc_line(init).replace("|", "\\|")])
         for name, path in _modules(config, package):
