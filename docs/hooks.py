@@ -72,8 +72,11 @@ def _source(doc: dict) -> str:
     line = f"*Measured with `{doc['command']}` on {doc['date']}"
     if doc.get("git_commit"):
         line += f" (commit `{doc['git_commit']}`)"
-    if doc.get("machine"):
-        line += f"; {doc['machine']}"
+    machine = doc.get("machine") or (doc.get("result") or {}).get("machine")
+    if isinstance(machine, dict):  # as some benchmarks record it: {"cpu": ..., "logical_cpus": 2, ...}
+        machine = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in machine.items() if value is not None)
+    if machine:
+        line += f"; {machine}"
     line += ".*"
     if doc.get("transcribed"):
         line += " *Transcribed from the README of that day; rerun with `--json-out` to replace.*"
@@ -152,9 +155,11 @@ def _export(result: dict, view: str | None) -> str:
         text += "\n\nExport steps (seconds): " + ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in steps[0].items()) + "."
     if model_key == "minilm" and "training" in result["minilm"]:
         t = result["minilm"]["training"]
-        text = (f"MiniLM-L6 fine-tuned by jbert's loop for {t.get('steps')} steps of batch {t.get('batch_size')} "
-                f"({_num(t.get('seconds'))} s; test accuracy {_num(t.get('test_accuracy'), 3)}, macro-F1 "
-                f"{_num(t.get('test_macro_f1'))}); {result['data']}.\n\n" + text)
+        held_out = t.get("validation_metrics") or {}  # the training run's validation set is the held-out test rows
+        how = "a cached model" if t.get("cached") else (
+            f"{t.get('steps')} steps of batch {t.get('batch_size')}, {_num(t.get('train_seconds'))} s")
+        text = (f"MiniLM-L6 fine-tuned by jbert's loop ({how}; held-out accuracy {_num(held_out.get('accuracy'), 3)}, "
+                f"macro-F1 {_num(held_out.get('macro_f1'), 3)}); data: {result['data']}.\n\n" + text)
     return text
 
 
