@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -226,6 +228,7 @@ def main(argv=None) -> None:
     parser.add_argument("--validation-texts", type=int, default=256, help="Held-out texts the parity check runs (PyTorch runs each twice).")
     parser.add_argument("--retrain", action="store_true", help="Fine-tune MiniLM again even if a model is cached in --work-dir.")
     parser.add_argument("--skip-base", action="store_true", help="Skip the 12-layer base-shaped model.")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
     # Libraries print to stdout (deepspeed's accelerator notice, training logs): stdout is kept
     # for the one JSON object.
@@ -233,6 +236,7 @@ def main(argv=None) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         result = run(args)
     print(json.dumps(result, ensure_ascii=False, indent=2), file=json_out)
+    write_json_out(args.json_out, "export", result, argv)
 
 
 def run(args) -> dict:
