@@ -135,7 +135,7 @@ def main(argv=None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         build_model_dir(model_dir, all_texts)
     if not (export_dir / "manifest.json").is_file():
-        from jbert.export.exporting import export_model
+        from jbert.export import export_model
 
         log(f"exporting to ONNX (fp32 + int8 {quantize})")
         export_model(model_dir, export_dir, quantize=quantize, overwrite=True, show_progress=False)
