@@ -1,12 +1,12 @@
 """The training loop on Accelerate, from data files to a model directory: `train(config)`.
 
-`train` is five stages, read top to bottom:
+`train` is five stages, read top to bottom (each a function of this module):
 
-    set up       the Accelerator (launch mode from `accelerate launch --config_file`), logging, seeds
-    load data    prepare_data, the tokenizer, tokenize_dataset (main process first, others reuse its cache)
-    build model  pretrained or from scratch; batches, AdamW and schedule; `accelerator.prepare`
-    loop         epochs of `accumulate` / backward / step; log, evaluate, checkpoint; resume mid-epoch
-    finish       a last evaluation, the model directory (jbert.train.model_dir), working files removed
+    set up       set_up: the Accelerator (launch mode from `accelerate launch`), logging, seeds
+    load data    load_data: prepare_data, the tokenizer, tokenize_dataset (main process first)
+    build model  build_model, prepare_run: the model; batches, AdamW, schedule; `accelerator.prepare`
+    loop         start_or_resume, train_loop: `accumulate` / backward / step; log, evaluate, checkpoint
+    finish       finish: a last evaluation, the model directory (jbert.train.model_dir), clean-up
 
 Same code for one CPU, multi-process CPU (gloo), multi-GPU, DeepSpeed, FSDP and multi-node: the
 launch mode comes from `accelerate launch --config_file ...`, never from code changes here.
