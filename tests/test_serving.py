@@ -248,8 +248,8 @@ def test_real_server_on_loopback(export_dir):
                 time.sleep(0.02)
             server.send_signal(signal.SIGTERM)
             assert [f.result().status_code for f in waiting] == [200] * 4
-        # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
-        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+        # A drained shutdown exits 0 (uvicorn alone would re-raise the signal: -SIGTERM).
+        assert server.wait(timeout=30) == 0
         assert "Application shutdown complete" in server.stdout.read()
     finally:
         if server.poll() is None:
