@@ -35,6 +35,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 
 def log(message: str) -> None:
     """Progress on stderr."""
@@ -277,6 +279,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="server --max-wait-ms (default 5)")
     parser.add_argument("--sigterm-after-s", type=float, default=1.0, help="in the sigterm phase, seconds of load before SIGTERM (default 1)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for serve_onnx.py http, e.g. --server-arg=--ort-spinning")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     from inference import load_texts
@@ -358,6 +361,7 @@ def main(argv=None) -> None:
         and sigterm["unexpected_statuses"] == 0 and sigterm["exit_code"] == 0,
     }
     print(json.dumps(report, ensure_ascii=False, indent=2))
+    write_json_out(args.json_out, "http_load", report, argv)
 
 
 if __name__ == "__main__":
