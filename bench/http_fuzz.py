@@ -36,6 +36,9 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from json_out import add_json_out_argument, write_json_out  # noqa: E402
 
 # schemathesis.toml: the checks' configuration (see the module docstring for the two statuses).
 SCHEMATHESIS_CONFIG = """\
@@ -121,7 +124,8 @@ def run_schemathesis(base_url: str, max_examples: int, seed: int, headers: dict 
         for name, value in headers.items():
             command += ["--header", f"{name}: {value}"]
         started = time.monotonic()
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+        # cwd: Schemathesis keeps crash files for `st replay` in ./.schemathesis; not in the repository.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=work)
         seconds = time.monotonic() - started
         if not report.is_file():
             raise RuntimeError(f"schemathesis wrote no report (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
@@ -195,6 +199,7 @@ def main(argv=None) -> None:
     parser.add_argument("--work-dir", default="/tmp/jbert-bench-http-fuzz", help="where the tiny exports are cached")
     parser.add_argument("--max-examples", type=int, default=1000, help="examples per operation and phase")
     parser.add_argument("--seed", type=int, default=0)
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     work_dir = Path(args.work_dir)
@@ -211,7 +216,7 @@ def main(argv=None) -> None:
         if name == first:
             results.append(fuzz_setup(f"{name}+api_key", export_dir, args.max_examples, args.seed,
                                       api_key_file=write_key_file(work_dir)))
-    print(json.dumps({
+    report = {
         "benchmark": "http_fuzz",
         "date": time.strftime("%Y-%m-%d"),
         "schemathesis": _version("schemathesis"),
@@ -223,7 +228,9 @@ def main(argv=None) -> None:
         "server_5xx": sum(n for r in results for key, n in r["server_statuses"].items() if key.split()[-1].startswith("5")),
         "seconds": round(time.monotonic() - started, 1),
         "setups": results,
-    }, indent=2))
+    }
+    print(json.dumps(report, indent=2))
+    write_json_out(args.json_out, "http_fuzz", report, argv)
 
 
 def _version(package: str) -> str:
