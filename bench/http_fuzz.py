@@ -63,12 +63,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(export_dir: Path, *extra_args: str, startup_timeout_s: float = 90.0):
-    """A `serve_onnx.py http` process on 127.0.0.1 (yields (base_url, process)); stopped with SIGTERM at the end."""
+def running_server(export_dir: Path, *extra_args: str, startup_timeout_s: float = 90.0, preexec_fn=None):
+    """A `serve_onnx.py http` process on 127.0.0.1 (yields (base_url, process)); stopped with SIGTERM at the end.
+
+    `preexec_fn` runs in the child before the server starts (tests set resource limits with it).
+    """
     port = free_port()
     command = [sys.executable, str(REPO_ROOT / "serve_onnx.py"), "http", str(export_dir), "--host", "127.0.0.1",
                "--port", str(port), "--num-threads", "1", *extra_args]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=preexec_fn)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout_s

@@ -9,6 +9,7 @@ exits 0 within a bound.
 from __future__ import annotations
 
 import concurrent.futures
+import resource
 import signal
 import sys
 import threading
@@ -108,3 +109,18 @@ def test_sigterm_under_load_drains_then_exits_0(export_dir, classifier):
                if kind == "response" and value.status_code == 503)
     closed_at = [at for kind, _, at in outcomes if kind == "closed"]
     assert not closed_at or min(closed_at) >= min(answered_at), outcomes
+
+
+def _no_file_writes():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # any write to a file would kill it (SIGXFSZ)
+
+
+def test_service_writes_no_files(export_dir):
+    """A full disk or `ulimit -f` cannot hurt the HTTP service: it writes no file from start to exit
+    (logs go to its stdout, a pipe here), so it has nothing half-written to leave behind."""
+    with running_server(export_dir, preexec_fn=_no_file_writes) as (base_url, server):
+        assert httpx.post(f"{base_url}/predict", json={"inputs": TEXTS}, timeout=30).status_code == 200
+        for path in ("/openapi.json", "/metrics", "/info"):
+            assert httpx.get(f"{base_url}{path}", timeout=30).status_code == 200
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=EXIT_BOUND_S) == 0, server.stdout.read()
