@@ -280,3 +280,19 @@ def test_json_array_rows_kept(scratch_dir, encoding, ensure_ascii, indent, data)
     assert line_numbers == sorted(line_numbers) and all(line >= 1 for line in line_numbers)
     if indent is None:
         assert set(line_numbers) <= {1}
+
+
+@pytest.mark.parametrize(
+    "content, where",
+    [
+        # A hand-written TSV whose text starts with a quote: lenient csv parsing read the rest of
+        # the file as one cell of one row, silently.
+        ('text\tlabel\n"hello\tpos\nworld\tneg\nagain\tpos\n', "lines 2-4"),
+        ('text\tlabel\nok\tpos\n"hi" she said\tneg\nmore\tpos\n', "line 3"),
+    ],
+)
+def test_stray_quote_is_an_error_not_a_merge(tmp_path, content, where):
+    path = tmp_path / "data.tsv"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=rf"data.tsv, {where}: malformed TSV .*starts with a double quote"):
+        _read(path, "utf-8")

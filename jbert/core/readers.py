@@ -122,8 +122,11 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
 def csv_dialect(fmt: str) -> dict:
     """csv.reader/csv.writer keyword arguments for "csv" or "tsv", so readers and writers agree."""
     # Standard quoting for both: Excel and pandas quote cells holding delimiters, quotes or line
-    # breaks in CSV and TSV alike; a quote in the middle of a cell stays literal.
-    return {"delimiter": "\t" if fmt == "tsv" else ",", "quotechar": '"', "doublequote": True}
+    # breaks in CSV and TSV alike; a quote in the middle of a cell stays literal. strict: a cell
+    # that opens a quote it never closes, or closes it with more text behind, is an error naming
+    # its line; lenient parsing would swallow every following row into that cell without a word
+    # (a hand-written TSV line starting with '"' merged the rest of the file into one row).
+    return {"delimiter": "\t" if fmt == "tsv" else ",", "quotechar": '"', "doublequote": True, "strict": True}
 
 
 _csv_dialect = csv_dialect  # the name jbert.serve.scoring imports today
@@ -197,6 +200,9 @@ def _explain(err: csv.Error) -> str:
     # csv's own wording suggests "universal-newline mode", which is no help to someone with a file.
     if "new-line character seen in unquoted field" in str(err):
         return 'a carriage return (\\r) inside an unquoted cell; quote the cell ("...") or remove the \\r'
+    if "unexpected end of data" in str(err) or "expected after" in str(err):
+        return (f"{err}: a cell that starts with a double quote must end with one, and quotes inside it "
+                'are written twice (""); a cell meant to start with a literal quote must itself be quoted')
     return str(err)
 
 
