@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,6 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-length", type=int, default=128, help="truncation length (default 128)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per call, as a server batch (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per side; the best counts (default 3)")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -178,6 +181,7 @@ def main(argv=None) -> None:
             })
         result["target_met"] = identical and result["speedup"] >= 3.0
     print(json.dumps(result, ensure_ascii=False, indent=2))
+    write_json_out(args.json_out, "tokenizer", result, argv)
 
 
 if __name__ == "__main__":
