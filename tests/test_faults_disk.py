@@ -100,17 +100,23 @@ def test_training_out_of_space_while_writing_the_model_dir_keeps_the_previous_on
     assert json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))["global_step"] == 12
 
 
-def test_training_out_of_space_from_the_start_fails_at_the_first_checkpoint(topic_data, tmp_path):
-    """ulimit -f 1 MB for the whole run: the first checkpoint (2 MB weights) cannot be written."""
+@pytest.mark.parametrize("first_write", ["checkpoint", "best_weights"])
+def test_training_out_of_space_from_the_start(first_write, topic_data, tmp_path):
+    """ulimit -f 1 MB for the whole run: the first 2 MB file (a checkpoint's weights at step 2, or
+    without checkpoints the best weights after the first evaluation) cannot be written."""
     output_dir = tmp_path / "model"
-    args = tiny_args(topic_data, output_dir=str(output_dir), **COMMON)
+    options = dict(COMMON) if first_write == "checkpoint" else {**COMMON, "checkpointing_steps": None}
+    args = tiny_args(topic_data, output_dir=str(output_dir), **options)
     code, output = run_limited(["train.py", *args], file_size_limit=1_000_000)
     assert_clear_storage_error(code, output)
-    assert ".partial_step_00000002" in output and "checkpoints already in" in output
+    if first_write == "checkpoint":
+        assert ".partial_step_00000002" in output and "checkpoints already in" in output
+    else:
+        assert "model.checkpoints/best" in output
     assert not output_dir.exists()
     root = Path(f"{output_dir}.checkpoints")
-    assert latest(root) is None and not [p for p in root.iterdir() if p.name.startswith(".")], \
-        "no partial checkpoint left"
+    assert latest(root) is None
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")], "no partial checkpoint or weights left"
 
 
 # ---------------------------------------------------------------- export

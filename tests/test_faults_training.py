@@ -149,14 +149,18 @@ def assert_same_run(model_dir: Path, reference_dir: Path) -> None:
 
 
 def test_sigkill_at_every_kind_of_moment_then_resume_latest_equals_uninterrupted(data, reference, tmp_path):
-    """One run killed five times, each at a different worst moment, resumed with `latest` after each."""
+    """One run killed six times, each at a different worst moment, resumed with `latest` after each."""
     output_dir = tmp_path / "model"
     root = Path(f"{output_dir}.checkpoints")
     fresh = tiny_args(data, output_dir=str(output_dir), **COMMON)
     resume = fresh + ["--resume_from_checkpoint", "latest"]
 
+    # 0. While the from-scratch vocabulary is written: vocab.txt done, the tokenizer's other files not.
+    kill_at(fresh, "vocabulary:1", tmp_path)
+    assert not (root / "tokenizer").exists(), "a half-written vocabulary must not be where the next run looks"
+
     # 1. In the middle of training, between checkpoints (at the start of step 3).
-    kill_at(fresh, "step:3", tmp_path)
+    kill_at(resume, "step:3", tmp_path)
     assert assert_every_listed_checkpoint_loads(root) == ["step_00000002"]
 
     # 2. DURING the write of checkpoint 4: its weights file is torn, the rest not yet written.
@@ -213,3 +217,85 @@ def test_sigkill_at_arbitrary_steps_resume_latest_equals_uninterrupted(data, ref
     assert code == 0, output[-4000:]
     assert resumed_from(output) == "step_00000010"
     assert_same_run(output_dir, reference)
+
+
+# ---------------------------------------------------------------- one rank of two lost
+
+def _wait_for(marker: Path, processes: list[subprocess.Popen], what: str) -> str:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not marker.exists():
+        ended = [p for p in processes if p.poll() is not None]
+        if ended:
+            pytest.fail(f"a launch ended (exit {ended[0].returncode}) before {what}:\n{ended[0].stdout.read()[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not reached in {WAIT_SECONDS}s")
+        time.sleep(0.05)
+    return marker.read_text()
+
+
+def _launch_env(marker: Path, fault: str | None) -> dict:
+    extra = {"PYTHONPATH": os.pathsep.join([str(SHIM_DIR), str(REPO)])}
+    if fault:
+        extra.update(JBERT_FAULT=fault, JBERT_FAULT_MARKER=str(marker))
+    return _env(**extra)
+
+
+@pytest.mark.multiprocess
+def test_rank_killed_the_other_machine_stops_with_a_clear_message(data, tmp_path):
+    """multi_node.yaml as two launches on localhost; rank 1 is SIGKILLed in the middle of step 3.
+
+    Rank 0, alone on its "machine" (no launcher there knows rank 1 died), must not hang: its next
+    all-reduce fails, and it exits non-zero with one message saying another process died.
+    """
+    from test_distributed import finish, free_port, start
+
+    marker = tmp_path / "fault-reached"
+    args = tiny_args(data, output_dir=str(tmp_path / "model"), per_device_train_batch_size=8, num_train_epochs=1,
+                     collective_timeout_seconds=600)
+    port = free_port()
+    machine0 = start("multi_node.yaml", args, port, "--machine_rank", "0", env=_launch_env(marker, None))
+    machine1 = start("multi_node.yaml", args, port, "--machine_rank", "1",
+                     env=_launch_env(marker, "rank:1,step:3"))
+    try:
+        victim = int(_wait_for(marker, [machine0, machine1], "rank 1's step 3").split()[0])
+        os.kill(victim, signal.SIGKILL)
+        # Bounded, not timed: far below the 600 s collective timeout, so only the dead peer's closed
+        # connection can have ended rank 0.
+        code, output = finish(machine0, timeout=300)
+    finally:
+        for process in (machine0, machine1):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert code != 0
+    errors = [line for line in output.splitlines() if "error: process 0 of 2:" in line]
+    assert len(errors) == 1, output[-6000:]
+    print(errors[0])
+    assert "another process of this run has died" in errors[0] and "--resume_from_checkpoint latest" in errors[0]
+    assert "Traceback (most recent call last)" not in output.split("error: process 0 of 2:")[0], output[-6000:]
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.multiprocess
+def test_rank_hung_the_other_stops_after_the_collective_timeout(data, tmp_path):
+    """multi_cpu.yaml; rank 1 stops answering (alive, silent) at step 3: rank 0 gives up after
+    --collective_timeout_seconds with a message naming the option, and the launch ends."""
+    from test_distributed import finish, free_port, start
+
+    marker = tmp_path / "fault-reached"
+    args = tiny_args(data, output_dir=str(tmp_path / "model"), per_device_train_batch_size=8, num_train_epochs=1,
+                     collective_timeout_seconds=20)
+    launch = start("multi_cpu.yaml", args, free_port(), env=_launch_env(marker, "rank:1,step:3"))
+    try:
+        _wait_for(marker, [launch], "rank 1's step 3")
+        code, output = finish(launch, timeout=300)  # a bound against hanging, 15 x the timeout
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+    assert code != 0
+    errors = [line for line in output.splitlines() if "error: process 0 of 2:" in line]
+    assert len(errors) == 1, output[-6000:]
+    print(errors[0])
+    assert "stopped answering for longer than the collective timeout (20 s, --collective_timeout_seconds)" in errors[0]
+    assert not (tmp_path / "model").exists()

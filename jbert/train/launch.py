@@ -151,15 +151,19 @@ def describe_collective_failure(err: BaseException, timeout_seconds: Optional[fl
 @contextlib.contextmanager
 def collective_failures_explained(collective_timeout_seconds: Optional[float] = None):
     """Turn a failed collective (a peer died, hung past the timeout, or its machine vanished) into a
-    CollectiveFailure with one readable message, and tear the broken process group down so the
-    process exits with that message instead of aborting in gloo's threads at interpreter exit."""
+    CollectiveFailure with one readable message.
+
+    On any exception the process group is torn down before the exception leaves: the process then
+    exits with its own message and code instead of aborting in gloo's threads at interpreter exit,
+    and the other processes see their connections close at once instead of waiting out the timeout.
+    """
     try:
         yield
     except Exception as err:
+        _abandon_process_group()
         message = describe_collective_failure(err, collective_timeout_seconds)
         if message is None:
             raise
-        _abandon_process_group()
         raise CollectiveFailure(message) from err
 
 

@@ -12,6 +12,7 @@ JBERT_FAULT_MARKER (the test waits for it) and then sleeps until the test kills 
     commit:N        checkpoint step N completely written, trainer_state.json included, not yet published
     prune:N         while deleting the N-th old checkpoint of this process, one of its files already gone
     model_dir:N     the N-th model directory fully assembled in its temporary directory, not yet renamed
+    vocabulary:N    --from_scratch: the N-th trained vocabulary's vocab.txt written, its tokenizer files not yet
     rank:R          (combined with the above, e.g. "rank:1,step:3") only the process of global rank R stops
 JBERT_FAULT_FSIZE_IN_MODEL_DIR=<bytes> instead sets a real file-size limit (RLIMIT_FSIZE, what
 `ulimit -f` sets) at the moment the model directory starts being assembled.
@@ -94,6 +95,24 @@ def _install() -> None:
 
         shutil.rmtree = rmtree
 
+    if "vocabulary" in spec:
+        # The class itself, not the name: transformers' lazy module re-binds its public names.
+        from transformers.models.bert_japanese.tokenization_bert_japanese import BertJapaneseTokenizer
+
+        target, built, original_init = int(spec["vocabulary"]), [0], BertJapaneseTokenizer.__init__
+
+        def __init__(self, *args, **kwargs):
+            # train_japanese_wordpiece builds the tokenizer from its fresh vocab.txt, then saves the rest.
+            vocab_file = kwargs.get("vocab_file") or (args[0] if args else None)
+            directory = os.path.dirname(str(vocab_file))
+            if vocab_file and not os.path.exists(os.path.join(directory, "tokenizer_config.json")):
+                built[0] += 1
+                if built[0] == target:
+                    stop_here(f"vocabulary {directory}")
+            original_init(self, *args, **kwargs)
+
+        BertJapaneseTokenizer.__init__ = __init__
+
     limit = os.environ.get("JBERT_FAULT_FSIZE_IN_MODEL_DIR")
     if "model_dir" in spec or limit:
         # jbert.train.loop imports these names from their modules when it is imported, after this runs.
@@ -119,8 +138,10 @@ def _install() -> None:
             @contextlib.contextmanager
             def atomic_directory(final_path, *args, **kwargs):
                 with original_atomic(final_path, *args, **kwargs) as tmp_dir:
-                    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-                    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), hard))
+                    # Not for the run's working copy of the best weights (<output_dir>.checkpoints/best).
+                    if not os.path.dirname(os.path.abspath(final_path)).endswith(".checkpoints"):
+                        _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+                        resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), hard))
                     yield tmp_dir
 
             artifacts.atomic_directory = atomic_directory
