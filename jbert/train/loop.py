@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from jbert.core.artifacts import check_output_dir
+from jbert.core.artifacts import atomic_directory, check_output_dir
 from jbert.core.errors import UserError
 from jbert.core.progress import Progress, stream_is_terminal
 from jbert.data import PreparedData, prepare_data, tokenize_dataset
@@ -85,12 +85,15 @@ def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> di
     crash would (no model directory; checkpoints stay for --resume_from_checkpoint).
     """
     accelerator, ds_config = set_up(config)
-    data = load_data(config, accelerator)
-    model = build_model(config, accelerator, data)
-    run = prepare_run(config, accelerator, ds_config, model, data)
-    state = start_or_resume(config, accelerator)
-    throughput = train_loop(config, accelerator, run, state, on_step_end)
-    return finish(config, accelerator, data, run, state, throughput)
+    # A process of the run that dies or hangs makes the others' collectives fail: one message, not a
+    # backend traceback per rank (and no abort in gloo's threads at exit).
+    with scaling.collective_failures_explained(config.collective_timeout_seconds):
+        data = load_data(config, accelerator)
+        model = build_model(config, accelerator, data)
+        run = prepare_run(config, accelerator, ds_config, model, data)
+        state = start_or_resume(config, accelerator)
+        throughput = train_loop(config, accelerator, run, state, on_step_end)
+        return finish(config, accelerator, data, run, state, throughput)
 
 
 # ------------------------------------------------------------------ set up
@@ -103,7 +106,8 @@ def set_up(config: TrainConfig) -> tuple[Accelerator, Optional[dict]]:
         mixed_precision=config.mixed_precision,
         log_with=config.report_to if config.with_tracking else None,
         project_dir=str(config.checkpoint_dir),
-        **scaling.accelerator_init_kwargs(),  # gloo on CPU-only machines (DDP and DeepSpeed alike)
+        # gloo on CPU-only machines (DDP and DeepSpeed alike); the collective timeout chosen, not inherited
+        **scaling.accelerator_init_kwargs(config.collective_timeout_seconds),
     )
     scaling.verify_process_group(accelerator)
     ds_config = scaling.prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
@@ -176,13 +180,17 @@ def _load_tokenizer(config: TrainConfig, accelerator: Accelerator, prepared: Pre
     # of this run uses the very same vocabulary.
     vocab_dir = config.checkpoint_dir / "tokenizer"
     with accelerator.main_process_first():
-        if accelerator.is_main_process and not (vocab_dir / "vocab.txt").is_file():
+        # Published whole (temporary directory, then rename): a run killed between vocab.txt and the
+        # tokenizer's other files left a directory that every later run, resumes included, failed to
+        # load. tokenizer_config.json is written last, so a directory left that way is rebuilt.
+        if accelerator.is_main_process and not (vocab_dir / "tokenizer_config.json").is_file():
             texts = list(prepared.train["text"])
             if config.text_pair_column is not None:
                 texts += list(prepared.train["text_pair"])
             logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
-            train_japanese_wordpiece(texts, config.vocab_size, vocab_dir, mecab_dic=config.mecab_dic or "unidic_lite",
-                                     model_max_length=config.max_length)
+            with atomic_directory(vocab_dir, overwrite=True) as work_dir:
+                train_japanese_wordpiece(texts, config.vocab_size, work_dir, mecab_dic=config.mecab_dic or "unidic_lite",
+                                         model_max_length=config.max_length)
         return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
 
 
@@ -239,7 +247,7 @@ def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.Train
     if resume_path is not None:
         logger.info("resuming from %s", resume_path)
         state = ckpt.load_checkpoint(accelerator, resume_path)
-    elif config.resume_from_checkpoint == "auto":
+    elif config.resume_from_checkpoint in ckpt.LATEST:
         logger.info("no checkpoint in %s: starting from scratch", config.checkpoint_dir)
     if config.with_tracking:
         accelerator.init_trackers("jbert", config={k: v for k, v in config.to_dict().items()
