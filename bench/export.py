@@ -42,6 +42,8 @@ import sys
 import time
 from pathlib import Path
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -267,6 +269,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-base", action="store_true", help="Skip the 12-layer base-shaped model.")
     parser.add_argument("--skip-recipes", action="store_true", help="Only the int8 search (--quantize auto), not the fixed O2/O3 + dynamic int8 recipes.")
     parser.add_argument("--skip-search", action="store_true", help="Only the fixed recipes, not the int8 search.")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
     # Libraries print to stdout (deepspeed's accelerator notice, training logs): stdout is kept
     # for the one JSON object.
@@ -274,6 +277,7 @@ def main(argv=None) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         result = run(args)
     print(json.dumps(result, ensure_ascii=False, indent=2), file=json_out)
+    write_json_out(args.json_out, "export", result, argv)
 
 
 def run(args) -> dict:
