@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from jbert.core.errors import UserError
+from jbert.core.file_hashes import hash_directory, mismatched_files
 from jbert.core.normalize import NormalizationConfig
 
 SETTINGS_FILE = "jbert.json"
@@ -363,31 +363,17 @@ class Manifest:
 
     def record_files(self, directory: str | os.PathLike) -> None:
         """Set `files` to the sha256 of every file in DIRECTORY (except manifest.json), before `save`."""
-        directory = Path(directory)
-        self.files = {
-            path.name: sha256_file(path)
-            for path in sorted(directory.iterdir())
-            if path.is_file() and path.name != MANIFEST_FILE
-        }
+        self.files = hash_directory(directory, exclude=(MANIFEST_FILE,))
 
     def verify_files(self, directory: str | os.PathLike) -> None:
         """Refuse an export whose files changed since export: UserError naming each missing or changed file.
 
         Exports written before the hashes were recorded (no `files`) are accepted as they are.
         """
-        directory = Path(directory)
-        problems = []
-        for name, expected in self.files.items():
-            path = directory / name
-            if not path.is_file():
-                problems.append(f"{path} is listed in {directory / MANIFEST_FILE} but missing")
-            elif sha256_file(path) != expected:
-                problems.append(f"{path} changed after export (its sha256 is not the one in {MANIFEST_FILE})")
+        problems = mismatched_files(directory, self.files, listed_in=str(Path(directory) / MANIFEST_FILE))
         if problems:
-            raise UserError(
-                f"refusing to load {directory}: " + "; ".join(problems)
-                + ". Copy the complete export directory again or re-export the model with export.py"
-            )
+            raise UserError(f"refusing to load {directory}: " + "; ".join(problems)
+                            + ". Copy the complete export directory again or re-export the model with export.py")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Manifest":
@@ -403,11 +389,3 @@ class Manifest:
             )
         return cls.from_dict(read_json(path), where=str(path))
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

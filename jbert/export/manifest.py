@@ -12,7 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
-from jbert.core.artifacts import Manifest, ManifestModelFile, sha256_file
+from jbert.core.artifacts import Manifest, ManifestModelFile
+from jbert.core.file_hashes import sha256_file
 from jbert.export.model_dir import ModelDirInfo
 from jbert.export.options import FP32_FILE, MODEL_FILES, ExportOptions
 
