@@ -145,7 +145,9 @@ def test_every_task_exports_optimises_quantises_and_matches_pytorch(model_dirs, 
     ids=lambda options: "-".join(f"{k}={v}" for k, v in options.items()),
 )
 def test_each_offered_optimisation_and_quantisation_combination_works(model_dirs, tmp_path, options):
-    manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", show_progress=False, **options)
+    # One fixed recipe each (--quantize_method dynamic); the search over recipes is tests/test_quantize.py's.
+    method = {"quantize_method": "dynamic"} if "quantize" in options else {}
+    manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", show_progress=False, **method, **options)
     expected_keys = ["fp32"] + (["optimized"] if "optimize" in options else []) + (["int8"] if "quantize" in options else [])
     assert list(manifest.models) == expected_keys
     assert manifest.default_model == options.get("default_model", expected_keys[-1])
@@ -261,9 +263,10 @@ def test_int8_below_min_agreement_fails_with_the_candidates_table(model_dirs, tm
     message = capsys.readouterr().err
     assert code == 1
     assert "no int8 candidate agrees with fp32 on at least 99.00% of the 4 held-out texts" in message
-    # Without calibration texts the search tries dynamic int8, then dynamic matmul-only per channel.
+    # Without calibration texts the search tries dynamic int8 per tensor and per channel, then
+    # dynamic matmul-only per channel; ranking nodes to exclude needs a calibrated model.
     rows = [line for line in message.splitlines() if line.startswith("dynamic")]
-    assert [row.split()[0] for row in rows] == ["dynamic-per_tensor", "dynamic-matmul"]
+    assert [row.split()[0] for row in rows] == ["dynamic-per_tensor", "dynamic", "dynamic-matmul"]
     assert all("below --min_agreement" in row for row in rows)
     assert "--calibration_file" in message and "nothing was written" in message
     assert not export_dir.exists() and list(tmp_path.iterdir()) == []

@@ -73,7 +73,7 @@ def test_auto_search_measures_every_candidate_and_keeps_the_fastest_that_agrees(
     assert search["cpu"]["detected_target"] == search["target"]
     assert search["agreement_measure"] == AGREEMENT_MEASURES["single_label_classification"]
     names = [c["name"] for c in search["candidates"]]
-    assert names == ["dynamic-per_tensor", "static-minmax", "static-percentile", "static-entropy"]  # tier 1 met it
+    assert names == ["dynamic-per_tensor", "dynamic", "static-minmax", "static-percentile", "static-entropy"]  # tier 1 met it
     for candidate in search["candidates"]:
         assert candidate["agreement"] == 1.0 and candidate["n"] == 4
         assert candidate["texts_per_s"] > 0 and candidate["fp32_texts_per_s"] > 0 and candidate["size_bytes"] > 0

@@ -1,15 +1,18 @@
 """The int8 search: try int8 recipes from fastest to most conservative, keep the fastest that keeps fp32's decisions.
 
-Tiers, each tried only when no candidate of the tiers before it met --min_agreement:
+Tiers, each tried only when no candidate of the tiers before it met --min_agreement (and, where
+the held-out texts have labels, kept accuracy within --max_accuracy_change):
 
-1. dynamic int8 (the --per_channel / --quantize_ops recipe) and static QDQ int8 calibrated with
-   each calibration method (min-max, percentile, entropy);
-2. static int8 of the MatMuls only (embedding tables fp32), with the calibration method that
-   agreed best in tier 1 (dynamic matmul-only per channel when there are no calibration texts);
-3. that matmul-only model with the nodes that hurt most kept in fp32, `EXCLUDE_STEP` more per
-   round: each quantised activation's signal-to-quantisation-noise ratio is measured with
-   onnxruntime's QDQ debugging module (`onnxruntime.quantization.qdq_loss_debug`) on calibration
-   texts, and the MatMuls reading the noisiest activations go first.
+1. dynamic int8 (the --per_channel / --quantize_ops recipe, and per channel if that was not it)
+   and static QDQ int8, per channel, calibrated with each calibration method (min-max,
+   percentile, entropy);
+2. the MatMuls only (embedding tables fp32): static with the calibration method that agreed best
+   in tier 1, and dynamic per channel;
+3. rounds that keep the nodes that hurt most in fp32, `EXCLUDE_STEP` more per round, in the best
+   static model (matmul-only preferred) and in per-channel dynamic int8: each quantised
+   activation's signal-to-quantisation-noise ratio is measured with onnxruntime's QDQ debugging
+   module (`onnxruntime.quantization.qdq_loss_debug`) on calibration texts, and the MatMuls
+   reading the noisiest activations go first. This needs calibration texts.
 
 Every candidate is measured in the project runtime (`jbert.serve.runtime.OnnxClassifier`: the
 serving tokenizer, length-sorted batches, the serving session options) on the held-out
@@ -207,6 +210,7 @@ class Int8Search:
         self.candidates: list[Candidate] = []
         self.ranges: dict[str, dict] = {}
         self.ranked_nodes: Optional[list[dict]] = None
+        self.exclude_rounds = 0
         self.calibration = calibration or CalibrationTexts([], "not used (--quantize_method dynamic)")
         if options.quantize_method == "auto" and not self.calibration.examples:
             progress.step("static int8 skipped: no calibration texts (" + "; ".join(self.calibration.problems) + "); give --calibration_file")
@@ -249,7 +253,8 @@ class Int8Search:
         self.candidates.append(candidate)
         started = time.perf_counter()
         if recipe.method == "dynamic":
-            quantize.quantize_dynamic(self.fp32_path, candidate.path, self.target, recipe.per_channel, self.reduce_range, recipe.quantize_ops)
+            quantize.quantize_dynamic(self.fp32_path, candidate.path, self.target, recipe.per_channel, self.reduce_range,
+                                      recipe.quantize_ops, recipe.nodes_excluded)
         else:
             quantize.quantize_static(self.fp32_path, candidate.path, self.target, recipe, self._ranges(recipe.calibration), self.reduce_range)
         candidate.figures = {"name": recipe.name, "tier": tier, "method": recipe.method, "calibration": recipe.calibration,
@@ -278,7 +283,8 @@ class Int8Search:
         elif options.quantize_method == "static":
             tiers = [[Int8Recipe("static", options.quantize_ops, True, method) for method in self._methods()]]
         else:
-            tiers = [[dynamic] + ([Int8Recipe("static", options.quantize_ops, True, m) for m in self._methods()] if static else [])]
+            tiers = [[dynamic] + ([] if options.per_channel else [Int8Recipe("dynamic", options.quantize_ops, True)])
+                     + ([Int8Recipe("static", options.quantize_ops, True, m) for m in self._methods()] if static else [])]
         tier_number = 0
         while tier_number < len(tiers) or (options.quantize_method == "auto" and self._extend(tiers)):
             tier_number += 1
@@ -299,29 +305,30 @@ class Int8Search:
     def _extend(self, tiers: list[list[Int8Recipe]]) -> bool:
         """Add the next, more conservative tier after the last one failed; False when none is left."""
         statics = [c for c in self.candidates if c.recipe.method == "static" and not c.recipe.nodes_excluded]
-        if len(tiers) == 1:  # tier 2: the MatMuls only, embedding tables fp32
-            if statics and self.options.quantize_ops == "all":
+        if len(tiers) == 1 and self.options.quantize_ops == "all":  # tier 2: the MatMuls only, embedding tables fp32
+            tier = [Int8Recipe("dynamic", "matmul", True)]
+            if statics:
                 best = max(statics, key=lambda c: c.figures["agreement"])
-                tiers.append([Int8Recipe("static", "matmul", True, best.recipe.calibration)])
-                return True
-            if not statics and not (self.options.quantize_ops == "matmul" and self.options.per_channel):
-                tiers.append([Int8Recipe("dynamic", "matmul", True)])
-                return True
-        if not statics:
+                tier.insert(0, Int8Recipe("static", "matmul", True, best.recipe.calibration))
+            tiers.append(tier)
+            return True
+        if not statics:  # the nodes are ranked on a calibrated QDQ model: none without calibration texts
             return False
-        # tier 3 on: the best static model, matmul-only preferred, with the worst nodes kept fp32
+        # Then: the best static model (matmul-only preferred) and per-channel dynamic int8, each with
+        # the worst nodes kept fp32, EXCLUDE_STEP more per round.
         base = max(statics, key=lambda c: (c.recipe.quantize_ops == "matmul", c.figures["agreement"]))
-        rounds = sum(1 for c in self.candidates if c.recipe.nodes_excluded)
-        if rounds >= MAX_EXCLUDE_ROUNDS:
+        if self.exclude_rounds >= MAX_EXCLUDE_ROUNDS:
             return False
         if self.ranked_nodes is None:
             self.progress.step(f"ranking the quantised nodes of {base.recipe.name} by int8 error (onnxruntime qdq_loss_debug)")
             self.ranked_nodes = rank_nodes_by_error(self.fp32_path, base.path, self.tokenizer, self.calibration.examples,
                                                     self.input_names, self.scratch_dir, base.recipe.operators())
-        excluded = tuple(entry["node"] for entry in self.ranked_nodes[: (rounds + 1) * EXCLUDE_STEP])
-        if len(excluded) <= rounds * EXCLUDE_STEP:  # every ranked node is already excluded
+        excluded = tuple(entry["node"] for entry in self.ranked_nodes[: (self.exclude_rounds + 1) * EXCLUDE_STEP])
+        if len(excluded) <= self.exclude_rounds * EXCLUDE_STEP:  # every ranked node is already excluded
             return False
-        tiers.append([Int8Recipe("static", base.recipe.quantize_ops, True, base.recipe.calibration, excluded)])
+        self.exclude_rounds += 1
+        tiers.append([Int8Recipe("dynamic", self.options.quantize_ops, True, None, excluded),
+                      Int8Recipe("static", base.recipe.quantize_ops, True, base.recipe.calibration, excluded)])
         return True
 
     def finish(self, chosen: Candidate, validation_source: str) -> tuple[dict, dict]:

@@ -118,9 +118,10 @@ def _quantize_into(fp32_path: Path, output_path: Path, qconfig, ranges: Optional
 
 
 def quantize_dynamic(fp32_path: Path, output_path: Path, target: str, per_channel: bool, reduce_range: Optional[bool],
-                     quantize_ops: str = "all") -> None:
-    """Dynamic int8 of the fp32 graph at FP32_PATH, written to OUTPUT_PATH."""
-    _quantize_into(fp32_path, output_path, quantization_config(target, per_channel, reduce_range, quantize_ops))
+                     quantize_ops: str = "all", nodes_to_exclude: tuple[str, ...] = ()) -> None:
+    """Dynamic int8 of the fp32 graph at FP32_PATH (NODES_TO_EXCLUDE kept fp32), written to OUTPUT_PATH."""
+    recipe = Int8Recipe("dynamic", quantize_ops, per_channel, nodes_excluded=tuple(nodes_to_exclude))
+    _quantize_into(fp32_path, output_path, quantization_config(target, reduce_range=reduce_range, recipe=recipe))
 
 
 def calibrate(fp32_path: Path, method: str, dataset, scratch_dir: Path, batch_size: int = 1) -> dict:
@@ -164,10 +165,10 @@ def quantization_record(target: str, recipe: Int8Recipe, reduce_range: Optional[
         "activations_dtype": qconfig.activations_dtype.name,
         "operators": list(qconfig.operators_to_quantize),
     }
+    record["nodes_excluded"] = list(recipe.nodes_excluded)
     if recipe.method == "static":
         record["format"] = "QDQ"
         settings = {"percentile": {"percentile": PERCENTILE},
                     "entropy": {"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}}.get(recipe.calibration, {})
         record["calibration"] = {"method": recipe.calibration, **settings, **(calibration or {})}
-        record["nodes_excluded"] = list(recipe.nodes_excluded)
     return record
