@@ -26,6 +26,7 @@ FRAGMENTS = [
     *TINY_VOCAB_WORDS,
     "[SEP]", "[CLS]", "[UNK]", "[MASK]", "[PAD]", "[sep]", "［SEP］", "##", "##い", "[", "]",
     " ", "  ", "\u3000", "\t", "\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "\x85", "\u2028", "\u2029", "\xa0",
+    "\ufffd",  # what a reader decoding with errors="replace" (scoring) hands on for a bad byte
     "\x00", "\x7f", "\x9f", "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u202e", "\u2066", "\ufeff", "\u00ad",
     "\u0301", "\u0308\u0301", "\u3099", "\u309a", "か\u3099", "e\u0301", "\u20dd",  # combining marks
     "\ufe0e", "\ufe0f", "葛\U000E0100", "\U000E01EF", "☺\ufe0f",  # variation selectors
