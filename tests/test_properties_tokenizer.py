@@ -134,7 +134,7 @@ KINDS = ["mecab-wordpiece", "mecab-lower-added", "mecab-characters-left", "json-
 
 
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=examples(100))
+@settings(max_examples=examples(80))
 @given(
     firsts=st.lists(texts, min_size=1, max_size=4),
     second_texts=st.none() | st.lists(texts, min_size=4, max_size=4),
