@@ -9,11 +9,11 @@ selection metric improves, and say when early stopping should end the run.
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 import torch
 
+from jbert.core.artifacts import atomic_directory
 from jbert.core.postprocessing import predictions_from_logits
 from jbert.train.batching import MODEL_INPUTS
 from jbert.train.checkpoint import TrainerState
@@ -119,7 +119,9 @@ class Evaluator:
     def _save_best(self) -> None:
         weights = self.accelerator.get_state_dict(self.model)  # gathers ZeRO-3 / FSDP shards; call on every rank
         if self.accelerator.is_main_process:
-            shutil.rmtree(self.best_dir, ignore_errors=True)
-            self.accelerator.unwrap_model(self.model).save_pretrained(self.best_dir, state_dict=weights,
-                                                                      safe_serialization=True)
+            # Replaced whole or not at all: a kill or a full disk mid-save keeps the previous best
+            # weights, never a torn file that the model directory would copy.
+            with atomic_directory(self.best_dir, overwrite=True) as work_dir:
+                self.accelerator.unwrap_model(self.model).save_pretrained(work_dir, state_dict=weights,
+                                                                          safe_serialization=True)
         self.accelerator.wait_for_everyone()

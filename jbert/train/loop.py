@@ -1,12 +1,12 @@
 """The training loop on Accelerate, from data files to a model directory: `train(config)`.
 
-`train` is five stages, read top to bottom:
+`train` is five stages, read top to bottom (each a function of this module):
 
-    set up       the Accelerator (launch mode from `accelerate launch --config_file`), logging, seeds
-    load data    prepare_data, the tokenizer, tokenize_dataset (main process first, others reuse its cache)
-    build model  pretrained or from scratch; batches, AdamW and schedule; `accelerator.prepare`
-    loop         epochs of `accumulate` / backward / step; log, evaluate, checkpoint; resume mid-epoch
-    finish       a last evaluation, the model directory (jbert.train.model_dir), working files removed
+    set up       set_up: the Accelerator (launch mode from `accelerate launch`), logging, seeds
+    load data    load_data: prepare_data, the tokenizer, tokenize_dataset (main process first)
+    build model  build_model, prepare_run: the model; batches, AdamW, schedule; `accelerator.prepare`
+    loop         start_or_resume, train_loop: `accumulate` / backward / step; log, evaluate, checkpoint
+    finish       finish: a last evaluation, the model directory (jbert.train.model_dir), clean-up
 
 Same code for one CPU, multi-process CPU (gloo), multi-GPU, DeepSpeed, FSDP and multi-node: the
 launch mode comes from `accelerate launch --config_file ...`, never from code changes here.
@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from jbert.core.artifacts import check_output_dir
+from jbert.core.artifacts import atomic_directory, check_output_dir
 from jbert.core.errors import UserError
 from jbert.core.progress import Progress, stream_is_terminal
 from jbert.data import PreparedData, prepare_data, tokenize_dataset
@@ -65,7 +65,7 @@ class TrainingData:
 
 @dataclass
 class Run:
-    """What `accelerator.prepare` returned, and the schedule the loop follows."""
+    """What `accelerator.prepare` returned, the schedule the loop follows, and its evaluator."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -73,6 +73,7 @@ class Run:
     train_dataloader: object
     eval_dataloader: object
     schedule: Schedule
+    evaluator: Evaluator
 
 
 def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> dict:
@@ -84,19 +85,15 @@ def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> di
     crash would (no model directory; checkpoints stay for --resume_from_checkpoint).
     """
     accelerator, ds_config = set_up(config)
-    data = load_data(config, accelerator)
-    model = build_model(config, accelerator, data)
-    run = prepare_run(config, accelerator, ds_config, model, data)
-    state = start_or_resume(config, accelerator)
-    evaluator = Evaluator(
-        accelerator, run.model, run.eval_dataloader, problem_type=data.prepared.problem_type,
-        label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
-        extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
-        best_dir=config.checkpoint_dir / "best", batches_per_epoch=run.schedule.batches_per_epoch,
-        patience=config.early_stopping_patience,
-    )
-    throughput = train_loop(config, accelerator, run, state, evaluator, on_step_end)
-    return finish(config, accelerator, data, state, evaluator, throughput)
+    # A process of the run that dies or hangs makes the others' collectives fail: one message, not a
+    # backend traceback per rank (and no abort in gloo's threads at exit).
+    with scaling.collective_failures_explained(config.collective_timeout_seconds):
+        data = load_data(config, accelerator)
+        model = build_model(config, accelerator, data)
+        run = prepare_run(config, accelerator, ds_config, model, data)
+        state = start_or_resume(config, accelerator)
+        throughput = train_loop(config, accelerator, run, state, on_step_end)
+        return finish(config, accelerator, data, run, state, throughput)
 
 
 # ------------------------------------------------------------------ set up
@@ -109,7 +106,8 @@ def set_up(config: TrainConfig) -> tuple[Accelerator, Optional[dict]]:
         mixed_precision=config.mixed_precision,
         log_with=config.report_to if config.with_tracking else None,
         project_dir=str(config.checkpoint_dir),
-        **scaling.accelerator_init_kwargs(),  # gloo on CPU-only machines (DDP and DeepSpeed alike)
+        # gloo on CPU-only machines (DDP and DeepSpeed alike); the collective timeout chosen, not inherited
+        **scaling.accelerator_init_kwargs(config.collective_timeout_seconds),
     )
     scaling.verify_process_group(accelerator)
     ds_config = scaling.prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
@@ -182,13 +180,17 @@ def _load_tokenizer(config: TrainConfig, accelerator: Accelerator, prepared: Pre
     # of this run uses the very same vocabulary.
     vocab_dir = config.checkpoint_dir / "tokenizer"
     with accelerator.main_process_first():
-        if accelerator.is_main_process and not (vocab_dir / "vocab.txt").is_file():
+        # Published whole (temporary directory, then rename): a run killed between vocab.txt and the
+        # tokenizer's other files left a directory that every later run, resumes included, failed to
+        # load. tokenizer_config.json is written last, so a directory left that way is rebuilt.
+        if accelerator.is_main_process and not (vocab_dir / "tokenizer_config.json").is_file():
             texts = list(prepared.train["text"])
             if config.text_pair_column is not None:
                 texts += list(prepared.train["text_pair"])
             logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
-            train_japanese_wordpiece(texts, config.vocab_size, vocab_dir, mecab_dic=config.mecab_dic or "unidic_lite",
-                                     model_max_length=config.max_length)
+            with atomic_directory(vocab_dir, overwrite=True) as work_dir:
+                train_japanese_wordpiece(texts, config.vocab_size, work_dir, mecab_dic=config.mecab_dic or "unidic_lite",
+                                         model_max_length=config.max_length)
         return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
 
 
@@ -208,7 +210,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, data: TrainingDat
 
 def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Optional[dict], model: torch.nn.Module,
                 data: TrainingData) -> Run:
-    """Batches, optimizer and learning-rate schedule, all handed to `accelerator.prepare`."""
+    """Batches, optimizer and learning-rate schedule, all handed to `accelerator.prepare`; the evaluator."""
     world = accelerator.num_processes
     schedule = Schedule.plan(config, len(data.train_set), world)
     single_label = data.prepared.problem_type == "single_label_classification"
@@ -224,11 +226,18 @@ def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Option
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler
     )
+    evaluator = Evaluator(
+        accelerator, model, eval_dataloader, problem_type=data.prepared.problem_type,
+        label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
+        extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
+        best_dir=config.checkpoint_dir / "best", batches_per_epoch=schedule.batches_per_epoch,
+        patience=config.early_stopping_patience,
+    )
     logger.info("%d training examples, %d validation; %d process(es) x batch %d x accumulation %d = %d per step; "
                 "%d steps over %d epoch(s)", len(data.train_set), len(data.eval_set), world,
                 config.per_device_train_batch_size, config.gradient_accumulation_steps,
                 schedule.examples_per_step, schedule.max_steps, schedule.num_epochs)
-    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule)
+    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator)
 
 
 def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.TrainerState:
@@ -238,7 +247,7 @@ def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.Train
     if resume_path is not None:
         logger.info("resuming from %s", resume_path)
         state = ckpt.load_checkpoint(accelerator, resume_path)
-    elif config.resume_from_checkpoint == "auto":
+    elif config.resume_from_checkpoint in ckpt.LATEST:
         logger.info("no checkpoint in %s: starting from scratch", config.checkpoint_dir)
     if config.with_tracking:
         accelerator.init_trackers("jbert", config={k: v for k, v in config.to_dict().items()
@@ -250,9 +259,9 @@ def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.Train
 
 
 def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: ckpt.TrainerState,
-               evaluator: Evaluator, on_step_end: Optional[StepCallback] = None) -> dict:
+               on_step_end: Optional[StepCallback] = None) -> dict:
     """Epochs of micro-batches until the last step or early stopping; returns the training throughput."""
-    model, schedule, world = run.model, run.schedule, accelerator.num_processes
+    model, schedule, evaluator, world = run.model, run.schedule, run.evaluator, accelerator.num_processes
     started, samples_at_start = time.perf_counter(), state.train_samples_seen
     running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
     stop = state.global_step >= schedule.max_steps
@@ -328,11 +337,11 @@ def _checkpoint_due(checkpointing: Optional[str], global_step: int, epoch_done: 
 # ------------------------------------------------------------------ finish
 
 
-def finish(config: TrainConfig, accelerator: Accelerator, data: TrainingData, state: ckpt.TrainerState,
-           evaluator: Evaluator, throughput: dict) -> dict:
+def finish(config: TrainConfig, accelerator: Accelerator, data: TrainingData, run: Run, state: ckpt.TrainerState,
+           throughput: dict) -> dict:
     """Evaluate the last step if not yet done, write the model directory, release the processes."""
-    if not evaluator.has_evaluated(state):
-        evaluator(state)
+    if not run.evaluator.has_evaluated(state):
+        run.evaluator(state)
     accelerator.wait_for_everyone()
     final = {}
     if accelerator.is_main_process:
