@@ -14,10 +14,16 @@ from typing import Optional, Sequence
 import yaml
 
 from jbert.core.errors import UserError, format_problems
-from jbert.train.launch import DEFAULT_COLLECTIVE_TIMEOUT_SECONDS
 
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
 TASKS = ("auto", "single_label", "multi_label", "regression")
+# The collective timeout (--collective_timeout_seconds): how long a process waits in an all-reduce or
+# barrier for the others. 30 minutes, PyTorch's own gloo default, made explicit and the same for NCCL
+# (whose default is 10): the main process alone prepares the data and writes the model directory
+# with test predictions while the others wait in a barrier, which can take many minutes on a large
+# data set, and a timeout there would kill a healthy run. A dead process on the same machine is
+# noticed at once (its sockets close); the timeout bounds the wait for a hung one or a lost machine.
+DEFAULT_COLLECTIVE_TIMEOUT_SECONDS = 1800
 
 
 def _opt(default, help_text: str, **extra):

@@ -35,6 +35,7 @@ from jbert.train import launch as scaling
 # old name jbert.training) as they were before the loop was split up.
 from jbert.train.batching import MODEL_INPUTS, Collator, LengthGroupedSampler, training_dataloaders
 from jbert.train.config import TrainConfig
+from jbert.train.deepspeed_config import prepare_deepspeed_config
 from jbert.train.evaluation import Evaluator, evaluate
 from jbert.train.metrics import ExtraMetrics, resolve_best_metric
 from jbert.train.model_dir import remove_working_files, write_model_dir
@@ -110,7 +111,7 @@ def set_up(config: TrainConfig) -> tuple[Accelerator, Optional[dict]]:
         **scaling.accelerator_init_kwargs(config.collective_timeout_seconds),
     )
     scaling.verify_process_group(accelerator)
-    ds_config = scaling.prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
+    ds_config = prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
     _set_up_logging(accelerator, config)
     logger.info("%s", accelerator.state)
     set_seed(config.seed, deterministic=config.full_determinism)
