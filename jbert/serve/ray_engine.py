@@ -212,18 +212,33 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _probe_export(export_dir: str, model: str) -> dict:
-    """On one node: does the export load there? Its text columns and model file."""
-    from jbert.serve.runtime import OnnxClassifier
+def describe_export(export_dir: str, model: str) -> dict:
+    """What the driver needs from an export (text columns, model file), checked as the runtime would, without
+    loading onnxruntime: fast enough to run on every node. UserError when it is missing or incomplete."""
+    from jbert.core.artifacts import JbertSettings, Manifest
+    from jbert.serve.runtime import MODEL_CHOICES
 
+    manifest = Manifest.load(export_dir)
+    if model not in MODEL_CHOICES:
+        raise UserError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
+    key = manifest.default_model if model == "default" else model
+    if key not in manifest.models:
+        raise UserError(f"{export_dir} has no {key!r} model (it has: {', '.join(manifest.models)})")
+    model_file = Path(export_dir) / manifest.models[key].file
+    if not model_file.is_file():
+        raise UserError(f"{model_file} is listed in {Path(export_dir) / 'manifest.json'} but missing")
+    settings = JbertSettings.load(export_dir)
+    return {"text_column": settings.text_column, "text_pair_column": settings.text_pair_column if manifest.is_pair else None,
+            "info": {"model": key, "model_file": model_file.name}}
+
+
+def _probe_export(export_dir: str, model: str) -> dict:
+    """On one node: `describe_export` there, its UserError as a message."""
     where = socket.gethostname()
     try:
-        classifier = OnnxClassifier.from_export_dir(export_dir, model=model, num_threads=1)
+        return {"node": where, "error": None, **describe_export(export_dir, model)}
     except UserError as err:
         return {"node": where, "error": str(err)}
-    settings = classifier.settings
-    return {"node": where, "error": None, "text_column": settings.text_column, "info": classifier.info(),
-            "text_pair_column": settings.text_pair_column if classifier.is_pair else None}
 
 
 def probe_export_on_nodes(export_dir: str, model: str) -> dict:
@@ -266,7 +281,9 @@ def score_files_with_ray(files: list[str], options, output_format: str) -> dict:
     ray = import_ray()
     try:
         started = time.perf_counter()
-        probe = probe_export_on_nodes(options.export_dir, options.model)
+        # A local Ray shares this machine's files: no need to ask a worker.
+        probe = (probe_export_on_nodes(options.export_dir, options.model) if options.address
+                 else describe_export(options.export_dir, options.model))
         text_column = options.text_column or probe["text_column"]
         pair_column = (options.text_pair_column or probe["text_pair_column"]) if probe["text_pair_column"] else None
         if options.text_pair_column and not probe["text_pair_column"]:
