@@ -1,6 +1,7 @@
 """Batch scoring throughput: the local scorer vs the Ray engine with 1 and 2 workers, on the same rows.
 
     python bench/scoring_scale.py                     # 50,000 rows in 4 Parquet files; one JSON object on stdout
+    python bench/scoring_scale.py --json-out docs/data/scoring_scale.json
     python bench/scoring_scale.py --rows 200000 --files 16 --layers 12 --hidden 768 --work-dir /tmp/jbert-scale
 
 Model: a BERT classifier with random weights, 4 layers of hidden 256 by default (a MiniLM-sized
@@ -117,6 +118,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32, help="texts per onnxruntime call (default 32)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; each contender keeps its best (default 1)")
     parser.add_argument("--work-dir", default="/tmp/jbert-bench-scoring-scale", help="cache for model, export and inputs")
+    parser.add_argument("--json-out", default=None, help="also write the JSON object to this file (e.g. docs/data/scoring_scale.json)")
     args = parser.parse_args(argv)
 
     import ray
@@ -149,7 +151,7 @@ def main(argv=None) -> dict:
     finally:
         ray.shutdown()
     best = {name: max(r["rows_per_second"] for r in results) for name, results in rounds.items()}
-    return {
+    report = {
         "benchmark": "bench/scoring_scale.py",
         "command": "python bench/scoring_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -163,6 +165,9 @@ def main(argv=None) -> dict:
         "ray_1_worker_vs_local": round(best["ray_1_worker"] / best["local"], 3),
         "rounds": rounds,
     }
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return report
 
 
 if __name__ == "__main__":

@@ -276,3 +276,36 @@ def test_bad_column_in_a_worker_is_a_user_error(tmp_path, export_dir, ray_runtim
     with pytest.raises(UserError, match="has no column 'text'.*--text-column"):
         score_file(ScoreOptions(export_dir=str(export_dir), input=str(tmp_path / "in"), output=str(tmp_path / "o"),
                                 engine="ray", num_workers=1, show_progress=False))
+
+
+def test_cli_starts_and_stops_a_local_ray(tmp_path, export_dir):
+    import shutil
+    import tempfile
+
+    import psutil
+
+    (tmp_path / "in.csv").write_text("text\nこの商品はとても良いです。\n\n最悪の料理でした。\n", encoding="utf-8")
+    # A short private temp root (Ray's socket paths must stay under 108 bytes) tells its processes apart.
+    ray_tmp = tempfile.mkdtemp(prefix="jray", dir="/tmp")
+    try:
+        done = subprocess.run(
+            [sys.executable, SERVE, "score", str(export_dir), str(tmp_path / "in.csv"), str(tmp_path / "out"),
+             "--engine", "ray", "--num-workers", "1", "--quiet"],
+            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env={**os.environ, "RAY_TMPDIR": ray_tmp},
+        )
+        assert done.returncode == 0, done.stderr
+        assert "scored 2 of 2 rows" in done.stderr
+        assert json.loads((tmp_path / "out" / "manifest.json").read_text(encoding="utf-8"))["ray_address"] == "local"
+        leftovers = []
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if ray_tmp in " ".join(process.info["cmdline"] or []):
+                    leftovers.append(process)
+            except psutil.Error:
+                pass
+        names = [p.info["cmdline"][:2] for p in leftovers]
+        for process in leftovers:  # ours (they run under our temp root): do not leave them behind
+            process.kill()
+        assert not leftovers, f"the local Ray was not stopped: {names}"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

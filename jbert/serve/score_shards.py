@@ -43,6 +43,9 @@ def prepare_output_directory(output: str, overwrite: bool, resume: bool):
         if ours and overwrite:
             for leftover in ours:
                 filesystem.rm(leftover)
+        elif ours and resume:
+            for half_written in (p for p in ours if posixpath.basename(p).startswith(".part-")):
+                filesystem.rm(half_written)  # a shard being written when the run was killed: rewritten below
         elif ours and not resume:
             done = filesystem.exists(posixpath.join(path, MANIFEST_NAME))
             raise UserError(
