@@ -5,12 +5,16 @@
     python serve_onnx.py score outputs/onnx big.tsv scored.tsv --resume        # continue an interrupted run
     cat reviews.jsonl | python serve_onnx.py score outputs/onnx - - --input-format jsonl > scored.jsonl
     python serve_onnx.py http outputs/onnx --port 8000
+    python serve_onnx.py http outputs/onnx --host 0.0.0.0 --api-key-file /run/secrets/jbert-key
     curl -s localhost:8000/predict -H 'content-type: application/json' \\
          -d '{"inputs": ["この商品はとても良いです。"], "top_k": 3}'
 
 `score` writes one output row per input row (a row that cannot be scored gets an `error`), to a
 temporary file renamed into place at the end. `http` listens on 127.0.0.1 unless --host says
-otherwise; POST /predict, GET /health, GET /info, GET /metrics. Bad input exits with code 2.
+otherwise (then it prints a warning); POST /predict, GET /health, GET /info, GET /metrics, and the
+OpenAPI schema at /openapi.json. With --api-key-file every route but /health needs
+`Authorization: Bearer <key>`. On SIGTERM it drains (/health 503, new requests 503, accepted ones
+answered) and exits 0. Bad input exits with code 2.
 Flags accept dashes or underscores (--text-column or --text_column).
 """
 

@@ -19,9 +19,11 @@ EXPORT DIR (written by export, read by serving)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -97,13 +99,79 @@ def read_json(path: str | os.PathLike) -> dict:
 
 
 def write_json(path: str | os.PathLike, values: object) -> None:
-    """Write JSON (UTF-8, Japanese kept readable) atomically: temp file then rename."""
+    """Write JSON (UTF-8, Japanese kept readable) atomically: temp file then rename.
+
+    A full disk raises StorageFullError and leaves the previous file (if any) in place.
+    """
     path = Path(path)
     tmp_path = path.with_name(f".{path.name}.tmp")
-    with open(tmp_path, "w", encoding="utf-8") as handle:
-        json.dump(values, handle, ensure_ascii=False, indent=2)
-        handle.write("\n")
-    os.replace(tmp_path, path)
+    try:
+        with open(tmp_path, "w", encoding="utf-8") as handle:
+            json.dump(values, handle, ensure_ascii=False, indent=2)
+            handle.write("\n")
+        os.replace(tmp_path, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        if is_storage_full(err):
+            raise storage_full_error(err, path) from err
+        raise
+
+
+# ------------------------------------------------------------------ writes that run out of space
+
+# errno values that mean "the storage refused more bytes", whatever wrote them.
+_STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+# Writers that wrap the OS error in their own exception keep only its text: safetensors (Rust)
+# says "File too large (os error 27)"; torch.save's C++ stream writer loses the errno entirely
+# and reports the failed stream ("basic_ios::clear: iostream error", "failed writing file").
+_STORAGE_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(_STORAGE_FULL_ERRNOS)) + (
+    "iostream error", "PytorchStreamWriter failed writing file",
+)
+
+
+class StorageFullError(UserError):
+    """The disk, a quota or a file-size limit refused a write.
+
+    Not the user's input (exit code 1, not 2), but like a UserError it is one clear message
+    without a traceback: every CLI's `run_cli` prints it as `error: ...`.
+    """
+
+    exit_code = 1
+
+
+def is_storage_full(err: BaseException) -> bool:
+    """True when `err` (or an exception it was raised from) is a write refused for lack of space."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, StorageFullError):
+            return True
+        if isinstance(err, OSError) and err.errno in _STORAGE_FULL_ERRNOS:
+            return True
+        if not isinstance(err, OSError) and any(text in str(err) for text in _STORAGE_FULL_TEXTS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = "") -> StorageFullError:
+    """A StorageFullError naming what was being written, the free space there and what is left behind."""
+    if isinstance(err, StorageFullError):
+        return err
+    path = Path(path)
+    probe = path.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / 1e9:.2f} GB free on that file system"
+    except OSError:
+        free = "free space unknown"
+    return StorageFullError(
+        f"cannot write {path}: no space left for it ({str(err).strip() or type(err).__name__}; {free}). "
+        "Free some space, or raise the file-size limit (ulimit -f) or quota, and run again"
+        + (f"; {left}" if left else "")
+    )
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -124,28 +192,107 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+_TMP_MARK = ".tmp-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def remove_stale_temporaries(final_path: str | os.PathLike) -> list[Path]:
+    """Remove temporary directories that atomic_directory left beside `final_path` when its process was killed.
+
+    Only directories named for this host and a process that no longer exists are removed, so a
+    writer running at the same time (or on another machine sharing the file system) is left alone.
+    """
+    final_path = Path(final_path).absolute()
+    prefix = f".{final_path.name}{_TMP_MARK}{socket.gethostname()}-"
+    removed = []
+    if not final_path.parent.is_dir():
+        return removed
+    for candidate in final_path.parent.iterdir():
+        if not candidate.name.startswith(prefix):
+            continue
+        pid_text = candidate.name[len(prefix):].split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(candidate, ignore_errors=True)
+            removed.append(candidate)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory beside `final_path`; move it into place only on success.
 
     A crash or error leaves no half-written directory that looks complete: the temporary one is
-    removed and any existing directory at `final_path` is untouched.
+    removed and any existing directory at `final_path` is untouched. A process killed outright
+    (SIGKILL, power loss) cannot clean up; its temporary directory has a hidden name no stage
+    reads, and the next atomic_directory for the same path removes it. A full disk or file-size
+    limit becomes a StorageFullError that says so.
     """
     final_path = check_output_dir(final_path, overwrite)
-    final_path.absolute().parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.tmp-", dir=final_path.absolute().parent))
+    parent = final_path.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final_path)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_path.name}{_TMP_MARK}{socket.gethostname()}-{os.getpid()}-",
+                                    dir=parent))
+    # mkdtemp makes the directory private (0700); the result is a normal output directory that
+    # others on the machine may read, as `mkdir` would have made it.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_dir, 0o777 & ~umask)
     try:
         yield tmp_dir
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if is_storage_full(err):
+            kept = f"{final_path} was left as it was" if final_path.exists() else f"{final_path} was not created"
+            raise storage_full_error(err, final_path, left=kept) from err
         raise
-    if final_path.exists():
-        old = final_path.with_name(f".{final_path.name}.old-{os.getpid()}")
-        os.replace(final_path, old)
-        os.replace(tmp_dir, final_path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp_dir, final_path)
+    try:
+        sync_tree(tmp_dir)
+        if final_path.exists():
+            old = final_path.with_name(f".{final_path.name}.old-{os.getpid()}")
+            os.replace(final_path, old)
+            os.replace(tmp_dir, final_path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp_dir, final_path)
+        sync_directory(parent)
+    except BaseException as err:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if is_storage_full(err):
+            raise storage_full_error(err, final_path) from err
+        raise
+
+
+def sync_directory(directory: str | os.PathLike) -> None:
+    """fsync a directory, making the renames inside it durable (a crash of the machine, not only of the process)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def sync_tree(directory: str | os.PathLike) -> None:
+    """fsync every file and directory under `directory` before a rename publishes it: after a power
+    loss the rename could otherwise be on disk while the files' data is not (empty files)."""
+    for root, _, files in os.walk(directory):
+        for name in files:
+            descriptor = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        sync_directory(root)
 
 
 @dataclass

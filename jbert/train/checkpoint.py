@@ -2,8 +2,16 @@
 
 Layout: <output_dir>.checkpoints/step_00000120/ holding Accelerate's state (model, optimizer,
 scheduler, RNG states per process) and trainer_state.json (global step, epoch, position in the
-epoch, history, best metric, world size). A checkpoint is written into a temporary directory and
-renamed when complete, so `--resume auto` never picks up a half-written one.
+epoch, history, best metric, world size).
+
+Why a kill at any moment never leaves a checkpoint that `--resume_from_checkpoint latest` trusts:
+- a checkpoint is written into `.partial_step_N/`, a name `list_checkpoints` never matches, and
+  published by one rename to `step_N/` after every process has written its part and the files
+  are on disk (fsync); the rename is the commit point;
+- pruning renames an old checkpoint to `.deleting_step_N/` before deleting its files, so a kill
+  halfway through a deletion cannot leave a `step_N/` with files missing;
+- leftovers of killed runs (`.partial_*`, `.deleting_*`) are removed by the next save.
+tests/test_faults_training.py kills real training processes at each of these moments.
 """
 
 from __future__ import annotations
@@ -14,11 +22,14 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jbert.core.artifacts import read_json, write_json
+from jbert.core.artifacts import is_storage_full, read_json, storage_full_error, sync_directory, sync_tree, write_json
 from jbert.core.errors import UserError
 
 STATE_FILE = "trainer_state.json"
+LATEST = ("latest", "auto")  # --resume_from_checkpoint values meaning "the newest complete checkpoint, if any"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+_PARTIAL_PREFIX = ".partial_"
+_DELETING_PREFIX = ".deleting_"
 
 
 @dataclass
@@ -58,42 +69,98 @@ def list_checkpoints(checkpoint_root: Path) -> list[Path]:
 
 
 def resolve_resume_path(resume: str | None, checkpoint_root: Path) -> Path | None:
-    """`auto` -> newest complete checkpoint (or None to start fresh); a path -> that checkpoint."""
+    """`latest` (or `auto`) -> newest complete checkpoint, or None to start fresh; a path -> that checkpoint."""
     if not resume:
         return None
-    if resume == "auto":
+    if resume in LATEST:
         checkpoints = list_checkpoints(checkpoint_root)
         return checkpoints[-1] if checkpoints else None
     path = Path(resume)
+    if path.name.startswith((_PARTIAL_PREFIX, _DELETING_PREFIX)):
+        raise UserError(
+            f"--resume_from_checkpoint {resume} is an incomplete checkpoint left by an interrupted save or "
+            f"deletion; resume from a complete one (step_NNNNNNNN) or pass 'latest'"
+        )
     if not (path / STATE_FILE).is_file():
         newest = list_checkpoints(path)  # a checkpoint root given instead of one checkpoint
         if newest:
             return newest[-1]
         raise UserError(
             f"--resume_from_checkpoint {resume} is not a jbert checkpoint (no {STATE_FILE}); "
-            f"give a directory like {checkpoint_root}/step_00000100 or 'auto'"
+            f"give a directory like {checkpoint_root}/step_00000100 or 'latest'"
         )
     return path
 
 
+def remove_interrupted(checkpoint_root: Path) -> list[Path]:
+    """Delete what killed saves and prunings left behind (never read, only taking space)."""
+    removed = []
+    if checkpoint_root.is_dir():
+        for path in checkpoint_root.iterdir():
+            if path.name.startswith((_PARTIAL_PREFIX, _DELETING_PREFIX)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
 def save_checkpoint(accelerator, state: TrainerState, checkpoint_root: Path, keep_last: int) -> Path:
-    """Save a complete checkpoint atomically on every process; prune to the newest `keep_last`."""
+    """Save a complete checkpoint atomically on every process; prune to the newest `keep_last`.
+
+    Every process must call this (Accelerate writes per-process RNG states). A full disk raises
+    StorageFullError (exit code 1, one message) with the partial checkpoint removed and the
+    previous checkpoints intact.
+    """
     final = checkpoint_root / f"step_{state.global_step:08d}"
-    partial = checkpoint_root / f".partial_step_{state.global_step:08d}"
+    partial = checkpoint_root / f"{_PARTIAL_PREFIX}step_{state.global_step:08d}"
     if accelerator.is_main_process:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_interrupted(checkpoint_root)
         partial.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(partial))
+    try:
+        accelerator.save_state(str(partial))
+        failure = None
+    except Exception as err:  # noqa: BLE001 - re-raised below, after the other processes are told
+        if not is_storage_full(err):
+            raise
+        failure = err
+    # One process out of space must stop them all together (a rank raising alone would leave the
+    # others waiting in the next collective until the timeout), so agree on the outcome first.
+    from accelerate.utils import gather_object
+
+    failed = any(gather_object([failure is not None])) if accelerator.num_processes > 1 else failure is not None
+    if failed:
+        if accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+        accelerator.wait_for_everyone()
+        left = f"the checkpoints already in {checkpoint_root} are intact"
+        raise storage_full_error(failure or OSError("another process could not write its part"), partial,
+                                 left=left) from failure
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state.save(partial)
-        shutil.rmtree(final, ignore_errors=True)
+        try:
+            state.save(partial)
+            sync_tree(partial)
+        except Exception as err:
+            shutil.rmtree(partial, ignore_errors=True)
+            if is_storage_full(err):
+                raise storage_full_error(err, partial, left=f"the checkpoints already in {checkpoint_root} are intact") from err
+            raise
+        if final.exists():  # the same step saved again after a resume from an older checkpoint
+            _delete_checkpoint(final)
         os.replace(partial, final)
+        sync_directory(checkpoint_root)
         for old in list_checkpoints(checkpoint_root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            _delete_checkpoint(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def _delete_checkpoint(path: Path) -> None:
+    """Unpublish with one rename, then delete: a kill mid-way leaves a `.deleting_` name nothing reads."""
+    doomed = path.with_name(f"{_DELETING_PREFIX}{path.name}")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def load_checkpoint(accelerator, path: Path) -> TrainerState:

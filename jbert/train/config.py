@@ -14,6 +14,7 @@ from typing import Optional, Sequence
 import yaml
 
 from jbert.core.errors import UserError, format_problems
+from jbert.train.launch import DEFAULT_COLLECTIVE_TIMEOUT_SECONDS
 
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
 TASKS = ("auto", "single_label", "multi_label", "regression")
@@ -81,12 +82,13 @@ class TrainConfig:
     extra_metrics: Optional[str] = _opt(None, "Comma-separated `evaluate` metrics by name or local path (loaded only when asked; a name needs the hub).")
     checkpointing_steps: Optional[str] = _opt(None, "Save a resumable checkpoint every N optimizer steps, or 'epoch'.")
     save_total_limit: int = _opt(2, "Keep only the newest K checkpoints.")
-    resume_from_checkpoint: Optional[str] = _opt(None, "Resume: a checkpoint directory, or 'auto' for the newest one in --output_dir/checkpoints.", aliases=["--resume"])
+    resume_from_checkpoint: Optional[str] = _opt(None, "Resume: a checkpoint directory, or 'latest' (also 'auto') for the newest complete one in <output_dir>.checkpoints; with none there, start fresh.", aliases=["--resume"])
+    collective_timeout_seconds: int = _opt(DEFAULT_COLLECTIVE_TIMEOUT_SECONDS, "Multi-process runs: how long a process waits in a collective (gradient all-reduce, barrier) for the others before it stops with an error naming this option (default 30 minutes, PyTorch's gloo default). Must exceed the longest step one process takes alone (data preparation, writing the model directory and test predictions on the main process).")
     with_tracking: bool = _opt(False, "Log metrics to the trackers of --report_to.")
     report_to: str = _opt("tensorboard", "Tracker for --with_tracking (tensorboard, wandb, all ...).")
     logging_steps: int = _opt(20, "Log the training loss every N optimizer steps.")
     dataloader_num_workers: int = _opt(0, "Worker processes for data loading.")
-    disable_tqdm: bool = _opt(False, "No progress bars.")
+    disable_tqdm: bool = _opt(False, "No progress output: neither the bar on a terminal nor the progress line every 10 s (JBERT_PROGRESS_INTERVAL) in a log.")
     config: Optional[str] = _opt(None, "YAML recipe whose values become the defaults (flags still override).")
 
     def to_dict(self) -> dict:
@@ -113,7 +115,7 @@ class TrainConfig:
                 problems.append(f"--{name} {value} does not exist")
         if self.model_name_or_path and _looks_like_path(self.model_name_or_path) and not os.path.exists(self.model_name_or_path):
             problems.append(f"--model_name_or_path {self.model_name_or_path} does not exist (a local path was given)")
-        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "eval_steps", "logging_steps", "save_total_limit", "vocab_size"):
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "eval_steps", "logging_steps", "save_total_limit", "vocab_size", "collective_timeout_seconds"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name} must be at least 1 (got {getattr(self, name)})")
         if self.learning_rate <= 0:

@@ -1,0 +1,301 @@
+"""Training under real faults: real `python train.py` processes killed with SIGKILL at the worst moments.
+
+The moments are reached exactly, without hooks in production code: the processes start with
+tests/fault_shim on PYTHONPATH, whose sitecustomize stops the process at a named point (inside a
+checkpoint write, before a checkpoint is published, halfway through deleting an old one, with the
+model directory assembled but not renamed) and tells the test, which then sends SIGKILL. After every
+kill the test checks what the next run would trust, and at the end the resumed run must equal an
+uninterrupted one: same weights (1e-6), same metrics, same evaluation history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from test_training import tiny_args, topic_rows, write_csv
+
+REPO = Path(__file__).resolve().parent.parent
+SHIM_DIR = Path(__file__).resolve().parent / "fault_shim"
+WAIT_SECONDS = 300  # bound on any one process reaching its fault point or finishing (2 busy cores)
+# 144 rows / 24 = 6 steps per epoch, 2 epochs: evaluations at steps 6 and 12, checkpoints every 2 steps.
+COMMON = dict(num_train_epochs=2, checkpointing_steps=2, per_device_train_batch_size=24)
+CHECKPOINT_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "trainer_state.json")
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
+               OMP_NUM_THREADS="1", **extra)
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "JBERT_FAULT", "JBERT_FAULT_MARKER",
+                 "JBERT_FAULT_FSIZE_IN_MODEL_DIR"):
+        if name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def start_training(args: list[str], log: Path, **env) -> subprocess.Popen:
+    """`python train.py ARGS` with the fault shim importable, output to a file (a pipe could fill and stall it)."""
+    env = _env(PYTHONPATH=os.pathsep.join([str(SHIM_DIR), str(REPO)]), **env)
+    with open(log, "w", encoding="utf-8") as handle:
+        return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=handle,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_at(args: list[str], fault: str, work: Path) -> str:
+    """Run until the shim reports `fault`, then SIGKILL the process; returns what it printed."""
+    marker, log = work / "fault-reached", work / f"log-{fault.replace(':', '-').replace(',', '-')}.txt"
+    marker.unlink(missing_ok=True)
+    process = start_training(args, log, JBERT_FAULT=fault, JBERT_FAULT_MARKER=str(marker))
+    deadline = time.monotonic() + WAIT_SECONDS
+    try:
+        while not marker.exists():
+            if process.poll() is not None:
+                pytest.fail(f"training ended (exit {process.returncode}) before {fault}:\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"{fault} not reached in {WAIT_SECONDS}s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return log.read_text(encoding="utf-8")
+
+
+def run_to_end(args: list[str], work: Path, name: str, **env) -> tuple[int, str]:
+    """Run train.py to its end (bounded); returns (exit code, output)."""
+    log = work / f"log-{name}.txt"
+    process = start_training(args, log, **env)
+    try:
+        code = process.wait(timeout=WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        pytest.fail(f"{name} did not finish in {WAIT_SECONDS}s:\n{log.read_text()[-4000:]}")
+    return code, log.read_text(encoding="utf-8")
+
+
+def latest(checkpoint_root: Path) -> str | None:
+    """The checkpoint `--resume_from_checkpoint latest` would take (its name)."""
+    from jbert.train.checkpoint import resolve_resume_path
+
+    path = resolve_resume_path("latest", checkpoint_root)
+    return path.name if path else None
+
+
+def assert_every_listed_checkpoint_loads(checkpoint_root: Path) -> list[str]:
+    """Every checkpoint that resume could pick is complete: all files there, weights and state readable."""
+    from jbert.train.checkpoint import list_checkpoints
+
+    names = []
+    for path in list_checkpoints(checkpoint_root):
+        for name in CHECKPOINT_FILES:
+            assert (path / name).is_file(), f"{path} is listed but has no {name}"
+        load_file(str(path / "model.safetensors"))  # a torn file raises here
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        names.append(path.name)
+    return names
+
+
+def resumed_from(output: str) -> str:
+    found = re.findall(r"resuming from \S*?(step_\d+)", output)
+    assert len(found) == 1, output[-3000:]
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("faults")
+    write_csv(directory / "train.csv", topic_rows(48, seed=1))
+    write_csv(directory / "valid.csv", topic_rows(10, seed=2))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def reference(data) -> Path:
+    """The uninterrupted run, a real process like the others."""
+    output_dir = data / "reference"
+    code, output = run_to_end(tiny_args(data, output_dir=str(output_dir), **COMMON), data, "reference")
+    assert code == 0, output[-4000:]
+    return output_dir
+
+
+def assert_same_run(model_dir: Path, reference_dir: Path) -> None:
+    expected, actual = load_file(str(reference_dir / "model.safetensors")), load_file(str(model_dir / "model.safetensors"))
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], atol=1e-6, err_msg=name)
+    expected_metrics = json.loads((reference_dir / "metrics.json").read_text(encoding="utf-8"))
+    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["global_step"] == expected_metrics["global_step"]
+    assert metrics["best"] == pytest.approx(expected_metrics["best"])
+    scalars = lambda values: {k: v for k, v in values.items() if isinstance(v, (int, float))}  # noqa: E731
+    assert scalars(metrics["validation"]) == pytest.approx(scalars(expected_metrics["validation"]), abs=1e-6)
+    assert metrics["validation"]["confusion_matrix"] == expected_metrics["validation"]["confusion_matrix"]
+    evaluations = lambda values: [{k: v for k, v in h.items() if isinstance(v, (int, float))}  # noqa: E731
+                                  for h in values["history"] if "eval_loss" in h]
+    assert evaluations(metrics) == pytest.approx(evaluations(expected_metrics), abs=1e-6)
+
+
+def test_sigkill_at_every_kind_of_moment_then_resume_latest_equals_uninterrupted(data, reference, tmp_path):
+    """One run killed six times, each at a different worst moment, resumed with `latest` after each."""
+    output_dir = tmp_path / "model"
+    root = Path(f"{output_dir}.checkpoints")
+    fresh = tiny_args(data, output_dir=str(output_dir), **COMMON)
+    resume = fresh + ["--resume_from_checkpoint", "latest"]
+
+    # 0. While the from-scratch vocabulary is written: vocab.txt done, the tokenizer's other files not.
+    kill_at(fresh, "vocabulary:1", tmp_path)
+    assert not (root / "tokenizer").exists(), "a half-written vocabulary must not be where the next run looks"
+
+    # 1. In the middle of training, between checkpoints (at the start of step 3).
+    kill_at(resume, "step:3", tmp_path)
+    assert assert_every_listed_checkpoint_loads(root) == ["step_00000002"]
+
+    # 2. DURING the write of checkpoint 4: its weights file is torn, the rest not yet written.
+    output = kill_at(resume, "checkpoint:4", tmp_path)
+    assert resumed_from(output) == "step_00000002"
+    partial = root / ".partial_step_00000004"
+    assert (partial / "model.safetensors").is_file() and not (partial / "optimizer.bin").exists()
+    with pytest.raises(Exception):
+        load_file(str(partial / "model.safetensors"))  # really half-written
+    assert latest(root) == "step_00000002", "a half-written checkpoint must never be the latest"
+    assert assert_every_listed_checkpoint_loads(root) == ["step_00000002"]
+
+    # 3. Checkpoint 6 complete, even its trainer_state.json (a naive completion marker), not yet published.
+    output = kill_at(resume, "commit:6", tmp_path)
+    assert resumed_from(output) == "step_00000002"
+    assert (root / ".partial_step_00000006" / "trainer_state.json").is_file()
+    assert latest(root) == "step_00000004"
+    assert not (root / ".partial_step_00000004").exists(), "the next save removes what a killed save left"
+    assert assert_every_listed_checkpoint_loads(root) == ["step_00000002", "step_00000004"]
+
+    # 4. Halfway through deleting the oldest checkpoint after checkpoint 6 was published.
+    output = kill_at(resume, "prune:1", tmp_path)
+    assert resumed_from(output) == "step_00000004"
+    assert latest(root) == "step_00000006"
+    assert assert_every_listed_checkpoint_loads(root) == ["step_00000004", "step_00000006"]
+
+    # 5. After the last step: the model directory fully assembled in its temporary place, not renamed.
+    output = kill_at(resume, "model_dir:1", tmp_path)
+    assert resumed_from(output) == "step_00000006"
+    assert not output_dir.exists(), "the next stage must not find a model directory"
+    assert [p.name for p in tmp_path.glob(".model.tmp-*")], "the kill landed inside the model directory write"
+    assert latest(root) == "step_00000012"
+
+    code, output = run_to_end(resume, tmp_path, "final")
+    assert code == 0, output[-4000:]
+    assert resumed_from(output) == "step_00000012"
+    assert_same_run(output_dir, reference)
+    assert not list(tmp_path.glob(".model.tmp-*")), "the killed run's temporary model directory is removed"
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")], "no leftovers of killed saves"
+
+
+def test_sigkill_at_arbitrary_steps_resume_latest_equals_uninterrupted(data, reference, tmp_path):
+    """Killed at the start of steps 1, 5 and 11 (before any checkpoint, mid-epoch, in the last epoch)."""
+    output_dir = tmp_path / "model"
+    fresh = tiny_args(data, output_dir=str(output_dir), **COMMON)
+    resume = fresh + ["--resume_from_checkpoint", "latest"]
+    kill_at(fresh, "step:1", tmp_path)
+    assert latest(Path(f"{output_dir}.checkpoints")) is None
+    output = kill_at(resume, "step:5", tmp_path)  # no checkpoint yet: `latest` starts fresh
+    assert "resuming from" not in output
+    output = kill_at(resume, "step:7", tmp_path)  # from step 4: killed at the start of step 4 + 7 = 11
+    assert resumed_from(output) == "step_00000004"
+    code, output = run_to_end(resume, tmp_path, "final")
+    assert code == 0, output[-4000:]
+    assert resumed_from(output) == "step_00000010"
+    assert_same_run(output_dir, reference)
+
+
+# ---------------------------------------------------------------- one rank of two lost
+
+def _wait_for(marker: Path, processes: list[subprocess.Popen], what: str) -> str:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not marker.exists():
+        ended = [p for p in processes if p.poll() is not None]
+        if ended:
+            pytest.fail(f"a launch ended (exit {ended[0].returncode}) before {what}:\n{ended[0].stdout.read()[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} not reached in {WAIT_SECONDS}s")
+        time.sleep(0.05)
+    return marker.read_text()
+
+
+def _launch_env(marker: Path, fault: str | None) -> dict:
+    extra = {"PYTHONPATH": os.pathsep.join([str(SHIM_DIR), str(REPO)])}
+    if fault:
+        extra.update(JBERT_FAULT=fault, JBERT_FAULT_MARKER=str(marker))
+    return _env(**extra)
+
+
+@pytest.mark.multiprocess
+def test_rank_killed_the_other_machine_stops_with_a_clear_message(data, tmp_path):
+    """multi_node.yaml as two launches on localhost; rank 1 is SIGKILLed in the middle of step 3.
+
+    Rank 0, alone on its "machine" (no launcher there knows rank 1 died), must not hang: its next
+    all-reduce fails, and it exits non-zero with one message saying another process died.
+    """
+    from test_distributed import finish, free_port, start
+
+    marker = tmp_path / "fault-reached"
+    args = tiny_args(data, output_dir=str(tmp_path / "model"), per_device_train_batch_size=8, num_train_epochs=1,
+                     collective_timeout_seconds=600)
+    port = free_port()
+    machine0 = start("multi_node.yaml", args, port, "--machine_rank", "0", env=_launch_env(marker, None))
+    machine1 = start("multi_node.yaml", args, port, "--machine_rank", "1",
+                     env=_launch_env(marker, "rank:1,step:3"))
+    try:
+        victim = int(_wait_for(marker, [machine0, machine1], "rank 1's step 3").split()[0])
+        os.kill(victim, signal.SIGKILL)
+        # Bounded, not timed: far below the 600 s collective timeout, so only the dead peer's closed
+        # connection can have ended rank 0.
+        code, output = finish(machine0, timeout=300)
+    finally:
+        for process in (machine0, machine1):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert code != 0
+    errors = [line for line in output.splitlines() if "error: process 0 of 2:" in line]
+    assert len(errors) == 1, output[-6000:]
+    print(errors[0])
+    assert "another process of this run has died" in errors[0] and "--resume_from_checkpoint latest" in errors[0]
+    assert "Traceback (most recent call last)" not in output.split("error: process 0 of 2:")[0], output[-6000:]
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.multiprocess
+def test_rank_hung_the_other_stops_after_the_collective_timeout(data, tmp_path):
+    """multi_cpu.yaml; rank 1 stops answering (alive, silent) at step 3: rank 0 gives up after
+    --collective_timeout_seconds with a message naming the option, and the launch ends."""
+    from test_distributed import finish, free_port, start
+
+    marker = tmp_path / "fault-reached"
+    args = tiny_args(data, output_dir=str(tmp_path / "model"), per_device_train_batch_size=8, num_train_epochs=1,
+                     collective_timeout_seconds=20)
+    launch = start("multi_cpu.yaml", args, free_port(), env=_launch_env(marker, "rank:1,step:3"))
+    try:
+        _wait_for(marker, [launch], "rank 1's step 3")
+        code, output = finish(launch, timeout=300)  # a bound against hanging, 15 x the timeout
+    finally:
+        if launch.poll() is None:
+            os.killpg(launch.pid, signal.SIGKILL)
+            launch.wait()
+    assert code != 0
+    errors = [line for line in output.splitlines() if "error: process 0 of 2:" in line]
+    assert len(errors) == 1, output[-6000:]
+    print(errors[0])
+    assert "stopped answering for longer than the collective timeout (20 s, --collective_timeout_seconds)" in errors[0]
+    assert not (tmp_path / "model").exists()
