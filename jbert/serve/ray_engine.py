@@ -26,11 +26,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 
 from jbert.core.errors import UserError
+from jbert.core.progress import Progress
 from jbert.serve.score_shards import build_manifest, check_complete, prepare_output_directory, write_json_atomically
 from jbert.serve.score_shards import MANIFEST_NAME
 from jbert.serve.score_sources import read_file_tables
@@ -146,21 +146,12 @@ def _write_shards(table, *, filesystem, path, fmt):
 
 
 def _collect(written, show_progress: bool) -> list[dict]:
-    """The shards' row counts as they are written, with a progress bar in rows per second."""
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(unit=" rows", unit_scale=True, desc="scoring on Ray", file=sys.stderr, dynamic_ncols=True)
+    """The shards' row counts as they are written, with progress in rows per second."""
     shards = []
-    try:
+    with Progress(None, "scoring on Ray", unit="row", enabled=show_progress) as progress:
         for shard in written.iter_rows():
             shards.append(dict(shard))
-            if progress is not None:
-                progress.update(shard["rows"])
-    finally:
-        if progress is not None:
-            progress.close()
+            progress.update(shard["rows"], errors=sum(s["errors"] for s in shards))
     return shards
 
 
@@ -323,7 +314,7 @@ def score_files_with_ray(files: list[str], options, output_format: str) -> dict:
             if user_error is None:
                 raise
             # Ray Data appends its retry advice to the message: the user's problem is what comes before.
-            raise UserError(str(user_error).split("\nFailed to apply UDF transform")[0]) from None
+            raise type(user_error)(str(user_error).split("\nFailed to apply UDF transform")[0]) from None
         rows_in = ray.get(tally.counts.remote())
         manifest = build_manifest(
             "ray", files, rows_in, shards, probe["info"], options.export_dir, output_format,

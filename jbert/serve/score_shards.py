@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import sys
 import time
 import uuid
 
+from jbert.core.artifacts import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
+from jbert.core.progress import Progress
 from jbert.serve.score_sources import filesystem_for, read_file_tables
 from jbert.serve.score_tables import score_table, write_shard
 
@@ -113,7 +114,7 @@ def score_files_locally(files: list[str], options, classifier, text_column: str,
         logger.warning("nothing to resume in %s: starting from the beginning", options.output)
     resumed = sum(state["rows_done"].values())
     started = time.perf_counter()
-    progress = _progress_bar(options.show_progress, resumed)
+    progress = Progress(None, "scoring", unit="row", initial=resumed, enabled=options.show_progress)
     rows_in = {}
     try:
         for index, source in enumerate(files):
@@ -131,15 +132,18 @@ def score_files_locally(files: list[str], options, classifier, text_column: str,
                 state["shards"] = [s for s in state["shards"] if s["shard"] != shard["shard"]] + [shard]
                 state["rows_done"][str(index)] = count
                 write_json_atomically(filesystem, path, PROGRESS_NAME, state)
-                if progress is not None:
-                    progress.update(table.num_rows)
+                progress.update(table.num_rows, errors=sum(s["errors"] for s in state["shards"]))
             rows_in[index] = count
             state["rows_done"][str(index)] = -1
             state.setdefault("rows_in", {})[str(index)] = count
             write_json_atomically(filesystem, path, PROGRESS_NAME, state)
+    except OSError as err:
+        if not is_storage_full(err):
+            raise
+        raise storage_full_error(err, options.output, left="the shards written so far are kept: run again with "
+                                 "--resume once there is space") from None
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()
     manifest = build_manifest(
         "local", files, rows_in, state["shards"], classifier.info(), options.export_dir, output_format,
         time.perf_counter() - started, resumed_rows=resumed, threads=classifier.info()["intra_op_threads"],
@@ -162,12 +166,3 @@ def _fingerprint(files, options, classifier, text_column, pair_column, output_fo
         "text_pair_column": pair_column, "format": output_format, "chunk_size": options.chunk_size,
         "all_scores": options.all_scores, "truncate": options.truncate,
     }
-
-
-def _progress_bar(enabled: bool, initial: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(unit=" rows", unit_scale=True, initial=initial, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                desc="scoring")

@@ -16,6 +16,7 @@ import json
 import posixpath
 import uuid
 
+from jbert.core.artifacts import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.serve.score_input import Record
 from jbert.serve.score_output import prediction_columns
@@ -181,13 +182,18 @@ def write_shard(table, filesystem, directory: str, fmt: str) -> dict:
     table = table.drop_columns([n for n in table.column_names if n.startswith("_jbert_")])
     final = posixpath.join(directory, name)
     temporary = posixpath.join(directory, f".{name}.{uuid.uuid4().hex}.tmp")
-    with filesystem.open(temporary, "wb") as handle:
-        if fmt == "parquet":
-            pq.write_table(table, handle)
-        else:
-            for row in table.to_pylist():
-                handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
-    filesystem.mv(temporary, final)
+    try:
+        with filesystem.open(temporary, "wb") as handle:
+            if fmt == "parquet":
+                pq.write_table(table, handle)
+            else:
+                for row in table.to_pylist():
+                    handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        filesystem.mv(temporary, final)
+    except OSError as err:
+        if not is_storage_full(err):
+            raise
+        raise storage_full_error(err, final) from None
     without_error = table.column("error").null_count
     truncated = table.column("truncated").to_pylist() if "truncated" in table.column_names else []
     return {"shard": name, "rows": table.num_rows, "errors": table.num_rows - without_error,

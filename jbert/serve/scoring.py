@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from jbert.core.artifacts import JbertSettings, read_json, write_json
+from jbert.core.artifacts import JbertSettings, is_storage_full, read_json, storage_full_error, write_json
 from jbert.core.errors import UserError, format_problems
+from jbert.core.progress import Progress
 from jbert.core.readers import detect_format
 from jbert.serve.score_input import INPUT_FORMATS, Record, open_records
 from jbert.serve.score_output import TEXT_OUTPUT_FORMATS, OutputWriter, prediction_columns
@@ -260,7 +261,7 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
             handle.write(prefix)
             bytes_done += len(prefix)
 
-        progress = _progress_bar(options.show_progress, total_bytes, resumed_rows)
+        progress = Progress(None, "scoring", unit="row", initial=resumed_rows, enabled=options.show_progress)
         try:
             for chunk in _chunks(records, options.chunk_size):
                 rows = score_records(classifier, chunk, text_column, pair_column, batch_size=options.batch_size,
@@ -273,19 +274,22 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
                 if output is not None:
                     os.fsync(handle.fileno())
                     write_json(state_path, {"version": STATE_VERSION, "rows": counts["rows"], "bytes": bytes_done, "fingerprint": fingerprint})
-                if progress is not None:
-                    progress.update(len(chunk))
-                    if total_bytes:
-                        progress.set_postfix_str(f"{100 * opened.bytes_read() / total_bytes:.0f}% of input, {counts['errors']} errors", refresh=False)
+                read = {"input": f"{100 * opened.bytes_read() / total_bytes:.0f}%"} if total_bytes else {}
+                progress.update(len(chunk), errors=counts["errors"], **read)
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
         seconds = time.perf_counter() - started
         if output is not None:
             handle.close()
             handle = None
             os.replace(partial_path, output)
             state_path.unlink(missing_ok=True)
+    except OSError as err:
+        if output is None or not is_storage_full(err):
+            raise
+        raise storage_full_error(
+            err, output, left=f"the rows written so far are kept in {partial_path}: run again with --resume once there is space"
+        ) from None
     finally:
         opened.close()
         if output is not None and handle is not None and not handle.closed:
@@ -319,12 +323,3 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _progress_bar(enabled: bool, total_bytes: int | None, initial: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(unit=" texts", unit_scale=True, initial=initial, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                desc="scoring")
