@@ -39,6 +39,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 LABELS = ("negative", "positive")
 
+from json_out import add_json_out_argument, write_json_out  # noqa: E402  (bench/ is on sys.path)
+
 
 def log(message: str) -> None:
     """Progress on stderr (stdout carries only the JSON result)."""
@@ -118,7 +120,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32, help="texts per onnxruntime call (default 32)")
     parser.add_argument("--repeats", type=int, default=1, help="alternating rounds; each contender keeps its best (default 1)")
     parser.add_argument("--work-dir", default="/tmp/jbert-bench-scoring-scale", help="cache for model, export and inputs")
-    parser.add_argument("--json-out", default=None, help="also write the JSON object to this file (e.g. docs/data/scoring_scale.json)")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     import ray
@@ -152,9 +154,6 @@ def main(argv=None) -> dict:
         ray.shutdown()
     best = {name: max(r["rows_per_second"] for r in results) for name, results in rounds.items()}
     report = {
-        "benchmark": "bench/scoring_scale.py",
-        "command": "python bench/scoring_scale.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": {"cpu": platform.processor() or platform.machine(), "physical_cores": cores,
                     "logical_cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before]},
         "data": {"rows": args.rows, "files": args.files, "format": "parquet", "texts_from": source},
@@ -165,8 +164,7 @@ def main(argv=None) -> dict:
         "ray_1_worker_vs_local": round(best["ray_1_worker"] / best["local"], 3),
         "rounds": rounds,
     }
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_json_out(args.json_out, "scoring_scale", report, argv)
     return report
 
 

@@ -148,10 +148,17 @@ def test_score_dataset_from_python(export_dir, classifier, ray_runtime):
 
 
 def _descendants_named(fragment: str) -> list:
+    """This test process's descendants (the Ray it started) whose command line holds `fragment`."""
     import psutil
 
-    return [p for p in psutil.Process().children(recursive=True)
-            if fragment in " ".join(p.cmdline() if p.is_running() else [])]
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE and fragment in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # ended while we looked
+            pass
+    return found
 
 
 def test_killed_worker_still_scores_every_row_once(tmp_path, export_dir, ray_runtime):

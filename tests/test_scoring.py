@@ -353,3 +353,28 @@ def test_sigkill_of_a_directory_run_then_resume(tmp_path, export_dir, classifier
     assert [r["error"] for r in got] == [r["error"] for r in expected]
     np.testing.assert_allclose([r["predicted_score"] or 0 for r in got], [r["predicted_score"] or 0 for r in expected], atol=1e-6)
     assert not list(output.glob(".*"))  # no progress file or half-written shard left
+
+
+def test_remote_paths_through_fsspec(export_dir, classifier):
+    """Inputs and outputs named by URL go through fsspec (its in-memory filesystem stands in for s3://)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    memory = fsspec.filesystem("memory")
+    for name, text in (("a.csv", "id,text\n1,この商品はとても良いです。\n2,\n"), ("b.csv", "id,text\n3,犬が走る\n")):
+        with memory.open(f"/reviews/{name}", "wb") as handle:
+            handle.write(text.encode("utf-8"))
+    try:
+        summary = score_file(options(export_dir, "memory://reviews/*.csv", "memory://scored/"), classifier)
+        assert summary.rows == 3 and summary.errors == 1
+        assert sorted(memory.ls("/scored", detail=False)) == [
+            "/scored/manifest.json", "/scored/part-00000-0000000001.parquet", "/scored/part-00001-0000000001.parquet"]
+        with memory.open("/scored/part-00000-0000000001.parquet", "rb") as handle:
+            rows = pq.read_table(handle).to_pylist()
+        assert [r["id"] for r in rows] == ["1", "2"] and rows[0]["source_file"] == "memory:///reviews/a.csv"
+        assert rows[0]["predicted_label"] == classifier.predict(["この商品はとても良いです。"])[0]["label"]
+        assert "column 'text' is empty" in rows[1]["error"]
+        with pytest.raises(UserError, match="a URL output is a directory of shards"):
+            score_file(options(export_dir, "memory://reviews/b.csv", "memory://one.jsonl"), classifier)
+    finally:
+        memory.rm("/", recursive=True)

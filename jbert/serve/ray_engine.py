@@ -16,7 +16,9 @@ preserved, and every shard carries `source_file` / `source_row`, so input order 
 Faults: Ray Data restarts a dead scoring actor and retries its batches (actor pool defaults:
 max_restarts=-1, max_task_retries=-1); the output of a failed attempt is dropped, and a retried
 write replaces its own shard (same name), so every row is written exactly once; the manifest
-checks rows in == rows out. Threads: each actor asks Ray for as many CPUs as it runs onnxruntime
+checks rows in == rows out. What a user sees when a worker dies: the raylet's warning "A worker
+died or was killed while executing a task by an unexpected system error ... Worker exit type:
+SYSTEM_ERROR", then the run goes on and finishes normally. Threads: each actor asks Ray for as many CPUs as it runs onnxruntime
 threads, so workers x threads never exceeds a node's CPUs. Ray is imported lazily: the serving
 install without ray keeps working for the local engine.
 """
@@ -53,26 +55,19 @@ def import_ray():
 
 
 class ScoreBatches:
-    """Ray Data actor: opens the ONNX session and tokenizer once, then scores Arrow batches.
+    """Ray Data actor: opens the ONNX session and tokenizer once, then scores Arrow batches."""
 
-    Its settings are a class attribute (`config`, see `score_dataset`) rather than constructor
-    arguments: Ray keeps constructor arguments in the object store and warns, at error level, that
-    a restarted actor could lose them; a class travels with the actor's definition.
-    """
-
-    config: dict = {}
-
-    def __init__(self):
+    def __init__(self, export_dir: str, model: str = "default", num_threads: int = 1, text_column: str | None = None,
+                 text_pair_column: str | None = None, batch_size: int = 32, truncate: bool = True,
+                 all_scores: bool = False, chunk_size: int | None = None):
         """Load the export (on the worker: the path must exist there)."""
         from jbert.serve.runtime import OnnxClassifier
 
-        config = self.config
-        self.classifier = OnnxClassifier.from_export_dir(config["export_dir"], model=config["model"],
-                                                         num_threads=config["num_threads"])
+        self.classifier = OnnxClassifier.from_export_dir(export_dir, model=model, num_threads=num_threads)
         settings = self.classifier.settings
-        self.text_column = config["text_column"] or settings.text_column
-        self.pair_column = (config["text_pair_column"] or settings.text_pair_column) if self.classifier.is_pair else None
-        self.options = {key: config[key] for key in ("batch_size", "truncate", "all_scores", "chunk_size")}
+        self.text_column = text_column or settings.text_column
+        self.pair_column = (text_pair_column or settings.text_pair_column) if self.classifier.is_pair else None
+        self.options = {"batch_size": batch_size, "truncate": truncate, "all_scores": all_scores, "chunk_size": chunk_size}
 
     def __call__(self, table):
         """The batch with predicted_label, predicted_score, ... and error added (one row out per row in)."""
@@ -99,12 +94,12 @@ def score_dataset(dataset, export_dir: str, *, model: str = "default", text_colu
         raise UserError("num_threads, batch_size and rows_per_batch must each be at least 1")
     if num_workers is None:
         num_workers = max(1, int(ray.cluster_resources().get("CPU", 1)) // num_threads)
-    config = {"export_dir": str(export_dir), "model": model, "num_threads": num_threads, "text_column": text_column,
-              "text_pair_column": text_pair_column, "batch_size": batch_size, "truncate": truncate,
-              "all_scores": all_scores, "chunk_size": chunk_size}
-    actor_class = type("ScoreBatches", (ScoreBatches,), {"config": config, "__module__": __name__})
     return dataset.map_batches(
-        actor_class,
+        ScoreBatches,
+        fn_constructor_kwargs={"export_dir": str(export_dir), "model": model, "num_threads": num_threads,
+                               "text_column": text_column, "text_pair_column": text_pair_column,
+                               "batch_size": batch_size, "truncate": truncate, "all_scores": all_scores,
+                               "chunk_size": chunk_size},
         batch_size=rows_per_batch, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=num_threads,
     )

@@ -35,7 +35,7 @@ from jbert.core.artifacts import JbertSettings, is_storage_full, read_json, stor
 from jbert.core.errors import UserError, format_problems
 from jbert.core.progress import Progress
 from jbert.core.readers import detect_format
-from jbert.serve.score_input import INPUT_FORMATS, Record, open_records
+from jbert.serve.score_input import INPUT_FORMATS, Record, is_remote, open_records
 from jbert.serve.score_output import TEXT_OUTPUT_FORMATS, OutputWriter, prediction_columns
 from jbert.serve.score_rows import score_records
 from jbert.serve.score_tables import SHARD_FORMATS
@@ -146,11 +146,19 @@ def _paths(output: Path) -> tuple[Path, Path]:
 
 def _fingerprint(options: ScoreOptions, classifier, text_column: str, pair_column: str | None, output_format: str) -> dict:
     """What must be identical for --resume to continue a run (input file, model, output layout)."""
-    stat = Path(options.input).stat()
+    if is_remote(options.input):
+        from jbert.serve.score_sources import filesystem_for
+
+        filesystem, path = filesystem_for(options.input)
+        info = filesystem.info(path)
+        name, size, modified = options.input, info.get("size"), str(info.get("mtime") or info.get("LastModified") or "")
+    else:
+        stat = Path(options.input).stat()
+        name, size, modified = str(Path(options.input).absolute()), stat.st_size, stat.st_mtime_ns
     return {
-        "input": str(Path(options.input).absolute()),
-        "input_size": stat.st_size,
-        "input_mtime_ns": stat.st_mtime_ns,
+        "input": name,
+        "input_size": size,
+        "input_mtime_ns": modified,
         "model_file": str(classifier.model_path.absolute()),
         "text_column": text_column,
         "text_pair_column": pair_column,
@@ -174,6 +182,9 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
     from jbert.serve.runtime import OnnxClassifier
 
     options.validate()
+    if is_remote(options.output) and not writes_directory(options):
+        raise UserError(f"output {options.output}: a URL output is a directory of shards; end it with / "
+                        f"(e.g. {options.output.rsplit('/', 1)[0]}/scored/) or write one file to a local path")
     if writes_directory(options):
         from jbert.serve.score_directory import score_into_directory
 
