@@ -78,6 +78,7 @@ class TrainConfig:
     eval_steps: int = _opt(100, "Evaluation interval when --eval_strategy steps.")
     metric_for_best_model: str = _opt("auto", "Metric that selects the best model: accuracy, macro_f1, micro_f1, loss, pearson, spearman, mse, subset_accuracy ... (auto: macro_f1, micro_f1 for multi-label, pearson for regression).")
     early_stopping_patience: Optional[int] = _opt(None, "Stop after this many evaluations without improvement.")
+    baseline: str = _opt("tfidf_logreg", "Also fit TF-IDF char 1-3 grams + logistic regression on the same splits and report it beside the model (classification only); none skips it.", choices=("tfidf_logreg", "none"))
     extra_metrics: Optional[str] = _opt(None, "Comma-separated `evaluate` metrics by name or local path (loaded only when asked; a name needs the hub).")
     checkpointing_steps: Optional[str] = _opt(None, "Save a resumable checkpoint every N optimizer steps, or 'epoch'.")
     save_total_limit: int = _opt(2, "Keep only the newest K checkpoints.")

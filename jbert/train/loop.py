@@ -28,6 +28,7 @@ from jbert.train import launch as scaling
 from jbert.core.artifacts import EXAMPLES_FILE, METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory, check_output_dir
 from jbert.train.config import TrainConfig
 from jbert.core.errors import UserError
+from jbert.train.baseline import baseline_card_lines, baseline_for_data, compare_with_baseline
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
 from jbert.core.postprocessing import predictions_from_logits, sigmoid
 from jbert.train.modeling import build_scratch_model, load_pretrained_model
@@ -518,6 +519,11 @@ def _write_model_dir(config: TrainConfig, data, tokenizer, state: ckpt.TrainerSt
                          "test": len(data.test) if data.test is not None else 0},
             "truncated_to_max_length": truncated, "stats": data.stats,
         }
+        baseline = None
+        if config.baseline != "none":
+            baseline = baseline_for_data(data, problem_type, label_names, config.multi_label_threshold, config.seed)
+        comparison = compare_with_baseline(state.best_metric, baseline, best_metric,
+                                           resolve_best_metric(best_metric, problem_type)[1])
         plots = write_plots(tmp, state.history, best_metric, confusion, label_names)
         metrics = {
             "problem_type": problem_type, "labels": label_names, "best_metric": best_metric,
@@ -525,13 +531,23 @@ def _write_model_dir(config: TrainConfig, data, tokenizer, state: ckpt.TrainerSt
             "validation": validation_metrics, "test": test_metrics, "history": state.history,
             "data": data_summary, "global_step": state.global_step, **throughput,
         }
+        if baseline is not None:
+            metrics["baseline"] = {**baseline, "comparison": comparison}
         with open(tmp / METRICS_FILE, "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, ensure_ascii=False, indent=2)
         write_model_card(tmp, name=Path(config.output_dir).name, model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
                          settings=settings, label_names=label_names, data_summary=data_summary,
                          validation_metrics=validation_metrics, test_metrics=test_metrics,
-                         best=metrics["best"], plots=plots, config=config.to_dict())
+                         best=metrics["best"], plots=plots, config=config.to_dict(),
+                         extra_sections=baseline_card_lines(baseline, comparison, validation_metrics, test_metrics))
     logger.info("model written to %s (best %s %.4f at step %s)", config.output_dir, best_metric,
                 state.best_metric, state.best_step)
+    if comparison is not None:
+        logger.info("validation %s: model %.4f, baseline %.4f%s", best_metric, comparison["model"],
+                    comparison["baseline"], "" if not test_metrics or best_metric not in test_metrics else
+                    f"; test {best_metric}: model {test_metrics[best_metric]:.4f}, baseline "
+                    f"{baseline['test'][best_metric]:.4f}")
+        if comparison["warning"]:
+            logger.warning("%s", comparison["warning"])
     return metrics
 

@@ -92,8 +92,11 @@ def _metric_rows(metrics: dict) -> list[str]:
 
 def write_model_card(output_dir: Path, *, name: str, model_source: str, settings: JbertSettings, label_names: list[str],
                      data_summary: dict, validation_metrics: dict, test_metrics: dict | None,
-                     best: dict, plots: list[str], config: dict) -> None:
-    """README.md of the model directory: data, labels, metrics and how to load it."""
+                     best: dict, plots: list[str], config: dict, extra_sections: list[str] | None = None) -> None:
+    """README.md of the model directory: data, labels, metrics and how to load it.
+
+    `extra_sections` (markdown lines, e.g. the baseline comparison) go right after the metrics.
+    """
     task_text = {
         "single_label_classification": "single-label classification",
         "multi_label_classification": "multi-label classification (sigmoid, threshold "
@@ -126,6 +129,7 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
     lines += _metric_rows(validation_metrics)
     if test_metrics:
         lines += ["", "## Test metrics", "", "| metric | value |", "| --- | --- |"] + _metric_rows(test_metrics)
+    lines += extra_sections or []
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
     lines += [
