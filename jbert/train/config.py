@@ -16,7 +16,7 @@ import yaml
 from jbert.core.errors import UserError, format_problems
 
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
-TASKS = ("auto", "single_label", "multi_label", "regression")
+TASKS = ("auto", "single_label", "multi_label", "regression", "mlm")
 
 
 def _opt(default, help_text: str, **extra):
@@ -43,7 +43,9 @@ class TrainConfig:
     text_column: str = _opt("text", "Column with the text to classify.")
     text_pair_column: Optional[str] = _opt(None, "Column with the second text, for sentence-pair classification.")
     label_column: str = _opt("label", "Column with the label(s).")
-    task: str = _opt("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), or auto: detect from the labels.", choices=TASKS)
+    task: str = _opt("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column).", choices=TASKS)
+    mlm_probability: float = _opt(0.15, "--task mlm: fraction of tokens to predict, chosen as whole MeCab words (80 percent become [MASK], 10 percent a random token, 10 percent stay).")
+    mlm_pack: bool = _opt(True, "--task mlm: pack texts into full --max_length sequences; --mlm_pack false keeps one text per sequence (truncated).")
     label_delimiter: Optional[str] = _opt(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")
     multi_label_threshold: float = _opt(0.5, "Sigmoid probability above which a multi-label class is predicted.")
     encoding: str = _opt("auto", "Text encoding of CSV/TSV/JSONL files: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, utf-8-sig, cp932, shift_jis ...")
@@ -131,6 +133,11 @@ class TrainConfig:
             problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
             problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
+        if self.task == "mlm" and not 0 < self.mlm_probability < 1:
+            problems.append(f"--mlm_probability must be in (0, 1) (got {self.mlm_probability})")
+        if self.task == "mlm" and self.metric_for_best_model not in ("auto", "loss", "perplexity"):
+            problems.append(f"--metric_for_best_model {self.metric_for_best_model} does not apply to --task mlm "
+                            "(the best model has the lowest validation loss, i.e. perplexity)")
         if self.label_delimiter and self.task not in ("auto", "multi_label"):
             problems.append(f"--label_delimiter only makes sense for multi-label data, but --task is {self.task}")
         regression_metrics = {"mse", "pearson", "spearman", "rmse", "mae"}
