@@ -12,6 +12,9 @@ Masked-LM pretraining on unlabeled text (one text per line), then fine-tune its 
     accelerate launch train.py --task mlm --from_scratch small --train_file unlabeled.txt --output_dir outputs/mlm
     accelerate launch train.py --model_name_or_path outputs/mlm --train_file train.csv --output_dir outputs/clf
 
+Eight Optuna trials around the given values, then the final model with the best (one process):
+    python train.py --from_scratch mini --train_file train.csv --hp_search 8 --output_dir outputs/searched
+
 Two CPU processes (gloo), DeepSpeed, multi-GPU: see accelerate_configs/ and the README.
 Every option: python train.py --help (YAML recipes in configs/ take the same names).
 """
@@ -30,6 +33,10 @@ def main(argv=None):
         from jbert.train.mlm import train_mlm
 
         train_mlm(config)
+    elif config.hp_search:
+        from jbert.train.hp_search import run_hp_search
+
+        run_hp_search(config)
     else:
         from jbert.train.loop import train
 

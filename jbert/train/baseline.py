@@ -82,7 +82,7 @@ def fit_baseline(train_texts: list[str], train_labels: np.ndarray, problem_type:
     fit_seconds = time.perf_counter() - started
     result: dict = {"name": BASELINE_NAME, "fit_seconds": round(fit_seconds, 3), "train_examples": len(train_texts)}
     for split, (texts, labels) in evaluation_sets.items():
-        if not texts:
+        if len(texts) == 0:
             continue
         probabilities = classifier.predict_proba(vectorizer.transform(texts))
         if problem_type == "single_label_classification" and probabilities.shape[1] != len(label_names):

@@ -90,6 +90,7 @@ class TrainConfig:
     logging_steps: int = _opt(20, "Log the training loss every N optimizer steps.")
     dataloader_num_workers: int = _opt(0, "Worker processes for data loading.")
     disable_tqdm: bool = _opt(False, "No progress bars.")
+    hp_search: int = _opt(0, "Run N Optuna trials (learning rate, epochs, warm-up, dropout, batch size around the given values; poor trials pruned) on the validation split, then train the final model with the best; 0: off.")
     config: Optional[str] = _opt(None, "YAML recipe whose values become the defaults (flags still override).")
 
     def to_dict(self) -> dict:
@@ -138,6 +139,12 @@ class TrainConfig:
         if self.task == "mlm" and self.metric_for_best_model not in ("auto", "loss", "perplexity"):
             problems.append(f"--metric_for_best_model {self.metric_for_best_model} does not apply to --task mlm "
                             "(the best model has the lowest validation loss, i.e. perplexity)")
+        if self.hp_search < 0:
+            problems.append(f"--hp_search must be a number of trials, 0 for none (got {self.hp_search})")
+        if self.hp_search and self.task == "mlm":
+            problems.append("--hp_search tunes classification and regression runs, not --task mlm")
+        if self.hp_search and self.resume_from_checkpoint:
+            problems.append("--hp_search cannot resume a checkpoint: the trials start fresh; drop --resume_from_checkpoint")
         if self.label_delimiter and self.task not in ("auto", "multi_label"):
             problems.append(f"--label_delimiter only makes sense for multi-label data, but --task is {self.task}")
         regression_metrics = {"mse", "pearson", "spearman", "rmse", "mae"}

@@ -193,8 +193,12 @@ def _scalar_metrics(results: dict, prefix: str) -> dict:
     return {f"{prefix}{k}": v for k, v in results.items() if isinstance(v, (int, float))}
 
 
-def train(config: TrainConfig) -> dict:
-    """Fine-tune (or train from scratch) and write the model directory; returns the final metrics."""
+def train(config: TrainConfig, on_evaluate=None) -> dict:
+    """Fine-tune (or train from scratch) and write the model directory; returns the final metrics.
+
+    `on_evaluate(record)`, if given, sees every evaluation record (step, epoch, eval_* figures) as
+    it is made; it may raise to abandon the run (the hyper-parameter search prunes trials so).
+    """
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
@@ -323,6 +327,8 @@ def train(config: TrainConfig) -> dict:
             if key in results:
                 record[f"eval_{key}"] = results[key]
         state.history.append(record)
+        if on_evaluate is not None:
+            on_evaluate(record)
         value = results[best_metric]
         improved = state.best_metric is None or (value > state.best_metric if greater_is_better else value < state.best_metric)
         logger.info("step %d: %s", state.global_step,
