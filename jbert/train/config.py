@@ -7,6 +7,7 @@ on the command line override them. `validate()` reports every problem at once be
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
@@ -94,8 +95,12 @@ class TrainConfig:
     config: Optional[str] = _opt(None, "YAML recipe whose values become the defaults (flags still override).")
 
     def to_dict(self) -> dict:
-        """Plain dict (YAML/JSON)."""
-        return asdict(self)
+        """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
+        values = asdict(self)
+        sources = getattr(self, "value_sources", None)
+        if sources:
+            values["value_sources"] = dict(sources)
+        return values
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -175,12 +180,19 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse flags, with `--config FILE.yaml` values as defaults; validate everything."""
     parser = build_parser()
     argv = list(argv) if argv is not None else None
+    from jbert.train.recipes import apply_recipe, given_option_names
+
     known, _ = parser.parse_known_args(argv)
+    recipe_values = {}
     if known.config:
-        parser.set_defaults(**load_yaml_recipe(known.config))
+        recipe_values = load_yaml_recipe(known.config)
+        parser.set_defaults(**recipe_values)
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     if config.checkpointing_steps is not None:
         config.checkpointing_steps = str(config.checkpointing_steps)
+    # --from_scratch defaults fill only what neither a flag nor the YAML gave
+    given = given_option_names(sys.argv[1:] if argv is None else argv, parser)
+    apply_recipe(config, given, known.config, recipe_values)
     config.validate()
     return config
 
@@ -196,6 +208,7 @@ def load_yaml_recipe(path: str) -> dict:
         raise UserError(f"--config {path} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise UserError(f"--config {path} must be a mapping of option: value")
+    values.pop("value_sources", None)  # a saved training_config.yaml: where values came from, not options
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

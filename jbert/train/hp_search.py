@@ -54,6 +54,14 @@ def search_space(trial, config: TrainConfig) -> dict:
     }
 
 
+def _with_sources(new: TrainConfig, old: TrainConfig, params: dict, source: str) -> TrainConfig:
+    """Carry `value_sources` over to a replaced config, naming the search as the source of its values."""
+    sources = dict(getattr(old, "value_sources", None) or {})
+    sources.update({name: source for name in params})
+    new.value_sources = sources
+    return new
+
+
 def _auto_key(record: dict) -> str:
     """The figure "auto" selects by (jbert.train.metrics.DEFAULT_METRIC), read off the record's keys."""
     if "eval_accuracy" in record:
@@ -94,11 +102,11 @@ def run_hp_search(config: TrainConfig, train_fn=None) -> dict:
 
     def objective(trial) -> float:
         params = search_space(trial, config)
-        trial_config = dataclasses.replace(
+        trial_config = _with_sources(dataclasses.replace(
             config, **params, hp_search=0, output_dir=str(search_dir / f"trial_{trial.number:03d}"),
             overwrite_output_dir=True, test_file=None, baseline="none", checkpointing_steps=None,
             resume_from_checkpoint=None, with_tracking=False,
-        )
+        ), config, params, f"hp_search trial {trial.number}")
         evaluations = 0
 
         def report(record: dict) -> None:
@@ -132,7 +140,8 @@ def run_hp_search(config: TrainConfig, train_fn=None) -> dict:
         raise UserError("every hyper-parameter trial was pruned; raise --hp_search")
     best = max(completed, key=lambda row: row["value"]) if direction == "maximize" else \
         min(completed, key=lambda row: row["value"])
-    best_config = dataclasses.replace(config, **best["params"], hp_search=0)
+    best_config = _with_sources(dataclasses.replace(config, **best["params"], hp_search=0), config, best["params"],
+                                f"hp_search best of {len(table)} trials (trial {best['trial']})")
     logger.info("best of %d trials (%d pruned): trial %d, %s=%.4f; training the final model with %s",
                 len(table), len(table) - len(completed), best["trial"], best["metric"], best["value"], best["params"])
     final = train_fn(best_config)
