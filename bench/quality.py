@@ -103,7 +103,8 @@ def scores(metrics: dict, seconds: float, **extra) -> dict:
             "seconds": round(seconds, 1), **extra}
 
 
-def bench_dataset(name: str, arms: list[str], size: str, hp_trials: int, extra: dict, work: Path) -> dict:
+def bench_dataset(name: str, arms: list[str], size: str, hp_trials: int, extra: dict, work: Path,
+                  save=lambda result: None) -> dict:
     load, is_pair = DATASETS[name]
     splits = load()
     files = {role: write_csv(work / f"{name}_{role}.csv", rows) for role, rows in splits.items()}
@@ -136,23 +137,31 @@ def bench_dataset(name: str, arms: list[str], size: str, hp_trials: int, extra: 
         fitted = fit_baseline(train_x, np.array(train_y), "single_label_classification", labels,
                               {split: (xy(splits[split])[0], np.asarray(xy(splits[split])[1])) for split in ("validation", "test")})
         result["arms"]["baseline"] = scores(fitted, time.perf_counter() - started)
-    if "scratch" in arms:
-        metrics, seconds = run_train(data + common + out("scratch") + ["--from_scratch", size] + extra.get("scratch", []))
-        result["arms"]["scratch"] = scores(metrics, seconds, epochs_run=metrics["history"][-1].get("epoch"))
+        save(result)
     mlm_dir = work / f"{name}-mlm-pretrained"
-    if "mlm" in arms or "hp" in arms:
+    if ("mlm" in arms or "hp" in arms) and (mlm_dir / "metrics.json").is_file():
+        # a kept --work_dir: the pretrained model of an earlier run is reused (its seconds still count)
+        mlm_metrics = json.loads((mlm_dir / "metrics.json").read_text(encoding="utf-8"))
+        mlm_seconds = mlm_metrics["train_seconds"]
+    elif "mlm" in arms or "hp" in arms:
         mlm_argv = (["--config", str(REPO / "configs" / "mlm-scratch.yaml"), "--train_file", str(unlabeled),
                      "--output_dir", str(mlm_dir), "--from_scratch", size] + common + extra.get("mlm", []))
         mlm_metrics, mlm_seconds = run_train(mlm_argv)
-        pretraining = {"seconds": round(mlm_seconds, 1), "validation_perplexity": round(mlm_metrics["validation"]["perplexity"], 2),
-                       "first_perplexity": round(mlm_metrics["first_evaluation"]["perplexity"], 2),
-                       "steps": mlm_metrics["global_step"]}
-        result["mlm_pretraining"] = pretraining
+    if "mlm" in arms or "hp" in arms:
+        result["mlm_pretraining"] = {
+            "seconds": round(mlm_seconds, 1), "steps": mlm_metrics["global_step"],
+            "validation_perplexity": round(mlm_metrics["validation"]["perplexity"], 2),
+            "perplexity_before_training": round(mlm_metrics["first_evaluation"]["perplexity"], 2)}
     if "mlm" in arms:
         metrics, seconds = run_train(["--config", str(REPO / "configs" / "finetune-from-mlm.yaml"),
                                       "--model_name_or_path", str(mlm_dir)] + data + common + out("mlm")
                                      + extra.get("finetune", []))
         result["arms"]["mlm"] = scores(metrics, seconds + mlm_seconds, finetune_seconds=round(seconds, 1))
+        save(result)
+    if "scratch" in arms:
+        metrics, seconds = run_train(data + common + out("scratch") + ["--from_scratch", size] + extra.get("scratch", []))
+        result["arms"]["scratch"] = scores(metrics, seconds, epochs_run=metrics["history"][-1].get("epoch"))
+        save(result)
     if "hp" in arms:
         metrics, seconds = run_train(["--config", str(REPO / "configs" / "finetune-from-mlm.yaml"),
                                       "--model_name_or_path", str(mlm_dir), "--hp_search", str(hp_trials)]
@@ -170,7 +179,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", default="rhr,jnli")
     parser.add_argument("--arms", default=",".join(ARMS))
-    parser.add_argument("--size", default="mini", choices=["tiny", "mini", "small", "base"])
+    parser.add_argument("--size", default="tiny", choices=["tiny", "mini", "small", "base"])
     parser.add_argument("--hp_trials", type=int, default=6)
     parser.add_argument("--extra", action="append", default=[],
                         help="ARM:FLAGS extra train.py flags for an arm (scratch, mlm, finetune, hp)")
@@ -196,9 +205,12 @@ def main() -> None:
         "size": args.size, "extra": extra, "datasets": {},
     }
     for name in args.datasets.split(","):
-        report["datasets"][name] = bench_dataset(name, args.arms.split(","), args.size, args.hp_trials, extra, work)
-        if args.json_out:  # partial results survive a long run that is stopped
-            Path(args.json_out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        def save(result, name=name):
+            report["datasets"][name] = result
+            if args.json_out:  # partial results survive a long run that is stopped
+                Path(args.json_out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+
+        save(bench_dataset(name, args.arms.split(","), args.size, args.hp_trials, extra, work, save))
     print(json.dumps(report, ensure_ascii=False, indent=2))
 
 

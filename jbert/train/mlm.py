@@ -66,6 +66,35 @@ def build_mlm_model(config: TrainConfig, tokenizer):
         raise UserError(f"cannot load {config.model_name_or_path!r} as a masked-LM model: {err}") from None
 
 
+class MaskedPositionsLM(torch.nn.Module):
+    """A BertForMaskedLM that runs its prediction head only at the masked positions.
+
+    The head's vocabulary projection is the largest matrix product of a small BERT; computing it for
+    the 15% of positions that have a label, instead of all of them, saves a third of the work of a
+    `mini` model with an 8,000-token vocabulary and gives the very same loss. Other architectures
+    (no `.bert` / `.cls`) run their own full forward.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.mlm = model
+        self.sparse = hasattr(model, "bert") and hasattr(model, "cls")
+
+    def forward(self, input_ids, attention_mask, token_type_ids, labels):
+        """{"loss": mean over masked tokens, "loss_sum": their sum, "tokens": their count}."""
+        selected = labels != -100
+        if self.sparse:
+            hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask,
+                                   token_type_ids=token_type_ids).last_hidden_state
+            logits = self.mlm.cls(hidden[selected])
+        else:
+            logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask,
+                              token_type_ids=token_type_ids).logits[selected]
+        loss_sum = torch.nn.functional.cross_entropy(logits.float(), labels[selected], reduction="sum")
+        tokens = selected.sum()
+        return {"loss": loss_sum / tokens.clamp(min=1), "loss_sum": loss_sum.detach(), "tokens": tokens}
+
+
 def evaluate_mlm(model, dataloader, accelerator: Accelerator) -> dict:
     """Mean loss over every masked token of the validation set (all processes) and its perplexity."""
     model.eval()
@@ -73,15 +102,12 @@ def evaluate_mlm(model, dataloader, accelerator: Accelerator) -> dict:
     total_tokens = torch.zeros((), device=accelerator.device, dtype=torch.float64)
     for batch in dataloader:
         with torch.no_grad():
-            logits = model(**{k: batch[k] for k in MLM_INPUTS if k != "labels"}).logits
-        labels = batch["labels"]
-        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.view(-1),
-                                                 ignore_index=-100, reduction="sum")
-        total_loss += loss.double()
-        total_tokens += (labels != -100).sum().double()
+            output = model(**{k: batch[k] for k in MLM_INPUTS})
+        total_loss += output["loss_sum"].double()
+        total_tokens += output["tokens"].double()
     model.train()
-    # Sums, not means of means: padding duplicates added by even sharding are few and fully masked-out
-    # sequences count nothing, so the reduced figure is the per-token loss over the whole set.
+    # Sums, not means of batch means, so every masked token weighs the same (the few sequences
+    # Accelerate repeats to even out the last batch across processes count twice).
     total_loss = accelerator.reduce(total_loss, reduction="sum")
     total_tokens = accelerator.reduce(total_tokens, reduction="sum")
     loss = float(total_loss / total_tokens.clamp(min=1))
@@ -138,7 +164,7 @@ def train_mlm(config: TrainConfig) -> dict:
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None
     collator = WholeWordMaskCollator(tokenizer, config.mlm_probability, pad_multiple, seed=config.seed)
     eval_set = premask(eval_sequences, collator, config.seed)
-    model = build_mlm_model(config, tokenizer)
+    model = MaskedPositionsLM(build_mlm_model(config, tokenizer))
 
     sampler = LengthGroupedSampler([len(s["input_ids"]) for s in train_sequences],
                                    global_batch * config.gradient_accumulation_steps, config.seed,
@@ -192,7 +218,9 @@ def train_mlm(config: TrainConfig) -> dict:
             weights = accelerator.get_state_dict(model)  # every rank: gathers ZeRO-3 / FSDP shards
             if accelerator.is_main_process:
                 shutil.rmtree(best_dir, ignore_errors=True)
-                accelerator.unwrap_model(model).save_pretrained(best_dir, state_dict=weights, safe_serialization=True)
+                weights = {name.removeprefix("mlm."): value for name, value in weights.items()}
+                accelerator.unwrap_model(model).mlm.save_pretrained(best_dir, state_dict=weights,
+                                                                    safe_serialization=True)
             accelerator.wait_for_everyone()
         else:
             state.evaluations_without_improvement += 1
@@ -216,7 +244,7 @@ def train_mlm(config: TrainConfig) -> dict:
                    if state.batches_in_epoch else train_dataloader)
         for batch in batches:
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = model(**batch)["loss"]
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
