@@ -19,7 +19,7 @@ from dataclasses import MISSING, fields
 from typing import Sequence
 
 from jbert.core.errors import run_cli
-from jbert.export.exporting import ExportOptions, export_model
+from jbert.export import ExportOptions, export_model
 
 
 def _flag_names(name: str) -> list[str]:

@@ -13,7 +13,7 @@ Models:
                 (../shared/data/jrte_rhr.tsv: usage train+dev), else data/quickstart. Random tiny
                 models hide quantisation error; these weights do not.
 
-MiniLM is exported with each recipe in RECIPES, the base-shaped model with BASE_RECIPES, through jbert.export.exporting.export_model, checked on
+MiniLM is exported with each recipe in RECIPES, the base-shaped model with BASE_RECIPES, through jbert.export.export_model, checked on
 real held-out texts (JRTE usage=test, labelled, for MiniLM) at batch sizes 1 and 8. Recorded per
 recipe: seconds of each step (Optimum export, optimisation, quantisation, parity check), file sizes,
 fp32/optimised max |logit diff| against PyTorch, int8 label agreement with fp32, accuracy of
@@ -34,6 +34,8 @@ import shutil
 import sys
 import time
 from pathlib import Path
+
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -140,10 +142,11 @@ def finetune_minilm(model_dir: Path, work_dir: Path, train_rows: list[dict], tes
 
 def _timed_steps():
     """Wrap export_model's slow steps to time them; returns (timings dict, restore function)."""
-    from jbert import exporting
+    from jbert.export import onnx_export, optimize, quantize, validate
 
     timings: dict[str, float] = {}
-    originals = {name: getattr(exporting, name) for name in ("_export_fp32", "_optimize", "_quantize", "_check_parity")}
+    steps = {"export_fp32": onnx_export, "optimize_graph": optimize, "quantize_dynamic": quantize, "check_parity": validate}
+    originals = {name: getattr(module, name) for name, module in steps.items()}
 
     def wrap(name, function):
         def timed(*args, **kwargs):
@@ -155,11 +158,11 @@ def _timed_steps():
         return timed
 
     for name, function in originals.items():
-        setattr(exporting, name, wrap(name, function))
+        setattr(steps[name], name, wrap(name, function))
 
     def restore():
         for name, function in originals.items():
-            setattr(exporting, name, function)
+            setattr(steps[name], name, function)
 
     return timings, restore
 
@@ -178,7 +181,7 @@ def runtime_throughput(export_dir: Path, model_key: str, texts: list[str]) -> fl
 def export_recipes(model_dir: Path, work_dir: Path, validation_file: Path, throughput_texts: list[str], recipes=RECIPES) -> dict:
     """Export one model with every recipe; collect timings, sizes and parity figures."""
     from jbert.core.errors import ValidationError
-    from jbert.export.exporting import MODEL_FILES, export_model
+    from jbert.export import MODEL_FILES, export_model
 
     results = {}
     for name, options in recipes:
@@ -225,6 +228,7 @@ def main(argv=None) -> None:
     parser.add_argument("--validation-texts", type=int, default=256, help="Held-out texts the parity check runs (PyTorch runs each twice).")
     parser.add_argument("--retrain", action="store_true", help="Fine-tune MiniLM again even if a model is cached in --work-dir.")
     parser.add_argument("--skip-base", action="store_true", help="Skip the 12-layer base-shaped model.")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
     # Libraries print to stdout (deepspeed's accelerator notice, training logs): stdout is kept
     # for the one JSON object.
@@ -232,6 +236,7 @@ def main(argv=None) -> None:
     with contextlib.redirect_stdout(sys.stderr):
         result = run(args)
     print(json.dumps(result, ensure_ascii=False, indent=2), file=json_out)
+    write_json_out(args.json_out, "export", result, argv)
 
 
 def run(args) -> dict:

@@ -32,6 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 
 def log(message: str) -> None:
     """Progress on stderr."""
@@ -218,6 +220,7 @@ def main(argv=None) -> None:
     parser.add_argument("--bad-every", type=int, default=4, help="in the mixed phase, every Nth request is malformed (default 4)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="server --max-wait-ms (default 5)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for serve_onnx.py http, e.g. --server-arg=--ort-spinning")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     from inference import load_texts
@@ -293,6 +296,7 @@ def main(argv=None) -> None:
         "passed": clean["errors"] == 0 and mixed["errors"] == 0 and mixed["malformed_all_4xx"] and health.status_code == 200,
     }
     print(json.dumps(report, ensure_ascii=False, indent=2))
+    write_json_out(args.json_out, "http_load", report, argv)
 
 
 if __name__ == "__main__":

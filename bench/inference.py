@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,6 +113,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32, help="jbert runtime batch size (default 32)")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime and torch threads (default: physical cores)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each contender keeps its best (default 3)")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -132,7 +135,7 @@ def main(argv=None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         build_model_dir(model_dir, all_texts)
     if not (export_dir / "manifest.json").is_file():
-        from jbert.export.exporting import export_model
+        from jbert.export import export_model
 
         log(f"exporting to ONNX (fp32 + int8 {quantize})")
         export_model(model_dir, export_dir, quantize=quantize, overwrite=True, show_progress=False)
@@ -227,6 +230,7 @@ def main(argv=None) -> dict:
         },
         "label_agreement_with_pytorch": agreement,
     }
+    write_json_out(args.json_out, "inference", report, argv)
     return report
 
 

@@ -12,7 +12,8 @@ on JRTE rhr (train / dev / test as published) and JNLI as sentence pairs (the pu
 split 70/15/15 with a fixed seed, since its train file is not in ../shared/data).
 
     python bench/quality.py                                  # everything (about an hour on 2 busy cores)
-    python bench/quality.py --datasets rhr --arms baseline,mlm --json-out /tmp/quality.json
+    python bench/quality.py --json-out docs/data/quality.json   # the figures of the training docs
+    python bench/quality.py --datasets rhr --arms baseline,mlm
     python bench/quality.py --extra "mlm:--num_train_epochs 20" --extra "finetune:--learning_rate 2e-4"
 
 Needs ../shared/data (exits with a message when it is absent).
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
 import json
 import os
 import platform
@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from json_out import add_json_out_argument, write_json_out  # noqa: E402  (bench/ is sys.path[0] as a script)
+
 SHARED = Path(os.environ.get("JBERT_SHARED_DATA", REPO.parent / "shared" / "data"))  # a copy elsewhere: set the variable
 ARMS = ("baseline", "scratch", "mlm", "hp")
 
@@ -183,7 +185,7 @@ def main() -> None:
     parser.add_argument("--hp_trials", type=int, default=6)
     parser.add_argument("--extra", action="append", default=[],
                         help="ARM:FLAGS extra train.py flags for an arm (scratch, mlm, finetune, hp)")
-    parser.add_argument("--json-out", default=None)
+    add_json_out_argument(parser)
     parser.add_argument("--work_dir", default=None, help="keep the models here (default: a temporary directory)")
     args = parser.parse_args()
     if not (SHARED / "jrte_rhr.tsv").is_file():
@@ -198,8 +200,6 @@ def main() -> None:
     import torch
 
     report = {
-        "benchmark": "bench/quality.py", "command": " ".join(["python"] + sys.argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "processor": platform.processor()
                     or platform.machine(), "note": "CPU shared with other jobs: seconds are indicative"},
         "size": args.size, "extra": extra, "datasets": {},
@@ -207,8 +207,8 @@ def main() -> None:
     for name in args.datasets.split(","):
         def save(result, name=name):
             report["datasets"][name] = result
-            if args.json_out:  # partial results survive a long run that is stopped
-                Path(args.json_out).write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+            # after every arm: the results so far survive a long run that is stopped
+            write_json_out(args.json_out, "quality", report)
 
         save(bench_dataset(name, args.arms.split(","), args.size, args.hp_trials, extra, work, save))
     print(json.dumps(report, ensure_ascii=False, indent=2))

@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 
 # mode -> (accelerate config, processes)
@@ -98,6 +100,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--gpu", action="store_true", help="use the GPU configs (single_gpu/multi_gpu) and GPU DeepSpeed")
     parser.add_argument("--runs", type=int, default=1, help="launches per mode; the fastest is reported")
     parser.add_argument("--timeout", type=int, default=1800)
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
@@ -127,6 +130,7 @@ def main(argv=None) -> dict:
         "load_average_1min_at_end": round(os.getloadavg()[0], 2), "modes": results,
     }
     print(json.dumps(report, indent=2))
+    write_json_out(args.json_out, "scaling", report, argv)
     return report
 
 

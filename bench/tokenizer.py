@@ -8,8 +8,8 @@ identical). Prints one JSON object: texts per second of each, and the ratio (tar
                                                        # downloaded cl-tohoku/bert-base-japanese-v3
 
 Without --tokenizer a 32,768-entry-budget WordPiece vocabulary is trained on the benchmark texts
-with `jbert.tokenization.pretrained.train_japanese_wordpiece` (MeCab unidic-lite), like a cl-tohoku v3 model.
-Texts are cleaned with `jbert.text.normalize_text` first, as serving does. Each side is timed as
+with `jbert.tokenization.train_japanese_wordpiece` (MeCab unidic-lite), like a cl-tohoku v3 model.
+Texts are cleaned with `jbert.core.normalize.normalize_text` first, as serving does. Each side is timed as
 the best of --repeats passes over all texts in batches of --batch-size. The fast path memoises
 WordPiece ids per word, so it is timed twice: warm (words seen in an earlier pass, as in a server
 that has run a while) and cold (cache emptied before every pass, as right after start-up).
@@ -26,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -94,6 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-length", type=int, default=128, help="truncation length (default 128)")
     parser.add_argument("--batch-size", type=int, default=64, help="texts per call, as a server batch (default 64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per side; the best counts (default 3)")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -178,6 +181,7 @@ def main(argv=None) -> None:
             })
         result["target_met"] = identical and result["speedup"] >= 3.0
     print(json.dumps(result, ensure_ascii=False, indent=2))
+    write_json_out(args.json_out, "tokenizer", result, argv)
 
 
 if __name__ == "__main__":

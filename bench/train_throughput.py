@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -51,7 +53,7 @@ def write_csv(path: Path, rows: list[dict]) -> str:
     return str(path)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="mini", choices=["tiny", "mini", "small", "base"])
     parser.add_argument("--epochs", type=float, default=2)
@@ -59,9 +61,10 @@ def main() -> None:
     parser.add_argument("--learning_rate", type=float, default=5e-4)
     parser.add_argument("--max_length", type=int, default=128)
     parser.add_argument("--vocab_size", type=int, default=8000)
+    add_json_out_argument(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="One run of each side per seed (initial weights, data order, dropout).")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import numpy as np
     import torch
@@ -161,7 +164,7 @@ def main() -> None:
 
     summary = {name: {key: mean(name, key) for key in ("train_samples_per_second", "test_accuracy", "test_macro_f1")}
                for name in runs}
-    print(json.dumps({
+    report = {
         "benchmark": "train_throughput",
         "data": data_description,
         "model": f"BERT {args.size} from scratch, vocab {len(tokenizer)}, max_length {args.max_length}",
@@ -172,7 +175,9 @@ def main() -> None:
         "throughput_ratio_jbert_over_trainer": round(summary["jbert"]["train_samples_per_second"]
                                                      / summary["hf_trainer"]["train_samples_per_second"], 2),
         "runs": runs,
-    }, ensure_ascii=False))
+    }
+    print(json.dumps(report, ensure_ascii=False))
+    write_json_out(args.json_out, "train_throughput", report, argv)
 
 
 if __name__ == "__main__":

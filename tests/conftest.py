@@ -109,7 +109,7 @@ def cached_export(tmp_path_factory, problem_type: str = "single_label_classifica
                   labels=("negative", "neutral", "positive")) -> tuple[Path, Path]:
     """(model_dir, export_dir) of a tiny model exported by export.py's code (fp32 + avx2 int8),
     once per test session and shared by the runtime, scoring and serving tests."""
-    from jbert.export.exporting import export_model
+    from jbert.export import export_model
 
     key = (problem_type, text_pair, tuple(labels))
     if key not in _EXPORTS:

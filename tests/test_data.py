@@ -589,6 +589,17 @@ def test_tokenize_prepared_quickstart_data(tmp_path):
     assert all(ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id for ids in list(tokenized["input_ids"]))
 
 
+def test_tokenizing_into_a_log_file_draws_no_progress_bar(tmp_path, capsys):
+    """Not a terminal (pytest's captured stderr, like CI or nohup): no redrawn bar, and the switch is restored."""
+    tokenizer = write_tiny_japanese_tokenizer(tmp_path / "tok")
+    dataset = datasets.Dataset.from_dict({"text": ["今日は雨"] * 600, "labels": [0] * 600})
+    datasets.enable_progress_bars()
+    tokenize_dataset(dataset, tokenizer, 16, has_pair=False)
+    err = capsys.readouterr().err
+    assert "tokenizing" not in err and "\r" not in err
+    assert not datasets.are_progress_bars_disabled()
+
+
 # --------------------------------------------------------------------------- the demo data set
 
 
@@ -636,3 +647,32 @@ def test_real_jglue_pairs_and_regression(tmp_path):
     sts = prepare_data(config(tmp_path, train_file=str(jsts), text_column="sentence1", text_pair_column="sentence2", validation_split=0.1))
     assert sts.problem_type == "regression" and len(sts.train) + len(sts.validation) == 1457
     assert 0.0 <= min(list(sts.train["labels"])) and max(list(sts.train["labels"])) <= 5.0
+
+
+# --------------------------------------------------------------------------- the stage's options
+
+
+def test_train_config_provides_every_data_option():
+    """The data stage reads a `DataOptions` protocol; TrainConfig must keep offering all of it."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from jbert.data import DataOptions
+
+    needed = set(get_type_hints(DataOptions))
+    assert needed and needed <= {f.name for f in fields(TrainConfig)}
+
+
+def test_a_plain_object_with_the_data_options_is_enough(tmp_path):
+    """prepare_data needs no TrainConfig: any object with the DataOptions attributes works."""
+    from types import SimpleNamespace
+
+    path = write_csv(tmp_path / "train.csv", ROWS)
+    options = SimpleNamespace(
+        train_file=str(path), validation_file=str(path), test_file=None, encoding="auto", text_column="text",
+        text_pair_column=None, label_column="label", task="auto", label_delimiter=None, validation_split=0.1,
+        seed=0, strict=False, nfkc=True, remove_control=True, normalize_whitespace=True,
+    )
+    data = prepare_data(options)
+    assert data.label_names == ["negative", "neutral", "positive"]
+    assert decoded(data)[0] == ("この商品はとても良いです。", "positive")

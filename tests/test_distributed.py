@@ -126,7 +126,7 @@ from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
 from jbert.train.launch import accelerator_init_kwargs, verify_process_group
-from jbert.train.loop import LengthGroupedSampler
+from jbert.train.batching import LengthGroupedSampler
 
 accelerator = Accelerator(**accelerator_init_kwargs())
 verify_process_group(accelerator)
@@ -152,7 +152,7 @@ accelerator.state.destroy_process_group()  # as train() does: no gloo threads le
 
 
 def test_each_rank_sees_its_shard_of_every_epoch_and_metrics_gather_without_duplicates(tmp_path):
-    from jbert.train.loop import LengthGroupedSampler
+    from jbert.train.batching import LengthGroupedSampler
 
     probe = tmp_path / "shard_probe.py"
     probe.write_text(SHARD_PROBE)
@@ -177,15 +177,36 @@ def test_each_rank_sees_its_shard_of_every_epoch_and_metrics_gather_without_dupl
     assert sorted(seen["evaluated"]) == list(range(21)), "gather_for_metrics must drop the padding duplicates"
 
 
+# train.py with a step callback that raises on every rank right after step N (and its checkpoint).
+CRASHING_TRAIN = r'''
+import sys
+from jbert.core.errors import run_cli
+from jbert.train.config import parse_config
+from jbert.train.loop import train
+
+crash_after = int(sys.argv.pop(1))
+
+
+def on_step_end(step, accelerator):
+    if step == crash_after:
+        raise RuntimeError(f"simulated crash after step {step} on rank {accelerator.process_index}")
+
+
+sys.exit(run_cli(lambda argv: train(parse_config(argv), on_step_end=on_step_end)))
+'''
+
+
 def test_two_processes_match_one_process_and_resume_with_two(data_dir, reference, tmp_path):
     """2 x 8 == 1 x 16 (weights and metrics), through a crash after step 5 and a resume with 2 processes."""
     from jbert.train.checkpoint import STATE_FILE
-    from jbert.train.loop import CRASH_ENV
 
     expected, reference_dir = reference
     output_dir = tmp_path / "two_processes"
     args = tiny_args(data_dir, output_dir=str(output_dir), checkpointing_steps=2, **COMMON)
-    code, output = finish(start("multi_cpu.yaml", args, free_port(), env=_env(**{CRASH_ENV: "5"})))
+    crashing = tmp_path / "crashing_train.py"
+    crashing.write_text(CRASHING_TRAIN)
+    code, output = finish(start("multi_cpu.yaml", ["5", *args], free_port(), env=_env(PYTHONPATH=str(REPO)),
+                                script=str(crashing)))
     assert code != 0 and "simulated crash after step 5" in output
     assert not output_dir.exists(), "a crashed run must not leave a model dir"
     checkpoints = sorted(p.name for p in Path(f"{output_dir}.checkpoints").glob("step_*"))

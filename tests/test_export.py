@@ -21,10 +21,11 @@ import torch
 
 import export as export_cli
 from conftest import make_tiny_model_dir
-from jbert.export import exporting
+from jbert.export import manifest as manifest_step
+from jbert.export import onnx_export, quantize, texts
 from jbert.core.artifacts import EXAMPLES_FILE, MANIFEST_FILE, SETTINGS_FILE, JbertSettings, Manifest
 from jbert.core.errors import UserError, ValidationError, run_cli
-from jbert.export.exporting import ExportOptions, export_model
+from jbert.export import ExportOptions, export_model
 from jbert.core.normalize import normalize_text
 
 TASKS = {
@@ -113,7 +114,7 @@ def test_every_task_exports_optimises_quantises_and_matches_pytorch(model_dirs, 
     for entry in loaded.models.values():
         path = export_dir / entry.file
         assert entry.size_bytes == path.stat().st_size
-        assert entry.sha256 == exporting._sha256(path)
+        assert entry.sha256 == manifest_step.sha256_file(path)
 
     # Inputs: all three BERT inputs, int64, dynamic batch and sequence axes; output: logits.
     graph = onnx.load(str(export_dir / "model.onnx"))
@@ -193,7 +194,7 @@ def test_ort_model_and_pipeline_load_the_export_and_agree_with_pytorch(model_dir
 
 def _corrupt_classifier_after_export(monkeypatch):
     """Make the exported graph differ from PyTorch: shift the classifier bias inside model.onnx."""
-    real_export = exporting._export_fp32
+    real_export = onnx_export.export_fp32
 
     def export_then_alter_weights(model_dir, work_dir, opset):
         real_export(model_dir, work_dir, opset)
@@ -205,7 +206,7 @@ def _corrupt_classifier_after_export(monkeypatch):
         bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
         onnx.save(graph, str(path))
 
-    monkeypatch.setattr(exporting, "_export_fp32", export_then_alter_weights)
+    monkeypatch.setattr(onnx_export, "export_fp32", export_then_alter_weights)
 
 
 def test_altered_weights_fail_validation_exit_1_and_leave_no_directory(model_dirs, tmp_path, monkeypatch, capsys):
@@ -242,7 +243,7 @@ def test_int8_below_min_agreement_fails(model_dirs, tmp_path, monkeypatch):
         first_logits = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()(
             **tokenizer(_examples(model_dir)[0]["text"], return_tensors="pt")).logits[0]
     wrong_class = int(first_logits.argmin())
-    real_quantize = exporting._quantize
+    real_quantize = quantize.quantize_dynamic
 
     def quantize_then_flip(work_dir, *args):
         real_quantize(work_dir, *args)
@@ -255,7 +256,7 @@ def test_int8_below_min_agreement_fails(model_dirs, tmp_path, monkeypatch):
         bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
         onnx.save(graph, str(path))
 
-    monkeypatch.setattr(exporting, "_quantize", quantize_then_flip)
+    monkeypatch.setattr(quantize, "quantize_dynamic", quantize_then_flip)
     with pytest.raises(ValidationError, match="int8 \\(model_quantized.onnx\\) agrees with fp32 on") as raised:
         export_model(model_dir, tmp_path / "onnx", quantize="avx2", show_progress=False)
     assert "try --per_channel" in str(raised.value) and "--quantize_ops matmul" in str(raised.value)
@@ -310,7 +311,7 @@ def test_validation_file_with_labels_gives_accuracy(model_dirs, tmp_path, caplog
     assert fp32["accuracy_pytorch"] == fp32["accuracy_fp32"]
     assert int8["accuracy_fp32"] == fp32["accuracy_fp32"] and "accuracy_int8" in int8
 
-    examples, _ = exporting.load_validation_examples(
+    examples, _ = texts.load_validation_examples(
         model_dirs["single_label"], JbertSettings.load(model_dirs["single_label"]),
         AutoConfig.from_pretrained(model_dirs["single_label"]), validation_file,
     )
@@ -324,7 +325,7 @@ def test_plain_hugging_face_directory_uses_builtin_texts_and_gets_settings(model
     (plain / EXAMPLES_FILE).unlink()
     manifest = export_model(plain, tmp_path / "onnx", show_progress=False)
     assert manifest.validation["source"] == "built-in sentences"
-    assert manifest.validation["n_texts"] == len(exporting.BUILTIN_TEXTS) + 1
+    assert manifest.validation["n_texts"] == len(texts.BUILTIN_TEXTS) + 1
     settings = JbertSettings.load(tmp_path / "onnx")
     assert settings.problem_type == "multi_label_classification"
     assert settings.max_length == manifest.max_length == 64  # the model's position limit

@@ -13,7 +13,9 @@ import torch
 from safetensors.numpy import load_file
 
 from conftest import write_tiny_japanese_tokenizer
-from test_training import TOPICS, run_training, tiny_args, topic_files, topic_rows  # noqa: F401  (fixture)
+from test_training import (  # noqa: F401  (topic_files is a fixture)
+    TOPICS, SimulatedCrash, crash_after, run_training, tiny_args, topic_files, topic_rows,
+)
 
 from jbert.train.config import parse_config
 from jbert.train.mlm_data import (
@@ -138,10 +140,10 @@ def _argv(tmp_path: Path, options: dict) -> list[str]:
     return argv
 
 
-def run_mlm(argv: list[str]) -> dict:
+def run_mlm(argv: list[str], on_step_end=None) -> dict:
     from jbert.train.mlm import train_mlm
 
-    return train_mlm(parse_config(argv))
+    return train_mlm(parse_config(argv), on_step_end=on_step_end)
 
 
 def test_mlm_trains_saves_and_fine_tunes(topic_files):
@@ -176,27 +178,13 @@ def test_mlm_trains_saves_and_fine_tunes(topic_files):
     assert encoder["bert.embeddings.word_embeddings.weight"].shape == classifier["bert.embeddings.word_embeddings.weight"].shape
 
 
-def test_mlm_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
-    from jbert.train import checkpoint as ckpt
-
+def test_mlm_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     common = dict(num_train_epochs=4, checkpointing_steps=3, dropout=0.1)
     full = run_mlm(mlm_args(tmp_path, output_dir=str(tmp_path / "full"), **common))
-
-    real_save = ckpt.save_checkpoint
-
-    class Killed(RuntimeError):
-        pass
-
-    def save_then_die(accelerator, state, root, keep_last):
-        path = real_save(accelerator, state, root, keep_last)
-        if state.global_step == 6:  # mid-epoch 2 (4 steps per epoch)
-            raise Killed("process killed after step 6")
-        return path
-
-    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
-    with pytest.raises(Killed):
-        run_mlm(mlm_args(tmp_path, output_dir=str(tmp_path / "resumed"), **common))
-    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    crash = crash_after(6)  # mid-epoch 2 (4 steps per epoch), right after the step-6 checkpoint
+    with pytest.raises(SimulatedCrash):
+        run_mlm(mlm_args(tmp_path, output_dir=str(tmp_path / "resumed"), **common), on_step_end=crash)
+    assert not (tmp_path / "resumed").exists()
     resumed = run_mlm(mlm_args(tmp_path, output_dir=str(tmp_path / "resumed"), resume_from_checkpoint="auto",
                                **common))
     assert resumed["global_step"] == full["global_step"] > 6

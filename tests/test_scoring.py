@@ -115,7 +115,7 @@ def test_resume_continues_without_rescoring(tmp_path, export_dir, classifier, mo
     score_file(options(export_dir, source, complete, chunk_size=8), classifier)
 
     output = tmp_path / "out.csv"
-    real_score_chunk = scoring._score_chunk
+    real_score_chunk = scoring.score_records
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -124,7 +124,7 @@ def test_resume_continues_without_rescoring(tmp_path, export_dir, classifier, mo
             raise KeyboardInterrupt
         return real_score_chunk(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_score_chunk", interrupted)
+    monkeypatch.setattr(scoring, "score_records", interrupted)
     with pytest.raises(KeyboardInterrupt):
         score_file(options(export_dir, source, output, chunk_size=8), classifier)
     assert not output.exists() and (tmp_path / ".out.csv.partial").exists()
@@ -133,7 +133,7 @@ def test_resume_continues_without_rescoring(tmp_path, export_dir, classifier, mo
         score_file(options(export_dir, source, output, chunk_size=8), classifier)
 
     calls.clear()
-    monkeypatch.setattr(scoring, "_score_chunk", lambda *a, **k: (calls.append(len(a[1])), real_score_chunk(*a, **k))[1])
+    monkeypatch.setattr(scoring, "score_records", lambda *a, **k: (calls.append(len(a[1])), real_score_chunk(*a, **k))[1])
     summary = score_file(options(export_dir, source, output, chunk_size=8, resume=True), classifier)
     assert summary.resumed_rows == 24 and sum(calls) == 26 and summary.rows == 50
     assert output.read_bytes() == complete.read_bytes()
@@ -146,7 +146,7 @@ def test_resume_refuses_a_changed_input(tmp_path, export_dir, classifier, monkey
     source = tmp_path / "in.csv"
     source.write_text("text\n" + "犬\n" * 20, encoding="utf-8")
     output = tmp_path / "out.jsonl"
-    real_score_chunk = scoring._score_chunk
+    real_score_chunk = scoring.score_records
     calls = []
 
     def interrupted(*args, **kwargs):
@@ -155,10 +155,10 @@ def test_resume_refuses_a_changed_input(tmp_path, export_dir, classifier, monkey
             raise KeyboardInterrupt
         return real_score_chunk(*args, **kwargs)
 
-    monkeypatch.setattr(scoring, "_score_chunk", interrupted)
+    monkeypatch.setattr(scoring, "score_records", interrupted)
     with pytest.raises(KeyboardInterrupt):
         score_file(options(export_dir, source, output, chunk_size=5), classifier)
-    monkeypatch.setattr(scoring, "_score_chunk", real_score_chunk)
+    monkeypatch.setattr(scoring, "score_records", real_score_chunk)
     source.write_text("text\n" + "猫\n" * 25, encoding="utf-8")
     with pytest.raises(UserError, match="cannot resume .*input_size"):
         score_file(options(export_dir, source, output, chunk_size=5, resume=True), classifier)

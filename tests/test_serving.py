@@ -28,7 +28,7 @@ from jbert.serve.http import ServeLimits, create_app, is_loopback
 
 @pytest.fixture
 def client(classifier):
-    app = create_app(classifier, BatcherConfig(max_wait_ms=2), ServeLimits(max_client_batch_size=8, max_body_bytes=300_000))
+    app = create_app(classifier, BatcherConfig(max_wait_ms=2), ServeLimits(max_client_batch_size=8, max_body_bytes=300_000, max_text_chars=95_000))
     with TestClient(app) as test_client:
         yield test_client
 
@@ -82,7 +82,10 @@ def test_health_info_and_metrics(client):
         (b'{"inputs": "ok", "top_k": "3"}', 422, "positive integer"),
         (b'{"inputs": "ok", "top_k": true}', 422, "positive integer"),
         (b'{"inputs": "ok", "truncate": "yes"}', 422, "true or false"),
-        (json.dumps({"inputs": ["犬"] * 9}).encode(), 413, "at most 8 per request"),
+        (json.dumps({"inputs": ["犬"] * 9}).encode(), 422, "at most 8 per request"),
+        (json.dumps({"inputs": ["犬", "a" * 95_001]}).encode(), 422, "inputs[1] has 95001 characters; at most 95000"),
+        (b'{"inputs": ["ok", "a\\udc00b"]}', 422, "inputs[1] holds an unpaired UTF-16 surrogate"),
+        (b'{"inputs": "ok", "top_k": 1.5}', 422, "positive integer"),
     ],
 )
 def test_client_mistakes_get_clear_4xx(client, body, status, fragment):

@@ -69,10 +69,27 @@ def topic_files(tmp_path):
     return tmp_path
 
 
-def run_training(argv: list[str]) -> dict:
+def run_training(argv: list[str], on_step_end=None) -> dict:
     from jbert.train.loop import train
 
-    return train(parse_config(argv))
+    return train(parse_config(argv), on_step_end=on_step_end)
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised from the step callback to interrupt a run like a kill would."""
+
+
+def crash_after(step: int):
+    """A step callback that ends the run right after optimizer step `step` (and its checkpoint)."""
+    seen = []
+
+    def on_step_end(global_step, accelerator):
+        seen.append(global_step)
+        if global_step == step:
+            raise SimulatedCrash(f"simulated crash after step {global_step}")
+
+    on_step_end.seen = seen
+    return on_step_end
 
 
 LOCAL_METRIC = """
@@ -129,22 +146,25 @@ def _weights(model_dir: Path) -> dict:
     return load_file(str(model_dir / "model.safetensors"))
 
 
-def test_interrupted_and_resumed_run_equals_uninterrupted(topic_files, monkeypatch):
+def test_interrupted_and_resumed_run_equals_uninterrupted(topic_files):
     """Killed mid-epoch (after step 5 of 6 in epoch 1) and resumed: same weights and metrics, dropout on."""
-    from jbert.train.loop import CRASH_ENV, SimulatedCrash
-
     tmp = topic_files
     common = dict(num_train_epochs=2, checkpointing_steps=2, per_device_train_batch_size=24)
-    reference = run_training(tiny_args(tmp, output_dir=str(tmp / "reference"), **common))
+    every_step = crash_after(step=-1)  # never crashes: records the steps of the uninterrupted run
+    reference = run_training(tiny_args(tmp, output_dir=str(tmp / "reference"), **common), on_step_end=every_step)
+    assert every_step.seen == list(range(1, 13))
 
-    monkeypatch.setenv(CRASH_ENV, "5")
+    crash = crash_after(5)
     with pytest.raises(SimulatedCrash):
-        run_training(tiny_args(tmp, output_dir=str(tmp / "resumed"), **common))
+        run_training(tiny_args(tmp, output_dir=str(tmp / "resumed"), **common), on_step_end=crash)
+    assert crash.seen == [1, 2, 3, 4, 5]
     assert not (tmp / "resumed").exists(), "a crashed run must not leave a model dir"
     checkpoints = sorted(p.name for p in (tmp / "resumed.checkpoints").iterdir() if p.name.startswith("step_"))
     assert checkpoints == ["step_00000002", "step_00000004"]  # keep-last-2 of steps 2, 4
-    monkeypatch.delenv(CRASH_ENV)
-    resumed = run_training(tiny_args(tmp, output_dir=str(tmp / "resumed"), resume_from_checkpoint="auto", **common))
+    after_resume = crash_after(step=-1)
+    resumed = run_training(tiny_args(tmp, output_dir=str(tmp / "resumed"), resume_from_checkpoint="auto", **common),
+                           on_step_end=after_resume)
+    assert after_resume.seen == list(range(5, 13)), "the resumed run continues after the step-4 checkpoint"
 
     reference_weights, resumed_weights = _weights(tmp / "reference"), _weights(tmp / "resumed")
     assert reference_weights.keys() == resumed_weights.keys()
@@ -154,6 +174,21 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(topic_files, monkeypat
     assert scalars(resumed["validation"]) == pytest.approx(scalars(reference["validation"]), abs=1e-6)
     assert resumed["validation"]["confusion_matrix"] == reference["validation"]["confusion_matrix"]
     assert resumed["global_step"] == reference["global_step"] == 12  # 144 rows / 24 x 2 epochs
+
+
+def test_progress_in_a_log_file_is_plain_lines(topic_files, capfd, monkeypatch):
+    """stderr not a terminal (pytest, CI, nohup): one plain line per interval, no carriage-return frames."""
+    from jbert.core.progress import INTERVAL_ENV
+
+    monkeypatch.setenv(INTERVAL_ENV, "1e-9")  # a line at every step, so each one can be checked
+    run_training(tiny_args(topic_files, disable_tqdm=None, num_train_epochs=1, logging_steps=3))
+    err = capfd.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if " training: " in line]
+    assert len(lines) == 9, lines  # 144 rows / 16 = 9 optimizer steps
+    assert [line.split(" training: ")[1].split(" ")[0] for line in lines] == [f"{i}/9" for i in range(1, 10)]
+    assert "steps/s" in lines[0] and "ETA" in lines[0] and "loss=" not in lines[1]
+    assert "loss=" in lines[2] and "(100%)" in lines[-1]
 
 
 def test_gradient_accumulation_equals_larger_batch(topic_files):
@@ -250,14 +285,11 @@ def test_non_empty_output_dir_refused_before_training(topic_files, capsys):
     assert (out / "keep.txt").read_text() == "precious"
 
 
-def test_resume_with_other_world_size_is_refused(topic_files, monkeypatch, capsys):
+def test_resume_with_other_world_size_is_refused(topic_files, capsys):
     from jbert.train.checkpoint import STATE_FILE
-    from jbert.train.loop import CRASH_ENV, SimulatedCrash
 
-    monkeypatch.setenv(CRASH_ENV, "2")
     with pytest.raises(SimulatedCrash):
-        run_training(tiny_args(topic_files, checkpointing_steps=2))
-    monkeypatch.delenv(CRASH_ENV)
+        run_training(tiny_args(topic_files, checkpointing_steps=2), on_step_end=crash_after(2))
     state_file = topic_files / "model.checkpoints" / "step_00000002" / STATE_FILE
     state = json.loads(state_file.read_text())
     state["world_size"] = 2

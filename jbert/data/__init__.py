@@ -1,12 +1,20 @@
 """Data stage: data files -> cleaned, labelled, split `datasets.Dataset`s ready for the training loop.
 
-Takes the training / validation / test files named in a `TrainConfig` (CSV, TSV, JSONL, Parquet or
-`save_to_disk` directories), cleans every text with `jbert.core.normalize`, detects the task
-(single-label, multi-label, regression, pairs), maps label names to stable ids, makes a seeded
-stratified validation split when none is given, and tokenizes. Hands on a `PreparedData`.
+Takes the training / validation / test files named by its options (`DataOptions`; a `TrainConfig`
+has them): CSV, TSV, JSONL, Parquet or `save_to_disk` directories. Hands on a `PreparedData`.
+
+    files     any supported file or directory -> a `DataSource` of rows
+    rows      rows -> examples with texts cleaned by `jbert.core.normalize`; skips counted
+    labels    the task (single-label, multi-label, regression) and label names in a stable id order
+    splits    a seeded stratified validation split when none is given; each split as a Dataset
+    tokenize  texts -> unpadded model inputs, truncations counted
+    prepare   `prepare_data`: all of the above in order
+
 Nothing is written to disk here, so a user's bad file never leaves anything half-made.
 """
 
-from jbert.data.prepare import PreparedData, label_sort_key, prepare_data, tokenize_dataset
+from jbert.data.options import DataOptions
+from jbert.data.prepare import PreparedData, label_sort_key, prepare_data
+from jbert.data.tokenize import tokenize_dataset
 
-__all__ = ["PreparedData", "label_sort_key", "prepare_data", "tokenize_dataset"]
+__all__ = ["DataOptions", "PreparedData", "label_sort_key", "prepare_data", "tokenize_dataset"]

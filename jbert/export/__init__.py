@@ -5,4 +5,14 @@ exports it with Optimum, optionally optimises and quantises it with onnxruntime'
 every ONNX file against the PyTorch logits on real texts. Hands on model.onnx (+ optimised, int8),
 the tokenizer, config, jbert.json and manifest.json with the parity figures; a failed check leaves
 nothing behind.
+
+The steps, in the order `pipeline.export_model` runs them: `model_dir` (inspect the source),
+`texts` (validation texts), `onnx_export`, `optimize`, `quantize`, `validate`, `manifest`.
+
+    from jbert.export import ExportOptions, export_model, MODEL_FILES
 """
+
+from jbert.export.options import MODEL_FILES, ExportOptions
+from jbert.export.pipeline import export_model
+
+__all__ = ["MODEL_FILES", "ExportOptions", "export_model"]

@@ -11,7 +11,7 @@ This layer knows nothing of HTTP and nothing of ONNX: it needs a model with
 `encode(texts, text_pairs, truncate)`, `run_logits(encodings, batch_size)`,
 `scores_from_logits(logits)` and `format_predictions(scores, truncated, top_k)` (see
 `jbert.serve.runtime.OnnxClassifier`), and reports what it does to an optional observer
-(`serving.py` turns that into Prometheus metrics).
+(`jbert.serve.http_metrics` turns that into Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -120,6 +120,7 @@ class MicroBatcher:
         self._queued_texts = 0  # of those, the texts already tokenized and handed to the batch loop
         self._recent_texts_per_s = 0.0  # throughput of the last model call, for Retry-After
         self._closing = False
+        self._stopped = False
         # One thread each: tokenization is GIL-bound Python + MeCab, the model call is
         # onnxruntime's own thread pool; more threads here would only fight over the cores.
         self._tokenize_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jbert-tokenize")
@@ -144,9 +145,13 @@ class MicroBatcher:
         self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop(), name="jbert-batch-loop")
 
     async def stop(self, timeout_s: float = 30.0) -> None:
-        """Refuse new work, finish everything already accepted, then stop the threads."""
-        if self._loop_task is None:
+        """Refuse new work, finish everything already accepted, then stop the threads (idempotent).
+
+        The HTTP layer calls it when a drain ends and again from the app's lifespan shutdown.
+        """
+        if self._loop_task is None or self._stopped:
             return
+        self._stopped = True
         self._closing = True
         # Requests still tokenizing will enqueue after this; wait until they have, so the
         # sentinel really comes last.

@@ -1,12 +1,16 @@
 """Training stage: prepared datasets -> a model directory in `save_pretrained` format.
 
-    config      TrainConfig: every option, one line of help each; flags, YAML and --help from it
-    modeling    pretrained checkpoints or a BERT of a named size from scratch
-    loop        the Accelerate training loop, `train(config)`
-    checkpoint  save_state checkpoints, resume, keep-last-K
-    launch      Accelerator set-up for CPU, DDP, DeepSpeed, FSDP and multi-node
-    metrics     accuracy / F1 / regression metrics, best-model selection
-    report      model card and plots
+    config        TrainConfig: every option, one line of help each; flags, YAML and --help from it
+    loop          `train(config, on_step_end=None)`: set up, load data, build model, loop, finish
+    batching      the seeded length-grouped sampler and the padding collator
+    modeling      pretrained checkpoints or a BERT of a named size from scratch
+    optimization  the schedule in optimizer steps, AdamW, the learning-rate schedule
+    evaluation    validation metrics gathered over processes; best weights kept; early stopping
+    checkpoint    save_state checkpoints, resume, keep-last-K
+    launch        Accelerator set-up for CPU, DDP, DeepSpeed, FSDP and multi-node
+    metrics       accuracy / F1 / regression metrics, best-model selection
+    model_dir     the model directory written at the end
+    report        model card and plots
 
 Hands on a directory with safetensors weights, a config with the real id2label, the tokenizer,
 jbert.json (text settings serving must repeat), metrics.json, predictions, the card and plots.

@@ -90,7 +90,7 @@ class TrainConfig:
     report_to: str = _opt("tensorboard", "Tracker for --with_tracking (tensorboard, wandb, all ...).")
     logging_steps: int = _opt(20, "Log the training loss every N optimizer steps.")
     dataloader_num_workers: int = _opt(0, "Worker processes for data loading.")
-    disable_tqdm: bool = _opt(False, "No progress bars.")
+    disable_tqdm: bool = _opt(False, "No progress output: neither the bar on a terminal nor the progress line every 10 s (JBERT_PROGRESS_INTERVAL) in a log.")
     hp_search: int = _opt(0, "Run N Optuna trials (learning rate, epochs, warm-up, dropout, batch size around the given values; poor trials pruned) on the validation split, then train the final model with the best; 0: off.")
     config: Optional[str] = _opt(None, "YAML recipe whose values become the defaults (flags still override).")
 

@@ -7,10 +7,10 @@
       => MODEL DIR: save_pretrained model + tokenizer (+ jbert.json, metrics.json, card, plots) that
          `train.py --model_name_or_path DIR` fine-tunes with a fresh classification head
 
-The launch modes (DDP, DeepSpeed ZeRO-2/3, FSDP), checkpoints (--checkpointing_steps, --resume auto),
-the length-grouped sampler and the AdamW groups are the classification loop's own; the best model
-is the one with the lowest validation loss. The optimisation loop below mirrors jbert.train.loop's:
-they differ only in the evaluation and in what the model directory holds.
+The loop is the classification loop's own (jbert.train.loop: set_up, start_or_resume, train_loop), so
+the launch modes (DDP, DeepSpeed ZeRO-2/3, FSDP), checkpoints (--checkpointing_steps, --resume auto),
+the length-grouped sampler, AdamW and the schedule are the same; only the data, the model, the
+evaluation (perplexity; the best model has the lowest validation loss) and the directory differ.
 """
 
 from __future__ import annotations
@@ -19,27 +19,27 @@ import json
 import logging
 import math
 import shutil
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 from accelerate import Accelerator
-from accelerate.utils import DummyOptim, DummyScheduler, set_seed
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-from transformers import get_scheduler
+from transformers.utils import ModelOutput
 
-from jbert.core.artifacts import METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory, check_output_dir
+from jbert.core.artifacts import METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig
 from jbert.data.unlabeled import read_unlabeled_texts, split_unlabeled
 from jbert.train import checkpoint as ckpt
-from jbert.train import launch as scaling
+from jbert.train.batching import LengthGroupedSampler
 from jbert.train.config import TrainConfig
-from jbert.train.loop import LengthGroupedSampler, _load_tokenizer, _parameter_groups, _setup_logging
+from jbert.train.loop import Run, set_up, start_or_resume, train_loop
 from jbert.train.mlm_data import WholeWordMaskCollator, build_sequences, premask, tokenize_with_word_starts
+from jbert.train.model_dir import remove_working_files
 from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides
+from jbert.train.optimization import Schedule, build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger("jbert")
 
@@ -66,6 +66,15 @@ def build_mlm_model(config: TrainConfig, tokenizer):
         raise UserError(f"cannot load {config.model_name_or_path!r} as a masked-LM model: {err}") from None
 
 
+@dataclass
+class MaskedLMLoss(ModelOutput):
+    """The wrapper's output: `.loss` for the loop, the sum and count for an exact validation mean."""
+
+    loss: torch.Tensor | None = None
+    loss_sum: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+
+
 class MaskedPositionsLM(torch.nn.Module):
     """A BertForMaskedLM that runs its prediction head only at the masked positions.
 
@@ -81,7 +90,7 @@ class MaskedPositionsLM(torch.nn.Module):
         self.sparse = hasattr(model, "bert") and hasattr(model, "cls")
 
     def forward(self, input_ids, attention_mask, token_type_ids, labels):
-        """{"loss": mean over masked tokens, "loss_sum": their sum, "tokens": their count}."""
+        """Mean loss over the masked tokens, and their summed loss and count."""
         selected = labels != -100
         if self.sparse:
             hidden = self.mlm.bert(input_ids=input_ids, attention_mask=attention_mask,
@@ -92,7 +101,7 @@ class MaskedPositionsLM(torch.nn.Module):
                               token_type_ids=token_type_ids).logits[selected]
         loss_sum = torch.nn.functional.cross_entropy(logits.float(), labels[selected], reduction="sum")
         tokens = selected.sum()
-        return {"loss": loss_sum / tokens.clamp(min=1), "loss_sum": loss_sum.detach(), "tokens": tokens}
+        return MaskedLMLoss(loss=loss_sum / tokens.clamp(min=1), loss_sum=loss_sum.detach(), tokens=tokens)
 
 
 def evaluate_mlm(model, dataloader, accelerator: Accelerator) -> dict:
@@ -114,7 +123,27 @@ def evaluate_mlm(model, dataloader, accelerator: Accelerator) -> dict:
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "masked_tokens": int(total_tokens)}
 
 
-def _prepare_sequences(config: TrainConfig, accelerator: Accelerator):
+def _mlm_tokenizer(config: TrainConfig, accelerator: Accelerator, texts: list[str]):
+    """The checkpoint's tokenizer, or (--from_scratch) a WordPiece vocabulary built from the unlabeled texts."""
+    from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
+
+    if not config.from_scratch:
+        with accelerator.main_process_first():
+            return load_tokenizer(config.tokenizer_name or config.model_name_or_path, mecab_dic=config.mecab_dic,
+                                  trust_remote_code=config.trust_remote_code)
+    # Built once, by the main process, inside the checkpoint folder: every rank and every resume
+    # of the run uses the very same vocabulary (as classification from scratch does).
+    vocab_dir = config.checkpoint_dir / "tokenizer"
+    with accelerator.main_process_first():
+        if accelerator.is_main_process and not (vocab_dir / "vocab.txt").is_file():
+            logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
+            train_japanese_wordpiece(texts, config.vocab_size, vocab_dir, mecab_dic=config.mecab_dic or "unidic_lite",
+                                     model_max_length=config.max_length)
+        return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
+
+
+def load_mlm_data(config: TrainConfig, accelerator: Accelerator):
+    """Texts -> tokenizer -> packed (or truncated) sequences with word boundaries; plus data statistics."""
     normalization = NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace)
     with accelerator.main_process_first():
         texts = read_unlabeled_texts(config.train_file, config.text_column, config.encoding, normalization)
@@ -123,7 +152,7 @@ def _prepare_sequences(config: TrainConfig, accelerator: Accelerator):
                                                     normalization, role="validation")
         else:
             texts, validation_texts = split_unlabeled(texts, config.validation_split, config.seed)
-    tokenizer = _load_tokenizer(config, accelerator, texts)
+    tokenizer = _mlm_tokenizer(config, accelerator, texts)
     if tokenizer.mask_token_id is None:
         raise UserError(f"the tokenizer of {config.tokenizer_name or config.model_name_or_path} has no mask token; "
                         "masked-LM training needs one")
@@ -139,165 +168,98 @@ def _prepare_sequences(config: TrainConfig, accelerator: Accelerator):
     return tokenizer, train_sequences, eval_sequences, stats
 
 
-def train_mlm(config: TrainConfig) -> dict:
-    """Masked-LM training on unlabeled text; writes the model directory and returns its metrics."""
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps, mixed_precision=config.mixed_precision,
-        log_with=config.report_to if config.with_tracking else None, project_dir=str(config.checkpoint_dir),
-        **scaling.accelerator_init_kwargs(),
-    )
-    scaling.verify_process_group(accelerator)
-    ds_config = scaling.prepare_deepspeed_config(accelerator, config)
-    _setup_logging(accelerator)
-    set_seed(config.seed, deterministic=config.full_determinism)
-    if accelerator.is_main_process:
-        check_output_dir(config.output_dir, config.overwrite_output_dir)
-    checkpoint_root = config.checkpoint_dir
+class MLMEvaluator:
+    """The loop's evaluator for masked-LM: validation loss and perplexity, best weights, early stopping.
 
-    tokenizer, train_sequences, eval_sequences, data_stats = _prepare_sequences(config, accelerator)
+    The same interface as jbert.train.evaluation.Evaluator (call it with the state; `best_metric`,
+    `last_value`, `has_evaluated`); the best model is the one with the lowest validation loss.
+    """
+
+    best_metric = "perplexity"
+
+    def __init__(self, accelerator: Accelerator, model, dataloader, best_dir: Path, batches_per_epoch: int,
+                 patience: int | None):
+        self.accelerator, self.model, self.dataloader = accelerator, model, dataloader
+        self.best_dir, self.batches_per_epoch, self.patience = best_dir, batches_per_epoch, patience
+        self.last_value: float | None = None
+
+    def __call__(self, state: ckpt.TrainerState) -> bool:
+        """Evaluate at the state's step; returns True when early stopping should end the run."""
+        results = evaluate_mlm(self.model, self.dataloader, self.accelerator)
+        record = {"step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / self.batches_per_epoch,
+                  "eval_loss": results["loss"], "eval_perplexity": results["perplexity"]}
+        state.history.append(record)
+        self.last_value = results["perplexity"]
+        logger.info("step %d: eval_loss=%.4f, eval_perplexity=%.2f", state.global_step, results["loss"],
+                    results["perplexity"])
+        self.accelerator.log({"eval/loss": results["loss"], "eval/perplexity": results["perplexity"]},
+                             step=state.global_step)
+        if state.best_metric is None or results["loss"] < state.best_metric:
+            state.best_metric, state.best_step = results["loss"], state.global_step
+            state.evaluations_without_improvement = 0
+            self._save_best()
+        else:
+            state.evaluations_without_improvement += 1
+        return self.patience is not None and state.evaluations_without_improvement >= self.patience
+
+    def has_evaluated(self, state: ckpt.TrainerState) -> bool:
+        """True when the history already holds an evaluation at the state's current step."""
+        return any(r["step"] == state.global_step and "eval_loss" in r for r in state.history)
+
+    def _save_best(self) -> None:
+        weights = self.accelerator.get_state_dict(self.model)  # every rank: gathers ZeRO-3 / FSDP shards
+        if self.accelerator.is_main_process:
+            shutil.rmtree(self.best_dir, ignore_errors=True)
+            weights = {name.removeprefix("mlm."): value for name, value in weights.items()}
+            self.accelerator.unwrap_model(self.model).mlm.save_pretrained(self.best_dir, state_dict=weights,
+                                                                          safe_serialization=True)
+        self.accelerator.wait_for_everyone()
+
+
+def train_mlm(config: TrainConfig, on_step_end=None) -> dict:
+    """Masked-LM training on unlabeled text; writes the model directory and returns its metrics.
+
+    The stages of jbert.train.loop.train with masked-LM data, model and evaluation: `set_up`,
+    `start_or_resume` and `train_loop` are the classification loop's own. `on_step_end` as there.
+    """
+    accelerator, ds_config = set_up(config)
+    tokenizer, train_sequences, eval_sequences, data_stats = load_mlm_data(config, accelerator)
     world = accelerator.num_processes
-    global_batch = config.per_device_train_batch_size * world
-    if len(train_sequences) < global_batch:
-        raise UserError(f"{len(train_sequences)} training sequences cannot fill one batch of "
-                        f"{config.per_device_train_batch_size} on each of {world} processes; lower "
-                        "--per_device_train_batch_size or --max_length, or give more text")
+    schedule = Schedule.plan(config, len(train_sequences), world)
+    sampler = LengthGroupedSampler([len(s["input_ids"]) for s in train_sequences], schedule.examples_per_step,
+                                   config.seed, config.group_by_length)
     pad_multiple = 8 if accelerator.mixed_precision != "no" else None
-    collator = WholeWordMaskCollator(tokenizer, config.mlm_probability, pad_multiple, seed=config.seed)
+    collator = WholeWordMaskCollator(tokenizer, config.mlm_probability, pad_multiple, seed=config.seed, sampler=sampler)
     eval_set = premask(eval_sequences, collator, config.seed)
     model = MaskedPositionsLM(build_mlm_model(config, tokenizer))
-
-    sampler = LengthGroupedSampler([len(s["input_ids"]) for s in train_sequences],
-                                   global_batch * config.gradient_accumulation_steps, config.seed,
-                                   config.group_by_length)
+    # Own generator: iterating must not draw from the global RNG that dropout uses (exact resume).
     train_dataloader = DataLoader(train_sequences, batch_size=config.per_device_train_batch_size, sampler=sampler,
                                   collate_fn=collator, num_workers=config.dataloader_num_workers,
                                   generator=torch.Generator().manual_seed(config.seed))
     eval_dataloader = DataLoader(eval_set, batch_size=config.per_device_eval_batch_size, collate_fn=collator)
-    parameter_groups = _parameter_groups(model, config.weight_decay)
-    if ds_config and "optimizer" in ds_config:
-        optimizer = DummyOptim(parameter_groups, lr=config.learning_rate, weight_decay=config.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(parameter_groups, lr=config.learning_rate, eps=config.adam_epsilon)
-    batches_per_epoch = math.ceil(len(train_sequences) / global_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / config.gradient_accumulation_steps)
-    max_steps = config.max_train_steps or math.ceil(config.num_train_epochs * steps_per_epoch)
-    num_epochs = math.ceil(max_steps / steps_per_epoch)
-    warmup = config.warmup_steps or math.ceil(config.warmup_ratio * max_steps)
-    if ds_config and "scheduler" in ds_config:
-        scheduler = DummyScheduler(optimizer, total_num_steps=max_steps * world, warmup_num_steps=warmup)
-    else:
-        scheduler = get_scheduler(config.lr_scheduler_type, optimizer, num_warmup_steps=warmup * world,
-                                  num_training_steps=max_steps * world)
+    optimizer = build_optimizer(model, config, ds_config)
+    scheduler = build_lr_scheduler(optimizer, config, ds_config, schedule, world)
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler)
-
-    state = ckpt.TrainerState(world_size=world)
-    resume_path = ckpt.resolve_resume_path(config.resume_from_checkpoint, checkpoint_root)
-    if resume_path is not None:
-        logger.info("resuming from %s", resume_path)
-        state = ckpt.load_checkpoint(accelerator, resume_path)
-    if config.with_tracking:
-        accelerator.init_trackers("jbert-mlm", config={k: v for k, v in config.to_dict().items()
-                                                       if isinstance(v, (int, float, str, bool))})
-    best_dir = checkpoint_root / "best"
+    run = Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule)
     logger.info("masked-LM: %d training sequences (%d texts), %d validation; %d steps over %d epoch(s)",
-                len(train_sequences), data_stats["train_texts"], len(eval_set), max_steps, num_epochs)
-
-    def run_evaluation() -> bool:
-        results = evaluate_mlm(model, eval_dataloader, accelerator)
-        record = {"step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / batches_per_epoch,
-                  "eval_loss": results["loss"], "eval_perplexity": results["perplexity"]}
-        state.history.append(record)
-        logger.info("step %d: eval_loss=%.4f, eval_perplexity=%.2f", state.global_step, results["loss"],
-                    results["perplexity"])
-        accelerator.log({"eval/loss": results["loss"], "eval/perplexity": results["perplexity"]},
-                        step=state.global_step)
-        if state.best_metric is None or results["loss"] < state.best_metric:
-            state.best_metric, state.best_step = results["loss"], state.global_step
-            state.evaluations_without_improvement = 0
-            weights = accelerator.get_state_dict(model)  # every rank: gathers ZeRO-3 / FSDP shards
-            if accelerator.is_main_process:
-                shutil.rmtree(best_dir, ignore_errors=True)
-                weights = {name.removeprefix("mlm."): value for name, value in weights.items()}
-                accelerator.unwrap_model(model).mlm.save_pretrained(best_dir, state_dict=weights,
-                                                                    safe_serialization=True)
-            accelerator.wait_for_everyone()
-        else:
-            state.evaluations_without_improvement += 1
-        patience = config.early_stopping_patience
-        return patience is not None and state.evaluations_without_improvement >= patience
-
-    progress = tqdm(total=max_steps, initial=state.global_step, desc="masked-LM",
-                    disable=config.disable_tqdm or not accelerator.is_local_main_process)
-    started = time.perf_counter()
-    running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
-    stop = state.global_step >= max_steps
+                len(train_sequences), data_stats["train_texts"], len(eval_set), schedule.max_steps, schedule.num_epochs)
+    state = start_or_resume(config, accelerator)
+    evaluator = MLMEvaluator(accelerator, model, eval_dataloader, config.checkpoint_dir / "best",
+                             schedule.batches_per_epoch, config.early_stopping_patience)
     if state.global_step == 0:
-        run_evaluation()  # perplexity of the starting point: what the training improved on
-    last_evaluated_step = state.history[-1]["step"] if state.history and "eval_loss" in state.history[-1] else -1
-    checkpointing = config.checkpointing_steps
-    model.train()
-    while not stop and state.epoch < num_epochs:
-        train_dataloader.set_epoch(state.epoch)
-        collator.set_epoch(state.epoch)
-        batches = (accelerator.skip_first_batches(train_dataloader, state.batches_in_epoch)
-                   if state.batches_in_epoch else train_dataloader)
-        for batch in batches:
-            with accelerator.accumulate(model):
-                loss = model(**batch)["loss"]
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            state.batches_in_epoch += 1
-            state.train_samples_seen += batch["input_ids"].shape[0] * world
-            running_loss += loss.detach().float()
-            running_batches += 1
-            if not accelerator.sync_gradients:
-                continue
-            state.global_step += 1
-            progress.update(1)
-            if state.global_step % config.logging_steps == 0 or state.global_step == max_steps:
-                mean_loss = accelerator.reduce(running_loss / running_batches, reduction="mean").item()
-                running_loss.zero_()
-                running_batches = 0
-                state.history.append({"step": state.global_step, "train_loss": mean_loss,
-                                      "learning_rate": scheduler.get_last_lr()[0]})
-                progress.set_postfix(loss=f"{mean_loss:.4f}")
-                accelerator.log({"train/loss": mean_loss}, step=state.global_step)
-            if config.eval_strategy == "steps" and state.global_step % config.eval_steps == 0:
-                stop = run_evaluation()
-                last_evaluated_step = state.global_step
-            stop = stop or state.global_step >= max_steps
-            epoch_done = state.batches_in_epoch >= len(train_dataloader)
-            if epoch_done:
-                state.epoch += 1
-                state.batches_in_epoch = 0
-                if config.eval_strategy == "epoch":
-                    stop = run_evaluation() or stop
-                    last_evaluated_step = state.global_step
-            if checkpointing and ((checkpointing == "epoch" and epoch_done) or
-                                  (checkpointing.isdigit() and state.global_step % int(checkpointing) == 0)):
-                ckpt.save_checkpoint(accelerator, state, checkpoint_root, config.save_total_limit)
-            if stop:
-                break
-    progress.close()
-    train_seconds = time.perf_counter() - started
-    if last_evaluated_step != state.global_step:
-        run_evaluation()
+        evaluator(state)  # perplexity of the starting point: what the training improved on
+    throughput = train_loop(config, accelerator, run, state, evaluator, on_step_end)
+    if not evaluator.has_evaluated(state):
+        evaluator(state)
     accelerator.wait_for_everyone()
     final = {}
     if accelerator.is_main_process:
-        final = write_mlm_model_dir(config, tokenizer, state, data_stats, train_seconds)
-        shutil.rmtree(best_dir, ignore_errors=True)
-        shutil.rmtree(checkpoint_root / "tokenizer", ignore_errors=True)
-        if checkpoint_root.is_dir() and not any(checkpoint_root.iterdir()):
-            checkpoint_root.rmdir()
+        final = write_mlm_model_dir(config, tokenizer, state, data_stats, throughput["train_seconds"])
+        remove_working_files(config.checkpoint_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    accelerator.state.destroy_process_group()
+    accelerator.state.destroy_process_group()  # as the classification loop: no gloo threads left to atexit
     return final
 
 

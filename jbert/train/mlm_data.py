@@ -140,10 +140,12 @@ class WholeWordMaskCollator:
     Each example's mask is drawn from its own generator seeded by (seed, epoch, example index), not
     from a shared RNG: Accelerate's dataloader collates one batch ahead, so a shared RNG would be at
     a different point after a resume, and the masks (and weights) would drift from an uninterrupted run.
-    Set `epoch` at the start of every epoch (`set_epoch`).
+    The epoch is the training sampler's (Accelerate sets it on the sampler every epoch) when one is
+    given, else what `set_epoch` set.
     """
 
-    def __init__(self, tokenizer, probability: float = 0.15, pad_to_multiple_of: int | None = None, seed: int = 0):
+    def __init__(self, tokenizer, probability: float = 0.15, pad_to_multiple_of: int | None = None, seed: int = 0,
+                 sampler=None):
         self.pad_token_id = tokenizer.pad_token_id
         self.mask_token_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
@@ -151,11 +153,17 @@ class WholeWordMaskCollator:
         self.probability = probability
         self.pad_to_multiple_of = pad_to_multiple_of
         self.seed = seed
-        self.epoch = 0
+        self.sampler = sampler
+        self._epoch = 0
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose masks are drawn."""
+        return self.sampler.epoch if self.sampler is not None else self._epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Masks depend on the epoch, so every pass over the data predicts other words."""
-        self.epoch = epoch
+        self._epoch = epoch
 
     def mask(self, example: dict, generator: torch.Generator | None = None) -> dict:
         """One example with "input_ids" masked and "labels" set."""

@@ -1,0 +1,429 @@
+"""MkDocs hook: benchmark tables and plots from docs/data/*.json, and the package map from the code.
+
+A page writes a marker such as `<!-- bench:export -->` or `<!-- bench:export:base -->`; the build
+replaces it with a table made from docs/data/export.json and a line naming the command that
+produced the figures and its date. Plots (`img/bench/NAME.png`) are drawn from the same files.
+Rerun a benchmark with `--json-out docs/data/NAME.json` and the next build shows the new figures:
+nobody edits numbers by hand. A marker without its data file, or a view that does not exist, stops
+the build, so `mkdocs build --strict` in the tests catches it.
+
+The reference and layout pages are drawn from the package itself, so splitting or renaming a
+module never leaves a page pointing at a module that is gone: `<!-- reference:jbert.serve -->`
+becomes one mkdocstrings block (`::: jbert.serve.runtime`, ...) per public module of that
+sub-package, `<!-- layout:modules -->` a table of every module with its line count and the
+first line of its docstring, and `<!-- layout:legacy -->` the old module names still aliased.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import re
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File
+
+MARKER = re.compile(r"<!--\s*bench:(?P<name>[a-z_]+)(?::(?P<view>[a-z_]+))?\s*-->")
+PLOT_DIR = "img/bench"
+
+
+def _data_dir(config) -> Path:
+    return Path(config["docs_dir"]) / "data"
+
+
+def _load(config, name: str) -> dict:
+    path = _data_dir(config) / f"{name}.json"
+    if not path.is_file():
+        raise PluginError(f"docs hook: a page asks for bench:{name} but {path} does not exist "
+                          f"(run the benchmark with --json-out {path.relative_to(Path(config['docs_dir']).parent)})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _num(value, digits: int | None = None) -> str:
+    """A figure as the docs print it: '-' when absent, thousands separators, ranges kept as text."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and value != 0 and (abs(value) < 1e-3):
+        return f"{value:.1e}"
+    if digits is not None:
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"  # a float keeps its written decimals (75.0 stays 75.0), an int gets separators
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f} %"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    # A "|" inside a cell (e.g. "max |logit diff|") would end the cell: escape it.
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _source(doc: dict) -> str:
+    """The line under every table: command, date, commit, and whether the figures were transcribed."""
+    line = f"*Measured with `{doc['command']}` on {doc['date']}"
+    if doc.get("git_commit"):
+        line += f" (commit `{doc['git_commit']}`)"
+    machine = doc.get("machine") or (doc.get("result") or {}).get("machine")
+    if isinstance(machine, dict):  # as some benchmarks record it: {"cpu": ..., "logical_cpus": 2, ...}
+        machine = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in machine.items() if value is not None)
+    if machine:
+        line += f"; {machine}"
+    line += ".*"
+    if doc.get("transcribed"):
+        line += " *Transcribed from the README of that day; rerun with `--json-out` to replace.*"
+    if doc.get("note"):
+        line += f"\n\n{doc['note']}"
+    return line
+
+
+# --- one renderer per benchmark (and view) -------------------------------------------------------
+
+def _train_throughput(result: dict, view: str | None) -> str:
+    names = {"jbert": "jbert loop", "hf_trainer": "HF `Trainer`"}
+    mean = result["mean_over_seeds"]
+    rows = []
+    for key, label in names.items():
+        per_seed = " / ".join(_num(run["train_samples_per_second"]) for run in result["runs"][key])
+        rows.append([label, f"**{_num(mean[key]['train_samples_per_second'])}**", per_seed,
+                     _num(mean[key].get("test_accuracy"), 3), _num(mean[key].get("test_macro_f1"), 3)])
+    rows.append(["ratio", f"**{_num(result['throughput_ratio_jbert_over_trainer'])}x**", "", "", ""])
+    header = ["", "samples/s (mean of seeds)", "per seed", "test accuracy (mean)", "test macro-F1 (mean)"]
+    return f"{result['model']}; {result['data']}.\n\n" + _table(header, rows)
+
+
+def _tokenizer(result: dict, view: str | None) -> str:
+    ref = result["reference_texts_per_s"]
+    rows = [
+        ["`BertJapaneseTokenizer`", _num(ref), _num(result.get("reference_pairs_per_s"))],
+        ["fast path, warm", f"{_num(result['fast_texts_per_s'])} (**{_num(result['speedup'])}x**)",
+         f"{_num(result.get('fast_pairs_per_s'))} (**{_num(result.get('speedup_pairs'))}x**)"],
+        ["fast path, cold cache", f"{_num(result['fast_cold_cache_texts_per_s'])} (**{_num(result['speedup_cold_cache'])}x**)", ""],
+    ]
+    intro = (f"{_num(result['texts'])} texts, {_num(result.get('pairs'))} pairs, vocabulary of "
+             f"{_num(result['vocab_entries'])} entries, `max_length` {result['max_length']}, batches of "
+             f"{result['batch_size']}; ids identical: **{_num(result['ids_identical'])}**.")
+    return intro + "\n\n" + _table(["", "texts/s", "pairs/s"], rows)
+
+
+def _scaling(result: dict, view: str | None) -> str:
+    rows = []
+    for name, mode in result["modes"].items():
+        rows.append([name, f"`{mode['config'].rsplit('/', 1)[-1]}`", f"{mode['processes']} x {mode['per_device_batch']}",
+                     _num(mode["train_samples_per_second"]), _num(mode["train_seconds"]), _num(mode["launch_wall_seconds"]),
+                     _num(mode.get("throughput_vs_one_process")), _num(mode.get("throughput_vs_one_process_1thread")),
+                     f"{mode['validation_loss']:.6f}"])
+    header = ["mode", "config", "processes x batch", "samples/s (in loop)", "train s", "launch wall s",
+              "vs 1 process", "vs 1 process, 1 thread", "validation loss"]
+    intro = (f"{result['model']}, `max_length` {result['max_length']}, {result['epochs']} epochs, global batch "
+             f"{result['global_batch']}, best of {result['runs_per_mode']} launches per mode; {result['machine']}.")
+    return intro + "\n\n" + _table(header, rows)
+
+
+def _export(result: dict, view: str | None) -> str:
+    model_key = "base_shaped" if view == "base" else "minilm"
+    if model_key not in result:
+        raise PluginError(f"docs hook: export.json has no '{model_key}' results")
+    rows = []
+    for recipe, outcome in result[model_key]["exports"].items():
+        if "validation_error" in outcome:
+            rows.append([f"`{recipe}`", "-", "-", "-", f"**refused**: {outcome['validation_error']}", "-", "-", "-"])
+            continue
+        for key, figures in outcome["models"].items():
+            agreement = _pct(figures.get("label_agreement"))
+            if figures.get("label_disagreements"):
+                agreement += f" ({figures['label_disagreements']} differ)"
+            if figures.get("passes_default_min_agreement") is False:
+                agreement += ", below the default 0.99"
+            accuracy = figures.get(f"accuracy_{key}")
+            compared_with = {"pytorch": "PyTorch"}.get(figures["compared_with"], figures["compared_with"])
+            rows.append([f"`{recipe}`", f"`{figures['file']}`", f"{_num(figures['size_mb'])} MB", compared_with,
+                         _num(figures["max_abs_diff"], None if abs(figures["max_abs_diff"]) < 1e-3 else 3), agreement,
+                         _num(accuracy, 3), _num(figures.get("runtime_texts_per_s"))])
+    header = ["recipe", "file", "size", "vs", "max abs logit diff", "label agreement", "accuracy", "runtime texts/s"]
+    text = _table(header, rows)
+    steps = [o.get("step_seconds") for o in result[model_key]["exports"].values() if o.get("step_seconds")]
+    if steps:
+        text += "\n\nExport steps (seconds): " + ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in steps[0].items()) + "."
+    if model_key == "minilm" and "training" in result["minilm"]:
+        t = result["minilm"]["training"]
+        held_out = t.get("validation_metrics") or {}  # the training run's validation set is the held-out test rows
+        how = "a cached model" if t.get("cached") else (
+            f"{t.get('steps')} steps of batch {t.get('batch_size')}, {_num(t.get('train_seconds'))} s")
+        text = (f"MiniLM-L6 fine-tuned by jbert's loop ({how}; held-out accuracy {_num(held_out.get('accuracy'), 3)}, "
+                f"macro-F1 {_num(held_out.get('macro_f1'), 3)}); data: {result['data']}.\n\n" + text)
+    return text
+
+
+INFERENCE_NAMES = {
+    "pytorch_pipeline": "transformers `pipeline` on PyTorch fp32 (batch size 1)",
+    "optimum_pipeline_fp32": "same pipeline, Optimum `ORTModelForSequenceClassification` fp32",
+    "optimum_pipeline_int8": "same pipeline, Optimum int8",
+    "jbert_runtime_fp32": "**jbert runtime fp32**",
+    "jbert_runtime_int8": "**jbert runtime int8**",
+    "tokenize_reference": "tokenisation: `BertJapaneseTokenizer`",
+    "tokenize_fast": "tokenisation: `jbert.tokenization` fast path",
+}
+
+
+def _inference(result: dict, view: str | None) -> str:
+    rows = []
+    for key, figures in result["results"].items():
+        rounds = figures.get("rounds_texts_per_s")
+        rows.append([INFERENCE_NAMES.get(key, key), _num(figures["texts"]), f"**{_num(figures['texts_per_s'])}**",
+                     " / ".join(_num(r) for r in rounds) if rounds else "-"])
+    ratios = result["ratios"]
+    text = _table(["contender", "texts", "texts/s (best round)", "per round"], rows)
+    text += (f"\n\nRatios in the same run: jbert int8 = **{_num(ratios['jbert_int8_vs_pytorch_pipeline'])}x** the PyTorch "
+             f"pipeline (target 8x), **{_num(ratios['jbert_int8_vs_optimum_int8_pipeline'])}x** Optimum's int8 pipeline "
+             f"(target 1.5x); jbert fp32 = {_num(ratios['jbert_fp32_vs_optimum_fp32_pipeline'])}x Optimum's fp32 pipeline; "
+             f"fast tokenizer = **{_num(ratios['fast_tokenizer_vs_reference'])}x** the reference (target 3x). "
+             f"Label agreement with PyTorch: " + ", ".join(f"{k} {_pct(v)}" for k, v in result["label_agreement_with_pytorch"].items()) + ".")
+    data = result["data"]
+    return (f"{result['model']}; {_num(data['texts'])} texts from {data['source']} (mean {data.get('mean_chars')} characters, "
+            f"{data.get('mean_tokens')} tokens); the two slowest contenders on the first {_num(data['slow_texts'])}.\n\n" + text)
+
+
+def _http_load(result: dict, view: str | None) -> str:
+    rows = []
+    for phase in ("clean", "mixed"):
+        figures = result[phase]
+        note = ""
+        if phase == "mixed":
+            note = (f"{_num(figures.get('malformed_requests'))} malformed requests, all answered 4xx: "
+                    f"{_num(figures.get('malformed_all_4xx'))}")
+        rows.append([phase, _num(figures["throughput_requests_per_s"]), f"{_num(figures['latency_ms']['p50'])} ms",
+                     f"{_num(figures['latency_ms']['p99'])} ms", _num(figures["errors"]), note])
+    server = result["server"]
+    text = _table(["phase", "requests/s", "p50", "p99", "errors", "notes"], rows)
+    text += (f"\n\nModel `{server['model']}`, `--max-wait-ms {server['max_wait_ms']}`; "
+             f"{_num(server.get('mean_texts_per_model_call'))} texts per model call on average; server memory (VmRSS) "
+             f"{_num(server.get('memory_idle', {}).get('rss_mib'))} MiB idle, "
+             f"{_num(server.get('memory_after_load', {}).get('rss_mib'))} MiB after the load; "
+             f"`/health` 200 afterwards: {_num(result.get('healthy_after_mixed'))}.")
+    return text
+
+
+def _quickstart(result: dict, view: str | None) -> str:
+    test, validation = result["test"], result["validation"]
+    rows = [["validation", _num(validation["accuracy"], 3), _num(validation["macro_f1"], 3)],
+            ["test", _num(test["accuracy"], 3), _num(test["macro_f1"], 3)]]
+    text = _table(["split", "accuracy", "macro-F1"], rows)
+    text += (f"\n\n{result['global_step']} optimizer steps, {_num(result['train_seconds'], 1)} s in the loop "
+             f"({_num(result['train_samples_per_second'], 0)} samples/s); best {result['best_metric']} "
+             f"{_num(result['best']['value'], 3)} at step {result['best']['step']}.")
+    return text
+
+
+QUALITY_ARMS = {
+    "baseline": "TF-IDF char 1-3 grams + logistic regression",
+    "scratch": "BERT from scratch, recipe defaults",
+    "mlm": "masked-LM on the unlabeled texts, then fine-tune (offline recipe)",
+    "hp": "the same, fine-tuning settings from --hp_search",
+}
+
+
+def _quality(result: dict, view: str | None) -> str:
+    """bench/quality.py: one table per data set, test accuracy / macro-F1 / seconds per arm."""
+    parts = []
+    for name, dataset in result["datasets"].items():
+        if view and name != view:
+            continue
+        rows = []
+        for arm, figures in dataset["arms"].items():
+            rows.append([QUALITY_ARMS.get(arm, arm), _num(figures["test_accuracy"], 3), _num(figures["test_macro_f1"], 3),
+                         _num(figures["seconds"], 0)])
+        data = dataset["data"]
+        text = f"**{name}** (train {_num(data['train'])}, validation {_num(data['validation'])}, test {_num(data['test'])})\n\n"
+        text += _table(["model", "test accuracy", "test macro-F1", "seconds"], rows)
+        pretraining = dataset.get("mlm_pretraining")
+        if pretraining:
+            text += (f"\n\nMasked-LM pretraining: {_num(pretraining['steps'])} steps, validation perplexity "
+                     f"{_num(pretraining['perplexity_before_training'], 0)} before, "
+                     f"{_num(pretraining['validation_perplexity'], 1)} after (its seconds are in the rows that use it).")
+        parts.append(text)
+    if not parts:
+        raise KeyError(f"no data set {view!r} in the quality results")
+    return "\n\n".join(parts)
+
+
+RENDERERS = {
+    "quality": _quality,
+    "train_throughput": _train_throughput,
+    "tokenizer": _tokenizer,
+    "scaling": _scaling,
+    "export": _export,
+    "inference": _inference,
+    "http_load": _http_load,
+    "quickstart": _quickstart,
+}
+
+
+def render(config, name: str, view: str | None) -> str:
+    """The Markdown that replaces `<!-- bench:NAME[:VIEW] -->`."""
+    if name not in RENDERERS:
+        raise PluginError(f"docs hook: unknown benchmark marker bench:{name} (known: {', '.join(RENDERERS)})")
+    doc = _load(config, name)
+    try:
+        body = RENDERERS[name](doc["result"], view)
+    except (KeyError, TypeError) as err:
+        raise PluginError(f"docs hook: docs/data/{name}.json lacks a figure the page shows: {err!r}") from err
+    return body + "\n\n" + _source(doc)
+
+
+# --- the package, read from the code --------------------------------------------------------------
+
+REFERENCE = re.compile(r"<!--\s*reference:(?P<package>jbert(?:\.[a-z_]+)*)\s*-->")
+FLOW = ["core", "tokenization", "data", "train", "export", "serve"]  # the order data moves through the stages
+LAYOUT = re.compile(r"<!--\s*layout:modules\s*-->")
+
+
+def _repo_root(config) -> Path:
+    return Path(config["config_file_path"]).resolve().parent
+
+
+def _modules(config, package: str) -> list[tuple[str, Path]]:
+    """(dotted name, path) of the public modules under a package, sub-packages included, in file order."""
+    folder = _repo_root(config).joinpath(*package.split("."))
+    if not (folder / "__init__.py").is_file():
+        raise PluginError(f"docs hook: {package} is not a package ({folder} has no __init__.py)")
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        parts = path.relative_to(_repo_root(config)).with_suffix("").parts
+        if any(part.startswith("_") for part in parts if part != "__init__"):
+            continue
+        if parts[-1] == "__init__":
+            if path.parent == folder:
+                continue
+            parts = parts[:-1]
+        found.append((".".join(parts), path))
+    # In the order the package docstring introduces its modules (the flow), the rest after.
+    intro = ast.get_docstring(ast.parse((folder / "__init__.py").read_text(encoding="utf-8"))) or ""
+    # Its indented module list ("    runtime   OnnxClassifier: ...") first, else the first mention.
+    words = re.findall(r"^\s+([a-z_]+)\s", intro, flags=re.MULTILINE) + re.findall(r"[a-z_]+", intro)
+
+    def position(entry):
+        short = entry[0][len(package) + 1:].split(".")[0]
+        return (words.index(short) if short in words else len(words), entry[0])
+
+    return sorted(found, key=position)
+
+
+def _first_doc_line(path: Path) -> str:
+    docstring = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    return docstring.strip().splitlines()[0] if docstring.strip() else ""
+
+
+def _reference(config, package: str) -> str:
+    blocks = [f"::: {package}\n    options:\n      members: false\n      show_root_heading: false"]
+    for name, _ in _modules(config, package):
+        blocks.append(f"::: {name}")
+    return "\n\n".join(blocks)
+
+
+def _layout(config) -> str:
+    root = _repo_root(config)
+    rows = []
+    def flow_position(init: Path):
+        name = init.parent.name
+        return (FLOW.index(name) if name in FLOW else len(FLOW), name)
+
+    for init in sorted((root / "jbert").glob("*/__init__.py"), key=flow_position):
+        package = f"jbert.{init.parent.name}"
+        rows.append([f"**`{package}`**", "", _first_doc_line(init).replace("|", "\\|")])
+        for name, path in _modules(config, package):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            rows.append([f"`{name}`", str(lines), _first_doc_line(path).replace("|", "\\|")])
+    return _table(["module", "lines", "what it is (first line of its docstring)"], rows)
+
+
+LEGACY = re.compile(r"<!--\s*layout:legacy\s*-->")
+
+
+def _legacy(config) -> str:
+    """The old flat names and their new homes, read from jbert/_legacy.py's LEGACY_MODULES literal."""
+    tree = ast.parse((_repo_root(config) / "jbert" / "_legacy.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "LEGACY_MODULES" for t in targets):
+            mapping = ast.literal_eval(node.value)
+            return _table(["old name", "imports as"], [[f"`{old}`", f"`{new}`"] for old, new in mapping.items()])
+    raise PluginError("docs hook: jbert/_legacy.py has no LEGACY_MODULES dict")
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    markdown = MARKER.sub(lambda m: render(config, m.group("name"), m.group("view")), markdown)
+    markdown = REFERENCE.sub(lambda m: _reference(config, m.group("package")), markdown)
+    markdown = LEGACY.sub(lambda m: _legacy(config), markdown)
+    return LAYOUT.sub(lambda m: _layout(config), markdown)
+
+
+# --- plots -----------------------------------------------------------------------------------------
+
+def _bars(title: str, labels: list[str], values: list[float], unit: str, log: bool = False, doc: dict | None = None) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.4), dpi=100)
+    colours = ["#c0392b" if "jbert" in label else "#7f8c8d" for label in labels]
+    axes.barh(labels[::-1], values[::-1], color=colours[::-1])
+    if log:
+        axes.set_xscale("log")
+    for y, value in enumerate(values[::-1]):
+        axes.text(value, y, f" {value:,.4g}", va="center", fontsize=8)
+    axes.set_xlabel(unit)
+    axes.set_title(title, fontsize=10)
+    if doc:
+        figure.text(0.01, 0.01, f"{doc['command']} - {doc['date']}", fontsize=7, color="#555555")
+    axes.margins(x=0.18)
+    figure.tight_layout(rect=(0, 0.04, 1, 1))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _plots(config) -> dict[str, bytes]:
+    plots = {}
+    data = _data_dir(config)
+    if (data / "inference.json").is_file():
+        doc = _load(config, "inference")
+        results = {k: v for k, v in doc["result"]["results"].items() if not k.startswith("tokenize")}
+        names = {"pytorch_pipeline": "PyTorch pipeline", "optimum_pipeline_fp32": "Optimum pipeline fp32",
+                 "optimum_pipeline_int8": "Optimum pipeline int8", "jbert_runtime_fp32": "jbert runtime fp32",
+                 "jbert_runtime_int8": "jbert runtime int8"}
+        plots["inference"] = _bars("Inference, base-shaped Japanese BERT, 2 CPU cores", [names.get(k, k) for k in results],
+                                   [v["texts_per_s"] for v in results.values()], "texts/s (log scale)", log=True, doc=doc)
+    if (data / "tokenizer.json").is_file():
+        doc = _load(config, "tokenizer")
+        r = doc["result"]
+        plots["tokenizer"] = _bars("Tokenisation alone, JRTE texts", ["BertJapaneseTokenizer", "jbert fast, cold cache", "jbert fast, warm"],
+                                   [r["reference_texts_per_s"], r["fast_cold_cache_texts_per_s"], r["fast_texts_per_s"]], "texts/s", doc=doc)
+    if (data / "train_throughput.json").is_file():
+        doc = _load(config, "train_throughput")
+        mean = doc["result"]["mean_over_seeds"]
+        plots["train_throughput"] = _bars("Training throughput, BERT mini on JRTE (mean of seeds)", ["HF Trainer", "jbert loop"],
+                                          [mean["hf_trainer"]["train_samples_per_second"], mean["jbert"]["train_samples_per_second"]],
+                                          "samples/s", doc=doc)
+    if (data / "scaling.json").is_file():
+        doc = _load(config, "scaling")
+        modes = doc["result"]["modes"]
+        plots["scaling"] = _bars("Launch modes on 2 CPU cores (overhead, not speed-up)", list(modes),
+                                 [m["train_samples_per_second"] for m in modes.values()], "samples/s in the loop", doc=doc)
+    return plots
+
+
+def on_files(files, config):
+    for name, content in _plots(config).items():
+        files.append(File.generated(config, f"{PLOT_DIR}/{name}.png", content=content))
+    return files

@@ -1,0 +1,122 @@
+"""Export options: every flag of export.py, its default, its help and the checks across them.
+
+`ExportOptions` is the single source: `export_model`'s keywords, the CLI flags and `--help` all
+come from its fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from jbert.core.errors import UserError, format_problems
+
+ONNX_TASK = "text-classification"
+# O4 is Optimum's fp16 mixed-precision level: meant for GPUs, slower than fp32 on CPU
+# onnxruntime and unable to meet an fp32 tolerance, so it is not offered.
+OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
+QUANTIZATION_TARGETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+# Optimum's arm64 and avx512_vnni presets fix reduce_range=False: those instruction sets do not
+# saturate, so 7-bit weights would only cost accuracy.
+REDUCE_RANGE_TARGETS = ("avx2", "avx512")
+# Which operator types dynamic int8 quantises. "all" is Optimum's preset (MatMul, Attention, Gather,
+# ...): the embedding Gather tables become int8 too, the smallest file. "matmul" keeps the embedding
+# tables (and every other non-matmul op) in fp32: on a briefly fine-tuned MiniLM, per channel, int8
+# label agreement with fp32 went from 98.1 % to 98.8 % (README, "Choosing the int8 recipe"), for a 59 MB instead
+# of a 23 MB file since the vocabulary-sized embedding table stays fp32. Attention is listed for
+# fused graphs; int8 is made from the unfused graph, where every dense layer is a MatMul.
+QUANTIZE_OPS = {"all": None, "matmul": ["MatMul", "Attention"]}
+MIN_OPSET = 14  # scaled-dot-product attention of transformers' BERT exports from opset 14 on
+
+FP32_FILE = "model.onnx"
+OPTIMIZED_FILE = "model_optimized.onnx"
+QUANTIZED_FILE = "model_quantized.onnx"
+MODEL_FILES = {"fp32": FP32_FILE, "optimized": OPTIMIZED_FILE, "int8": QUANTIZED_FILE}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
+
+
+def _option(default, help_text: str, **extra):
+    """A dataclass field with its one-line help (shown by export.py --help)."""
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass
+class ExportOptions:
+    """Every option of an export: the single source for `export_model`'s keywords and the CLI flags."""
+
+    optimize: Optional[str] = _option(None, f"Also write an onnxruntime graph-optimised copy, model_optimized.onnx: O1 (basic), O2 (plus BERT fusions), O3 (plus fast GELU approximation). Choices: {', '.join(OPTIMIZATION_LEVELS)}.", metavar="LEVEL")
+    quantize: Optional[str] = _option(None, f"Also write a dynamic int8 copy, model_quantized.onnx, tuned for this CPU instruction set (made from the fp32 graph). Choices: {', '.join(QUANTIZATION_TARGETS)}.", metavar="TARGET")
+    per_channel: bool = _option(False, "Quantize weights per output channel: more accurate int8 at a slightly larger file.")
+    reduce_range: Optional[bool] = _option(None, "Quantize weights to 7 bits, which avoids overflow on AVX2/AVX512 CPUs without VNNI (avx2 and avx512 targets only).")
+    quantize_ops: str = _option("all", f"Which ops int8 quantises: all (Optimum's preset, embeddings included: smallest file) or matmul (MatMul only; embeddings stay fp32: a larger file, closer to fp32 together with --per_channel). Choices: {', '.join(QUANTIZE_OPS)}.", metavar="OPS")
+    validation_file: Optional[str] = _option(None, "CSV/TSV/JSONL file of texts (the model's text column, its pair column for pair models, and optionally the label column) to check parity on; default: examples.jsonl of the model directory.", metavar="FILE")
+    atol: float = _option(1e-4, "Largest absolute logit difference allowed between PyTorch and the fp32/optimised ONNX graphs.")
+    min_agreement: float = _option(0.99, "Smallest fraction of texts on which the int8 model must predict the same labels as the fp32 one.")
+    opset: Optional[int] = _option(None, f"ONNX opset to export with (at least {MIN_OPSET}; default: Optimum's choice for the architecture).")
+    overwrite: bool = _option(False, "Replace EXPORT_DIR if it exists and is not empty.")
+    default_model: Optional[str] = _option(None, "Which file serving loads by default: fp32, optimized or int8 (default: int8 if made, else optimized, else fp32).", metavar="MODEL")
+    validation_batch_size: int = _option(8, "The larger, padded batch size used in the parity check (batch size 1 is always checked too).")
+    max_validation_texts: int = _option(256, "Use at most this many texts from the validation file (PyTorch runs them all, twice).")
+    show_progress: bool = _option(True, "Print a line for each slow step and a progress bar for validation.", negative_flag="--quiet", negative_help="Print no step lines and no progress bar (errors are still printed).")
+
+    def validate(self) -> None:
+        """Check all options together; raise one UserError that lists every problem."""
+        problems: list[str] = []
+        if self.optimize is not None and self.optimize not in OPTIMIZATION_LEVELS:
+            if self.optimize == "O4":
+                problems.append("--optimize O4 is fp16 mixed precision for GPUs; onnxruntime on CPU runs it slower than fp32 and it cannot match fp32 logits. Use O2 or O3")
+            else:
+                problems.append(f"--optimize {self.optimize!r} is not a level; choose one of {', '.join(OPTIMIZATION_LEVELS)}")
+        if self.quantize is not None and self.quantize not in QUANTIZATION_TARGETS:
+            problems.append(f"--quantize {self.quantize!r} is not a known target; choose one of {', '.join(QUANTIZATION_TARGETS)} (avx512_vnni for recent Intel/AMD servers, avx2 for older x86, arm64 for ARM)")
+        if self.quantize is None and self.per_channel:
+            problems.append("--per_channel only applies to int8 quantisation; add --quantize TARGET")
+        if self.quantize_ops not in QUANTIZE_OPS:
+            problems.append(f"--quantize_ops {self.quantize_ops!r} is not a choice; choose one of {', '.join(QUANTIZE_OPS)} (matmul keeps the embeddings in fp32)")
+        elif self.quantize is None and self.quantize_ops != "all":
+            problems.append(f"--quantize_ops {self.quantize_ops} only applies to int8 quantisation; add --quantize TARGET")
+        if self.reduce_range is not None:
+            if self.quantize is None:
+                problems.append("--reduce_range only applies to int8 quantisation; add --quantize avx2 or --quantize avx512")
+            elif self.quantize in QUANTIZATION_TARGETS and self.quantize not in REDUCE_RANGE_TARGETS and self.reduce_range:
+                problems.append(f"--reduce_range does not apply to --quantize {self.quantize} (it never saturates); use it with avx2 or avx512")
+        if not self.atol > 0:
+            problems.append(f"--atol must be positive (got {self.atol})")
+        if not 0 <= self.min_agreement <= 1:
+            problems.append(f"--min_agreement must be between 0 and 1 (got {self.min_agreement})")
+        if self.opset is not None:
+            import onnx
+
+            if not MIN_OPSET <= self.opset <= onnx.defs.onnx_opset_version():
+                problems.append(f"--opset must be between {MIN_OPSET} and {onnx.defs.onnx_opset_version()} (got {self.opset})")
+        if self.validation_file is not None and not Path(self.validation_file).is_file():
+            problems.append(f"--validation_file {self.validation_file} does not exist")
+        if self.validation_batch_size < 1:
+            problems.append(f"--validation_batch_size must be at least 1 (got {self.validation_batch_size})")
+        if self.max_validation_texts < 1:
+            problems.append(f"--max_validation_texts must be at least 1 (got {self.max_validation_texts})")
+        if self.default_model is not None:
+            made = self.model_keys()
+            if self.default_model not in MODEL_FILES:
+                problems.append(f"--default_model {self.default_model!r} is not one of {', '.join(MODEL_FILES)}")
+            elif self.default_model not in made:
+                flag = "--optimize LEVEL" if self.default_model == "optimized" else "--quantize TARGET"
+                problems.append(f"--default_model {self.default_model} is not being made; add {flag} or choose one of {', '.join(made)}")
+        if problems:
+            raise UserError(format_problems("invalid export options", problems))
+
+    def model_keys(self) -> list[str]:
+        """Manifest keys of the ONNX files this export writes, in order."""
+        keys = ["fp32"]
+        if self.optimize is not None:
+            keys.append("optimized")
+        if self.quantize is not None:
+            keys.append("int8")
+        return keys
+
+    def resolved_default_model(self) -> str:
+        """The file serving loads by default: the one asked for, else the most optimised made."""
+        return self.default_model or self.model_keys()[-1]
+

@@ -1,0 +1,101 @@
+"""Export a model directory to ONNX with Optimum, optimise, quantise, and check it against PyTorch.
+
+    export_model("outputs/model", "outputs/onnx", optimize="O2", quantize="avx512_vnni")
+
+`export_model` is the sequence of named steps, each in its own module, all inside a temporary
+directory that is renamed to EXPORT_DIR only when every check passed:
+
+1. `onnx_export`: fp32 export with optimum-onnx `main_export` (dynamic batch and sequence axes),
+   the tokenizer saved and reloaded identically, jbert.json copied.
+2. `optimize`: optional graph optimisation (ORTOptimizer, O1-O3) -> model_optimized.onnx.
+3. `quantize`: optional int8 (ORTQuantizer, from the fp32 graph) -> model_quantized.onnx.
+4. `validate`: parity with PyTorch on the texts of `texts`, at batch size 1 and a padded batch.
+5. `manifest`: manifest.json with the source, hashes, versions, every figure and the default file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from jbert.core.artifacts import Manifest, atomic_directory, check_output_dir
+from jbert.export import manifest as manifest_step
+from jbert.export import onnx_export, validate
+from jbert.export import optimize as optimize_step  # export_model's keywords are named optimize/quantize
+from jbert.export import quantize as quantize_step
+from jbert.export.model_dir import check_export_path, inspect_model_dir, load_model_tokenizer, resolve_max_length
+from jbert.export.options import MODEL_FILES, ExportOptions
+from jbert.export.progress import Progress
+from jbert.export.texts import load_validation_examples
+
+
+def export_model(
+    model_dir: str | os.PathLike,
+    export_dir: str | os.PathLike,
+    *,
+    optimize: Optional[str] = None,
+    quantize: Optional[str] = None,
+    per_channel: bool = False,
+    reduce_range: Optional[bool] = None,
+    quantize_ops: str = "all",
+    validation_file: Optional[str | os.PathLike] = None,
+    atol: float = 1e-4,
+    min_agreement: float = 0.99,
+    opset: Optional[int] = None,
+    overwrite: bool = False,
+    default_model: Optional[str] = None,
+    show_progress: bool = True,
+    validation_batch_size: int = 8,
+    max_validation_texts: int = 256,
+) -> Manifest:
+    """Export MODEL_DIR to a checked, self-contained ONNX directory at EXPORT_DIR and return its manifest.
+
+    Raises `UserError` for bad input (nothing is written) and `ValidationError` when an ONNX
+    graph does not match PyTorch (nothing is left at EXPORT_DIR; an existing directory there is
+    untouched).
+    """
+    options = ExportOptions(
+        optimize=optimize, quantize=quantize, per_channel=per_channel, reduce_range=reduce_range,
+        quantize_ops=quantize_ops,
+        validation_file=None if validation_file is None else str(validation_file), atol=atol,
+        min_agreement=min_agreement, opset=opset, overwrite=overwrite, default_model=default_model,
+        show_progress=show_progress, validation_batch_size=validation_batch_size,
+        max_validation_texts=max_validation_texts,
+    )
+    options.validate()
+    progress = Progress(options.show_progress)
+    model_dir = Path(model_dir)
+    export_dir = Path(export_dir)
+    check_export_path(model_dir, export_dir)
+    check_output_dir(export_dir, options.overwrite)
+
+    info = inspect_model_dir(model_dir)
+    progress.step(f"loading the tokenizer of {model_dir}")
+    tokenizer = load_model_tokenizer(model_dir)
+    resolve_max_length(info, tokenizer)
+    examples, validation_source = load_validation_examples(
+        model_dir, info.settings, info.config, options.validation_file, options.max_validation_texts
+    )
+    source = manifest_step.source_record(model_dir)
+
+    with atomic_directory(export_dir, overwrite=options.overwrite) as work_dir:
+        progress.step("exporting the fp32 graph with Optimum")
+        onnx_export.export_fp32(model_dir, work_dir, options.opset)
+        onnx_export.save_tokenizer_checked(tokenizer, work_dir, examples, info.settings.max_length)
+        onnx_export.copy_settings(model_dir, work_dir, info)
+        if options.optimize is not None:
+            progress.step(f"optimising the graph ({options.optimize})")
+            optimize_step.optimize_graph(work_dir, options.optimize)
+        if options.quantize is not None:
+            progress.step(f"quantising {options.quantize_ops} ops to int8 for {options.quantize} (from the fp32 graph)")
+            quantize_step.quantize_dynamic(work_dir, options.quantize, options.per_channel, options.reduce_range, options.quantize_ops)
+
+        progress.step(f"checking parity with PyTorch on {len(examples)} texts ({validation_source})")
+        parity, validation = validate.check_parity(work_dir, model_dir, tokenizer, examples, info, options, progress)
+        validation["source"] = validation_source
+        quantization = quantize_step.quantization_record(options) if options.quantize is not None else None
+        manifest = manifest_step.build_manifest(work_dir, info, options, parity, validation, source, quantization)
+        manifest.save(work_dir)
+    progress.step(f"wrote {export_dir} (default model: {MODEL_FILES[manifest.default_model]})")
+    return manifest

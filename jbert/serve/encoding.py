@@ -1,0 +1,132 @@
+"""Text -> model inputs: normalise and tokenize as training did, pad into int64 arrays, bucket by length.
+
+Where the speed comes from: texts are sorted by token length within a window so a batch pads to
+its own longest text instead of the longest text overall; padded arrays are written once into
+preallocated int64 numpy buffers (the layout onnxruntime reads without converting).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from jbert.core.errors import UserError
+from jbert.core.normalize import normalize_text
+from jbert.tokenization.files import EncodedText
+
+# Sorting window, in batches: large enough to group similar lengths, small enough that a
+# million-text call does not hold every encoding at once (scoring streams chunks anyway).
+SORT_WINDOW_BATCHES = 32
+
+
+class InputError(UserError):
+    """One input of a request is unusable (empty, not text, too long); `index` says which."""
+
+    def __init__(self, message: str, index: int | None = None, kind: str = "invalid"):
+        super().__init__(message)
+        self.index = index
+        self.kind = kind  # "invalid" (wrong type / empty) or "too_long"
+
+
+class TextEncoder:
+    """Normalisation + tokenizer of one export, turning texts (or pairs) into padded model inputs."""
+
+    def __init__(self, tokenizer, normalization, max_length: int, is_pair: bool):
+        """`normalization`: the export's `JbertSettings.normalization`, applied exactly as in training."""
+        self.tokenizer = tokenizer
+        self.normalization = normalization
+        self.max_length = max_length
+        self.is_pair = is_pair
+        self.pad_token_id = int(tokenizer.pad_token_id)
+
+    def clean(self, value: object, name: str) -> tuple[str | None, str | None]:
+        """(normalised text, None) or (None, why it cannot be scored)."""
+        if value is None:
+            return None, f"{name} is missing"
+        if not isinstance(value, str):
+            return None, f"{name} must be a string, got {type(value).__name__}"
+        cleaned = normalize_text(value, self.normalization)
+        if not cleaned:
+            return None, f"{name} is empty" + (" after clean-up (only spaces or control characters)" if value else "")
+        return cleaned, None
+
+    def input_problem(self, text: object, text_pair: object = None) -> str | None:
+        """Why one input cannot be scored (wrong type, empty after clean-up), or None if it can."""
+        problem = self.clean(text, "text")[1]
+        if problem is None and self.is_pair:
+            problem = self.clean(text_pair, "text_pair")[1]
+        return problem
+
+    def encode(
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, truncate: bool = True
+    ) -> list[EncodedText]:
+        """Normalise and tokenize texts as training did; raises InputError naming the first bad one.
+
+        `truncate=False` turns a text longer than max_length tokens into an InputError
+        (kind "too_long") instead of silently cutting it.
+        """
+        if isinstance(texts, str):
+            raise InputError("texts must be a list of strings, not one string")
+        if self.is_pair and text_pairs is None:
+            raise InputError("this model classifies sentence pairs: give text_pairs as well")
+        if not self.is_pair and text_pairs is not None:
+            raise InputError("this model classifies single texts: text_pairs are not accepted")
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise InputError(f"{len(texts)} texts but {len(text_pairs)} text_pairs")
+        normalized: list[str] = []
+        normalized_pairs: list[str] | None = [] if text_pairs is not None else None
+        for index, text in enumerate(texts):
+            cleaned, problem = self.clean(text, "text")
+            if problem is None and normalized_pairs is not None:
+                cleaned_pair, problem = self.clean(text_pairs[index], "text_pair")
+                normalized_pairs.append(cleaned_pair)
+            if problem:
+                raise InputError(f"input {index}: {problem}", index=index)
+            normalized.append(cleaned)
+        if not normalized:
+            return []
+        encodings = self.tokenizer.encode_batch(normalized, normalized_pairs, max_length=self.max_length)
+        for index, item in enumerate(encodings):
+            if item.truncated and not truncate:
+                raise InputError(
+                    f"input {index} is longer than the model's max_length of {self.max_length} tokens; "
+                    f"shorten it or allow truncation (truncate=true)",
+                    index=index,
+                    kind="too_long",
+                )
+        return list(encodings)
+
+    def pad(self, encodings: Sequence[EncodedText], input_names: set[str]) -> dict[str, np.ndarray]:
+        """Pad a batch into int64 arrays shaped (batch, longest): the feeds for a model with `input_names`."""
+        lengths = np.fromiter((len(e.input_ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        width = int(lengths.max())
+        input_ids = np.full((len(encodings), width), self.pad_token_id, dtype=np.int64)
+        token_type_ids = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            length = lengths[row]
+            input_ids[row, :length] = encoding.input_ids
+            if self.is_pair:  # single texts are all segment 0: nothing to write
+                token_type_ids[row, :length] = encoding.token_type_ids
+        # Broadcast comparison builds the mask in one vectorised step.
+        attention_mask = (np.arange(width, dtype=np.int64)[None, :] < lengths[:, None]).astype(np.int64)
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in input_names:
+            feeds["token_type_ids"] = token_type_ids
+        return feeds
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+    """Index lists of at most `batch_size` inputs of similar length, covering every index once.
+
+    Inputs are sorted by length inside windows of `SORT_WINDOW_BATCHES` batches, so a batch pads
+    to its own longest input; callers put results back by index, so input order is kept.
+    """
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}")
+    count = len(lengths)
+    window = batch_size * SORT_WINDOW_BATCHES
+    for window_start in range(0, count, window):
+        order = sorted(range(window_start, min(count, window_start + window)), key=lengths.__getitem__)
+        for batch_start in range(0, len(order), batch_size):
+            yield order[batch_start : batch_start + batch_size]
