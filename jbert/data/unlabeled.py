@@ -18,6 +18,7 @@ from pathlib import Path
 from jbert.core import readers as tabular
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig, normalize_text
+from jbert.data.files import open_source  # the same sources classification reads
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ def read_unlabeled_texts(path: str | os.PathLike, text_column: str = "text", enc
     A `.txt` file holds one text per line; any other file goes through the training data readers
     and its `text_column` is used. A missing file or column is a UserError that says what to pass.
     """
-    from jbert.data.prepare import open_source  # the same sources classification reads
-
     normalization = normalization or NormalizationConfig()
     path = Path(path)
     flag = "--train_file" if role == "train" else "--validation_file"
