@@ -137,8 +137,9 @@ def _mlm_tokenizer(config: TrainConfig, accelerator: Accelerator, texts: list[st
     with accelerator.main_process_first():
         if accelerator.is_main_process and not (vocab_dir / "vocab.txt").is_file():
             logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
+            # The model's position limit, not the pretraining --max_length: fine-tuning may use longer texts.
             train_japanese_wordpiece(texts, config.vocab_size, vocab_dir, mecab_dic=config.mecab_dic or "unidic_lite",
-                                     model_max_length=config.max_length)
+                                     model_max_length=max(512, config.max_length))
         return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
 
 
