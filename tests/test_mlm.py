@@ -206,3 +206,16 @@ def test_mlm_reads_a_table_column_and_reports_a_wrong_one(tmp_path):
     assert len(read_unlabeled_texts(table, "body")) == 9
     with pytest.raises(UserError, match="no column 'text'.*--text_column"):
         read_unlabeled_texts(table, "text")
+
+
+def test_train_py_runs_mlm_and_rejects_contradictions(tmp_path, capsys):
+    import train as train_script
+
+    from jbert.core.errors import run_cli
+
+    argv = mlm_args(tmp_path, max_train_steps=2, output_dir=str(tmp_path / "cli"))
+    assert run_cli(train_script.main, argv) == 0
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text(encoding="utf-8"))["task"] == "mlm"
+    code = run_cli(train_script.main, argv + ["--hp_search", "2", "--mlm_probability", "1.5", "--overwrite_output_dir"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--hp_search tunes classification" in err and "--mlm_probability must be in (0, 1)" in err
