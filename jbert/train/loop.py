@@ -77,13 +77,16 @@ class Run:
     evaluator: Evaluator
 
 
-def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> dict:
+def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None,
+          on_evaluate: Optional[Callable[[dict], None]] = None) -> dict:
     """Fine-tune (or train from scratch) and write the model directory; returns the final metrics.
 
     on_step_end: called as `on_step_end(global_step, accelerator)` on every process after each
     optimizer step, once that step's logging, evaluation and checkpoint are done. For monitoring,
     and for tests that stop a run at a known step: an exception raised there ends the run as a
     crash would (no model directory; checkpoints stay for --resume_from_checkpoint).
+    on_evaluate: called as `on_evaluate(record)` with every evaluation record (step, epoch, eval_*
+    figures) as it is made; it may raise to abandon the run (--hp_search prunes trials so).
     """
     accelerator, ds_config = set_up(config)
     # A process of the run that dies or hangs makes the others' collectives fail: one message, not a
@@ -92,6 +95,7 @@ def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> di
         data = load_data(config, accelerator)
         model = build_model(config, accelerator, data)
         run = prepare_run(config, accelerator, ds_config, model, data)
+        run.evaluator.on_evaluate = on_evaluate
         state = start_or_resume(config, accelerator)
         throughput = train_loop(config, accelerator, run, state, on_step_end)
         return finish(config, accelerator, data, run, state, throughput)
