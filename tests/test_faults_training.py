@@ -299,3 +299,18 @@ def test_rank_hung_the_other_stops_after_the_collective_timeout(data, tmp_path):
     print(errors[0])
     assert "stopped answering for longer than the collective timeout (20 s, --collective_timeout_seconds)" in errors[0]
     assert not (tmp_path / "model").exists()
+
+
+def test_latest_is_an_accepted_spelling_and_partial_checkpoints_are_refused(tmp_path):
+    from jbert.core.errors import UserError
+    from jbert.train.checkpoint import STATE_FILE, resolve_resume_path
+
+    root = tmp_path / "model.checkpoints"
+    assert resolve_resume_path("latest", root) is None  # nothing yet: start fresh, as 'auto' does
+    for name in ("step_00000002", "step_00000004", ".partial_step_00000006"):
+        (root / name).mkdir(parents=True)
+        (root / name / STATE_FILE).write_text("{}")
+    assert resolve_resume_path("latest", root).name == "step_00000004"
+    assert resolve_resume_path("auto", root).name == "step_00000004"
+    with pytest.raises(UserError, match="incomplete checkpoint"):
+        resolve_resume_path(str(root / ".partial_step_00000006"), root)

@@ -123,10 +123,12 @@ def write_json(path: str | os.PathLike, values: object) -> None:
 # errno values that mean "the storage refused more bytes", whatever wrote them.
 _STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # Writers that wrap the OS error in their own exception keep only its text: safetensors (Rust)
-# says "File too large (os error 27)"; torch.save's C++ stream writer loses the errno entirely
-# and reports the failed stream ("basic_ios::clear: iostream error", "failed writing file").
-_STORAGE_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(_STORAGE_FULL_ERRNOS)) + (
-    "iostream error", "PytorchStreamWriter failed writing file",
+# says "File too large (os error 27)", Python wrappers "[Errno 28] ..."; torch.save's C++ stream
+# writer loses the errno entirely and reports the failed stream ("basic_ios::clear: iostream
+# error", "PytorchStreamWriter failed writing file").
+_STORAGE_FULL_TEXTS = tuple(f"(os error {code})" for code in sorted(_STORAGE_FULL_ERRNOS)) + tuple(
+    f"[Errno {code}]" for code in sorted(_STORAGE_FULL_ERRNOS)) + (
+    "basic_ios::clear: iostream error", "PytorchStreamWriter failed writing file",
 )
 
 
