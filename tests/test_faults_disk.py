@@ -54,7 +54,8 @@ def assert_clear_storage_error(code: int, output: str) -> None:
     assert code == 1, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
     lines = [line for line in output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "no space left" in lines[0] and "ulimit -f" in lines[0], output[-4000:]
+    # RLIMIT_FSIZE refuses with EFBIG, which the message names; a full disk (ENOSPC) takes the same path.
+    assert len(lines) == 1 and "the file-size limit (ulimit -f) was reached" in lines[0], output[-4000:]
 
 
 def tree_digest(directory: Path) -> dict:
@@ -203,6 +204,23 @@ def test_a_full_disk_is_recognised_through_each_writer_s_wrapping():
     assert not is_storage_full(OSError(errno.EACCES, os.strerror(errno.EACCES)))
     assert not is_storage_full(ValueError("File too large to be a CSV?"))  # a ValueError is never the disk
     assert is_storage_full(RuntimeError("x")) is False
+
+
+def test_the_message_names_the_limit_that_refused_the_write(tmp_path):
+    import errno
+
+    from jbert.core.artifacts import storage_full_error
+
+    def message(err):
+        return str(storage_full_error(err, tmp_path / "out", left="nothing was left behind"))
+
+    assert "no space left on the device" in message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    assert "the disk quota was exceeded" in message(OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)))
+    assert "the file-size limit (ulimit -f) was reached" in message(Exception("I/O error: File too large (os error 27)"))
+    torch_error = RuntimeError("unexpected pos 576 vs 534")
+    torch_error.__context__ = RuntimeError("basic_ios::clear: iostream error")
+    text = message(torch_error)
+    assert "most likely for lack of space" in text and "GB free" in text and text.endswith("nothing was left behind")
 
 
 def test_atomic_directory_output_is_not_private_and_dead_writers_temporaries_go(tmp_path):

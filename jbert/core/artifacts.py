@@ -157,8 +157,26 @@ def is_storage_full(err: BaseException) -> bool:
     return False
 
 
+def _storage_reason(err: BaseException) -> str:
+    """Which limit refused the write, as far as the exception chain tells."""
+    texts = []
+    while err is not None and len(texts) < 10:
+        if isinstance(err, OSError) and err.errno is not None:
+            texts.append(f"[Errno {err.errno}]")
+        texts.append(str(err))
+        err = err.__cause__ or err.__context__
+    text = " ".join(texts)
+    if f"[Errno {errno.EFBIG}]" in text or f"(os error {errno.EFBIG})" in text:
+        return "the file-size limit (ulimit -f) was reached"
+    if f"[Errno {errno.EDQUOT}]" in text or f"(os error {errno.EDQUOT})" in text:
+        return "the disk quota was exceeded"
+    if f"[Errno {errno.ENOSPC}]" in text or f"(os error {errno.ENOSPC})" in text:
+        return "no space left on the device"
+    return "the write failed, most likely for lack of space"
+
+
 def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = "") -> StorageFullError:
-    """A StorageFullError naming what was being written, the free space there and what is left behind."""
+    """A StorageFullError naming what was being written, why, the free space there and what is left behind."""
     if isinstance(err, StorageFullError):
         return err
     path = Path(path)
@@ -170,7 +188,7 @@ def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = 
     except OSError:
         free = "free space unknown"
     return StorageFullError(
-        f"cannot write {path}: no space left for it ({str(err).strip() or type(err).__name__}; {free}). "
+        f"cannot write {path}: {_storage_reason(err)} ({str(err).strip() or type(err).__name__}; {free}). "
         "Free some space, or raise the file-size limit (ulimit -f) or quota, and run again"
         + (f"; {left}" if left else "")
     )
