@@ -125,10 +125,12 @@ def write_json(path: str | os.PathLike, values: object) -> None:
 # errno values that mean "the storage refused more bytes", whatever wrote them.
 _STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # Writers that wrap the OS error in their own exception keep only its text: safetensors (Rust)
-# says "File too large (os error 27)"; torch.save's C++ stream writer loses the errno entirely
-# and reports the failed stream ("basic_ios::clear: iostream error", "failed writing file").
-_STORAGE_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(_STORAGE_FULL_ERRNOS)) + (
-    "iostream error", "PytorchStreamWriter failed writing file",
+# says "File too large (os error 27)", Python wrappers "[Errno 28] ..."; torch.save's C++ stream
+# writer loses the errno entirely and reports the failed stream ("basic_ios::clear: iostream
+# error", "PytorchStreamWriter failed writing file").
+_STORAGE_FULL_TEXTS = tuple(f"(os error {code})" for code in sorted(_STORAGE_FULL_ERRNOS)) + tuple(
+    f"[Errno {code}]" for code in sorted(_STORAGE_FULL_ERRNOS)) + (
+    "basic_ios::clear: iostream error", "PytorchStreamWriter failed writing file",
 )
 
 
@@ -157,8 +159,26 @@ def is_storage_full(err: BaseException) -> bool:
     return False
 
 
+def _storage_reason(err: BaseException) -> str:
+    """Which limit refused the write, as far as the exception chain tells."""
+    texts = []
+    while err is not None and len(texts) < 10:
+        if isinstance(err, OSError) and err.errno is not None:
+            texts.append(f"[Errno {err.errno}]")
+        texts.append(str(err))
+        err = err.__cause__ or err.__context__
+    text = " ".join(texts)
+    if f"[Errno {errno.EFBIG}]" in text or f"(os error {errno.EFBIG})" in text:
+        return "the file-size limit (ulimit -f) was reached"
+    if f"[Errno {errno.EDQUOT}]" in text or f"(os error {errno.EDQUOT})" in text:
+        return "the disk quota was exceeded"
+    if f"[Errno {errno.ENOSPC}]" in text or f"(os error {errno.ENOSPC})" in text:
+        return "no space left on the device"
+    return "the write failed, most likely for lack of space"
+
+
 def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = "") -> StorageFullError:
-    """A StorageFullError naming what was being written, the free space there and what is left behind."""
+    """A StorageFullError naming what was being written, why, the free space there and what is left behind."""
     if isinstance(err, StorageFullError):
         return err
     path = Path(path)
@@ -170,7 +190,7 @@ def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = 
     except OSError:
         free = "free space unknown"
     return StorageFullError(
-        f"cannot write {path}: no space left for it ({str(err).strip() or type(err).__name__}; {free}). "
+        f"cannot write {path}: {_storage_reason(err)} ({str(err).strip() or type(err).__name__}; {free}). "
         "Free some space, or raise the file-size limit (ulimit -f) or quota, and run again"
         + (f"; {left}" if left else "")
     )

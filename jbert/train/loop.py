@@ -235,7 +235,7 @@ def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Option
         accelerator, model, eval_dataloader, problem_type=data.prepared.problem_type,
         label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
         extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
-        best_dir=config.checkpoint_dir / "best", batches_per_epoch=schedule.batches_per_epoch,
+        best_dir=config.checkpoint_dir / ckpt.BEST_DIR, batches_per_epoch=schedule.batches_per_epoch,
         patience=config.early_stopping_patience,
     )
     logger.info("%d training examples, %d validation; %d process(es) x batch %d x accumulation %d = %d per step; "
@@ -251,7 +251,7 @@ def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.Train
     resume_path = ckpt.resolve_resume_path(config.resume_from_checkpoint, config.checkpoint_dir)
     if resume_path is not None:
         logger.info("resuming from %s", resume_path)
-        state = ckpt.load_checkpoint(accelerator, resume_path)
+        state = ckpt.load_checkpoint(accelerator, resume_path, best_dir=config.checkpoint_dir / ckpt.BEST_DIR)
     elif config.resume_from_checkpoint in ckpt.LATEST:
         logger.info("no checkpoint in %s: starting from scratch", config.checkpoint_dir)
     if config.with_tracking:

@@ -242,7 +242,7 @@ def train_mlm(config: TrainConfig, on_step_end=None) -> dict:
     scheduler = build_lr_scheduler(optimizer, config, ds_config, schedule, world)
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler)
-    evaluator = MLMEvaluator(accelerator, model, eval_dataloader, config.checkpoint_dir / "best",
+    evaluator = MLMEvaluator(accelerator, model, eval_dataloader, config.checkpoint_dir / ckpt.BEST_DIR,
                              schedule.batches_per_epoch, config.early_stopping_patience)
     run = Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator)
     logger.info("masked-LM: %d training sequences (%d texts), %d validation; %d steps over %d epoch(s)",
@@ -269,7 +269,7 @@ def write_mlm_model_dir(config: TrainConfig, tokenizer, state: ckpt.TrainerState
     """The masked-LM model directory: weights of the best evaluation, tokenizer, metrics, card, plots."""
     from jbert.train.report import write_mlm_card, write_perplexity_plot
 
-    best_dir = config.checkpoint_dir / "best"
+    best_dir = config.checkpoint_dir / ckpt.BEST_DIR
     settings = JbertSettings(
         normalization=NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace),
         max_length=config.max_length, text_column=config.text_column,
