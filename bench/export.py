@@ -269,6 +269,7 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-base", action="store_true", help="Skip the 12-layer base-shaped model.")
     parser.add_argument("--skip-recipes", action="store_true", help="Only the int8 search (--quantize auto), not the fixed O2/O3 + dynamic int8 recipes.")
     parser.add_argument("--skip-search", action="store_true", help="Only the fixed recipes, not the int8 search.")
+    parser.add_argument("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, help="--min_agreement of MiniLM's int8 search (raise it to see the later tiers).")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
     # Libraries print to stdout (deepspeed's accelerator notice, training logs): stdout is kept
@@ -314,7 +315,8 @@ def run(args) -> dict:
     result["minilm"] = {"training": training}
     if not args.skip_search:
         # Calibrated on the training file the run used (training_config.yaml), measured on the test rows.
-        result["minilm"]["int8_search"] = int8_search(minilm_dir, work_dir, write_csv(work_dir / "validation_all.csv", test_rows))
+        result["minilm"]["int8_search"] = int8_search(minilm_dir, work_dir, write_csv(work_dir / "validation_all.csv", test_rows),
+                                                      min_agreement=args.min_agreement)
     if not args.skip_recipes:
         result["minilm"]["exports"] = export_recipes(minilm_dir, work_dir, validation_file, throughput_texts)
 
