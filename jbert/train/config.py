@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import yaml
 
 from jbert.core.errors import UserError, format_problems
-from jbert.train.launch import DEFAULT_COLLECTIVE_TIMEOUT_SECONDS
+from jbert.train.collective import DEFAULT_COLLECTIVE_TIMEOUT_SECONDS
 
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
 TASKS = ("auto", "single_label", "multi_label", "regression")

@@ -34,6 +34,7 @@ from jbert.train import launch as scaling
 # MODEL_INPUTS, Collator, LengthGroupedSampler and evaluate stay importable from here (and from the
 # old name jbert.training) as they were before the loop was split up.
 from jbert.train.batching import MODEL_INPUTS, Collator, LengthGroupedSampler, training_dataloaders
+from jbert.train.collective import collective_failures_explained
 from jbert.train.config import TrainConfig
 from jbert.train.evaluation import Evaluator, evaluate
 from jbert.train.metrics import ExtraMetrics, resolve_best_metric
@@ -86,7 +87,7 @@ def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> di
     accelerator, ds_config = set_up(config)
     # A process of the run that dies or hangs makes the others' collectives fail: one message, not a
     # backend traceback per rank (and no abort in gloo's threads at exit).
-    with scaling.collective_failures_explained(config.collective_timeout_seconds):
+    with collective_failures_explained(config.collective_timeout_seconds):
         data = load_data(config, accelerator)
         model = build_model(config, accelerator, data)
         run = prepare_run(config, accelerator, ds_config, model, data)
