@@ -6,8 +6,11 @@
 Phase "clean": every client sends one-text /predict requests back to back until --requests have
 been sent; reports throughput, p50/p99 latency and errors (anything but 200). Phase "mixed": the
 same load with every --bad-every'th request malformed (broken JSON, wrong types, empty or unknown
-fields, too many inputs, an oversized body, a too long text with truncate=false): every malformed
-request must get a 4xx, every good one a 200, and /health must still answer 200 afterwards.
+fields, too many inputs, an oversized body, a too long text with truncate=false, a blank text, an
+unpaired surrogate): every malformed request must get a 4xx, every good one a 200, and /health
+must still answer 200 afterwards. Phase "sigterm": the same clients again, SIGTERM after
+--sigterm-after-s: every request must get a 200 or a 503 "draining" (or find the socket closed once
+the drain is over), and the server must exit 0.
 Also reports the server's resident memory. Prints one JSON object; progress goes to stderr.
 The clients run on the same machine as the server, so on a small VM they take CPU from it.
 """
@@ -62,6 +65,8 @@ def malformed_requests(max_inputs: int, max_body: int) -> list[tuple[str, dict]]
         ("oversized_body", {"content": b'{"inputs": ["' + b"a" * max_body + b'"]}'}),
         ("too_long_no_truncate", {"json": {"inputs": ["この商品はとても良いです。" * 200], "truncate": False}}),
         ("invalid_utf8", {"content": b'{"inputs": ["\xff\xfe"]}'}),
+        ("blank_text", {"json": {"inputs": ["\u3000 \u200b"]}}),
+        ("lone_surrogate", {"content": b'{"inputs": ["ok\\ud800"]}'}),
     ]
 
 
@@ -196,6 +201,59 @@ async def run_phase(port: int, texts: list[str], requests: int, clients: int, ba
     return result
 
 
+async def run_sigterm_phase(port: int, server: subprocess.Popen, texts: list[str], clients: int,
+                            signal_after_s: float, max_requests: int = 100_000) -> dict:
+    """Load from `clients` clients, SIGTERM to the server mid-way; what every request got, and the exit."""
+    statuses: dict[str, int] = {}
+    outcomes = {"refused_connection": 0, "closed_without_answer": 0}
+    counter = iter(range(max_requests))  # bounded even if the server never stops
+    signalled = asyncio.Event()
+
+    async def client() -> None:
+        http = RawHTTPClient("127.0.0.1", port)
+        try:
+            for index in counter:
+                body = json.dumps({"inputs": [texts[index % len(texts)]]}, ensure_ascii=False).encode()
+                try:
+                    status, payload = await http.post("/predict", body)
+                except ConnectionRefusedError:
+                    outcomes["refused_connection"] += 1  # the drain is over and the socket closed
+                    return
+                except (OSError, asyncio.IncompleteReadError):
+                    outcomes["closed_without_answer"] += 1
+                    if signalled.is_set():
+                        return
+                    continue
+                key = str(status)
+                if status == 503:
+                    key += " " + json.loads(payload).get("error_type", "?")
+                statuses[key] = statuses.get(key, 0) + 1
+        finally:
+            await http.close()
+
+    async def signal_later() -> float:
+        await asyncio.sleep(signal_after_s)
+        server.send_signal(signal.SIGTERM)
+        signalled.set()
+        return time.perf_counter()
+
+    signal_task = asyncio.create_task(signal_later())
+    await asyncio.gather(*(client() for _ in range(clients)))
+    signalled_at = await signal_task
+    exit_code = await asyncio.to_thread(server.wait, 60)
+    exit_seconds = time.perf_counter() - signalled_at
+    allowed = {"200", "503 draining"}
+    return {
+        "clients": clients,
+        "signal_after_s": signal_after_s,
+        "status_counts": dict(sorted(statuses.items())),
+        **outcomes,
+        "unexpected_statuses": sum(n for key, n in statuses.items() if key not in allowed),
+        "exit_code": exit_code,
+        "seconds_signal_to_exit": round(exit_seconds, 2),
+    }
+
+
 def resident_memory_mb(pid: int) -> dict:
     """VmRSS (now) and VmHWM (peak) of a process, in MiB (Linux)."""
     values = {}
@@ -219,6 +277,7 @@ def main(argv=None) -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
     parser.add_argument("--bad-every", type=int, default=4, help="in the mixed phase, every Nth request is malformed (default 4)")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="server --max-wait-ms (default 5)")
+    parser.add_argument("--sigterm-after-s", type=float, default=1.0, help="in the sigterm phase, seconds of load before SIGTERM (default 1)")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for serve_onnx.py http, e.g. --server-arg=--ort-spinning")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
@@ -268,6 +327,9 @@ def main(argv=None) -> None:
             return next((float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix)), None)
 
         batch_count, batch_sum = metric("jbert_batch_size_count"), metric("jbert_batch_size_sum")
+        log(f"sigterm phase: {args.clients} clients, SIGTERM after {args.sigterm_after_s} s")
+        sigterm = asyncio.run(run_sigterm_phase(port, server, texts, args.clients, args.sigterm_after_s))
+        log(f"sigterm: {sigterm['status_counts']}, exit {sigterm['exit_code']} after {sigterm['seconds_signal_to_exit']} s")
         server_side = {
             "model_calls": batch_count,
             "inference_seconds_total": metric("jbert_inference_duration_seconds_sum"),
@@ -276,7 +338,8 @@ def main(argv=None) -> None:
                                              / metric('jbert_request_duration_seconds_count{path="/predict"}'), 1),
         }
     finally:
-        server.send_signal(signal.SIGTERM)
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -292,8 +355,10 @@ def main(argv=None) -> None:
         "data": source,
         "clean": clean,
         "mixed": mixed,
+        "sigterm": sigterm,
         "healthy_after_mixed": health.status_code == 200,
-        "passed": clean["errors"] == 0 and mixed["errors"] == 0 and mixed["malformed_all_4xx"] and health.status_code == 200,
+        "passed": clean["errors"] == 0 and mixed["errors"] == 0 and mixed["malformed_all_4xx"] and health.status_code == 200
+        and sigterm["unexpected_statuses"] == 0 and sigterm["exit_code"] == 0,
     }
     print(json.dumps(report, ensure_ascii=False, indent=2))
     write_json_out(args.json_out, "http_load", report, argv)

@@ -8,8 +8,8 @@ identical). Prints one JSON object: texts per second of each, and the ratio (tar
                                                        # downloaded cl-tohoku/bert-base-japanese-v3
 
 Without --tokenizer a 32,768-entry-budget WordPiece vocabulary is trained on the benchmark texts
-with `jbert.tokenization.pretrained.train_japanese_wordpiece` (MeCab unidic-lite), like a cl-tohoku v3 model.
-Texts are cleaned with `jbert.text.normalize_text` first, as serving does. Each side is timed as
+with `jbert.tokenization.train_japanese_wordpiece` (MeCab unidic-lite), like a cl-tohoku v3 model.
+Texts are cleaned with `jbert.core.normalize.normalize_text` first, as serving does. Each side is timed as
 the best of --repeats passes over all texts in batches of --batch-size. The fast path memoises
 WordPiece ids per word, so it is timed twice: warm (words seen in an earlier pass, as in a server
 that has run a while) and cold (cache emptied before every pass, as right after start-up).

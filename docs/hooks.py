@@ -10,8 +10,8 @@ the build, so `mkdocs build --strict` in the tests catches it.
 The reference and layout pages are drawn from the package itself, so splitting or renaming a
 module never leaves a page pointing at a module that is gone: `<!-- reference:jbert.serve -->`
 becomes one mkdocstrings block (`::: jbert.serve.runtime`, ...) per public module of that
-sub-package, and `<!-- layout:modules -->` a table of every module with its line count and the
-first line of its docstring.
+sub-package, `<!-- layout:modules -->` a table of every module with its line count and the
+first line of its docstring, and `<!-- layout:legacy -->` the old module names still aliased.
 """
 
 from __future__ import annotations
@@ -72,8 +72,11 @@ def _source(doc: dict) -> str:
     line = f"*Measured with `{doc['command']}` on {doc['date']}"
     if doc.get("git_commit"):
         line += f" (commit `{doc['git_commit']}`)"
-    if doc.get("machine"):
-        line += f"; {doc['machine']}"
+    machine = doc.get("machine") or (doc.get("result") or {}).get("machine")
+    if isinstance(machine, dict):  # as some benchmarks record it: {"cpu": ..., "logical_cpus": 2, ...}
+        machine = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in machine.items() if value is not None)
+    if machine:
+        line += f"; {machine}"
     line += ".*"
     if doc.get("transcribed"):
         line += " *Transcribed from the README of that day; rerun with `--json-out` to replace.*"
@@ -152,9 +155,11 @@ def _export(result: dict, view: str | None) -> str:
         text += "\n\nExport steps (seconds): " + ", ".join(f"{k.replace('_', ' ')} {_num(v)}" for k, v in steps[0].items()) + "."
     if model_key == "minilm" and "training" in result["minilm"]:
         t = result["minilm"]["training"]
-        text = (f"MiniLM-L6 fine-tuned by jbert's loop for {t.get('steps')} steps of batch {t.get('batch_size')} "
-                f"({_num(t.get('seconds'))} s; test accuracy {_num(t.get('test_accuracy'), 3)}, macro-F1 "
-                f"{_num(t.get('test_macro_f1'))}); {result['data']}.\n\n" + text)
+        held_out = t.get("validation_metrics") or {}  # the training run's validation set is the held-out test rows
+        how = "a cached model" if t.get("cached") else (
+            f"{t.get('steps')} steps of batch {t.get('batch_size')}, {_num(t.get('train_seconds'))} s")
+        text = (f"MiniLM-L6 fine-tuned by jbert's loop ({how}; held-out accuracy {_num(held_out.get('accuracy'), 3)}, "
+                f"macro-F1 {_num(held_out.get('macro_f1'), 3)}); data: {result['data']}.\n\n" + text)
     return text
 
 
@@ -218,7 +223,40 @@ def _quickstart(result: dict, view: str | None) -> str:
     return text
 
 
+QUALITY_ARMS = {
+    "baseline": "TF-IDF char 1-3 grams + logistic regression",
+    "scratch": "BERT from scratch, recipe defaults",
+    "mlm": "masked-LM on the unlabeled texts, then fine-tune (offline recipe)",
+    "hp": "the same, fine-tuning settings from --hp_search",
+}
+
+
+def _quality(result: dict, view: str | None) -> str:
+    """bench/quality.py: one table per data set, test accuracy / macro-F1 / seconds per arm."""
+    parts = []
+    for name, dataset in result["datasets"].items():
+        if view and name != view:
+            continue
+        rows = []
+        for arm, figures in dataset["arms"].items():
+            rows.append([QUALITY_ARMS.get(arm, arm), _num(figures["test_accuracy"], 3), _num(figures["test_macro_f1"], 3),
+                         _num(figures["seconds"], 0)])
+        data = dataset["data"]
+        text = f"**{name}** (train {_num(data['train'])}, validation {_num(data['validation'])}, test {_num(data['test'])})\n\n"
+        text += _table(["model", "test accuracy", "test macro-F1", "seconds"], rows)
+        pretraining = dataset.get("mlm_pretraining")
+        if pretraining:
+            text += (f"\n\nMasked-LM pretraining: {_num(pretraining['steps'])} steps, validation perplexity "
+                     f"{_num(pretraining['perplexity_before_training'], 0)} before, "
+                     f"{_num(pretraining['validation_perplexity'], 1)} after (its seconds are in the rows that use it).")
+        parts.append(text)
+    if not parts:
+        raise KeyError(f"no data set {view!r} in the quality results")
+    return "\n\n".join(parts)
+
+
 RENDERERS = {
+    "quality": _quality,
     "train_throughput": _train_throughput,
     "tokenizer": _tokenizer,
     "scaling": _scaling,
@@ -307,9 +345,24 @@ def _layout(config) -> str:
     return _table(["module", "lines", "what it is (first line of its docstring)"], rows)
 
 
+LEGACY = re.compile(r"<!--\s*layout:legacy\s*-->")
+
+
+def _legacy(config) -> str:
+    """The old flat names and their new homes, read from jbert/_legacy.py's LEGACY_MODULES literal."""
+    tree = ast.parse((_repo_root(config) / "jbert" / "_legacy.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        if any(isinstance(t, ast.Name) and t.id == "LEGACY_MODULES" for t in targets):
+            mapping = ast.literal_eval(node.value)
+            return _table(["old name", "imports as"], [[f"`{old}`", f"`{new}`"] for old, new in mapping.items()])
+    raise PluginError("docs hook: jbert/_legacy.py has no LEGACY_MODULES dict")
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     markdown = MARKER.sub(lambda m: render(config, m.group("name"), m.group("view")), markdown)
     markdown = REFERENCE.sub(lambda m: _reference(config, m.group("package")), markdown)
+    markdown = LEGACY.sub(lambda m: _legacy(config), markdown)
     return LAYOUT.sub(lambda m: _layout(config), markdown)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import warnings
 
@@ -48,6 +49,10 @@ class _LegacyAliasLoader(importlib.abc.Loader):
         module = importlib.import_module(self.new_name)
         self.real_spec = module.__spec__
         return module
+
+    def get_code(self, fullname):
+        """The new module's code, so `python -m jbert.launch` still runs what `jbert.train.launch` runs."""
+        return importlib.util.find_spec(self.new_name).loader.get_code(self.new_name)
 
     def exec_module(self, module):
         # The import system stamps the alias spec on the shared module object; give it back its own,

@@ -202,3 +202,12 @@ def test_launcher_as_a_real_process_exits_2(small_data):
                              *tiny_args(small_data)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "none.yaml does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_launcher_help_shows_usage_and_starts_nothing(monkeypatch, capsys):
+    for argv in (["--help"], ["-h"], ["--config_file", "accelerate_configs/cpu.yaml", "--help"]):
+        code, _, started = _launch_cli(argv, monkeypatch, capsys)
+        assert code == 0 and not started
+    assert "python -m jbert.train.launch --config_file accelerate_configs/multi_cpu.yaml --" in launch.__doc__
+    launch._cli(["--help"])
+    assert "Everything before `--` goes to `accelerate launch`" in capsys.readouterr().out

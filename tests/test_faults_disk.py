@@ -175,8 +175,6 @@ def test_scoring_out_of_space_leaves_no_output_and_resumes_every_row_once(export
         "reviews.csv", "scored.csv"]
 
 
-@pytest.mark.xfail(strict=True, reason="scoring lets the OSError of a full disk escape as a traceback (exit 1); "
-                   "see docs/_incoming/faults.md")
 def test_scoring_out_of_space_is_one_clear_message(exported, tmp_path):
     _, export_dir = exported
     source = tmp_path / "reviews.csv"

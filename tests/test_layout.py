@@ -166,3 +166,10 @@ def test_each_cli_answers_help(argv, expected):
     done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout
+
+
+def test_old_module_name_still_runs_with_python_dash_m():
+    """`python -m jbert.launch` (documented before the layout change) runs jbert.train.launch."""
+    done = subprocess.run([sys.executable, "-m", "jbert.launch"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "usage: python -m jbert.train.launch --config_file" in done.stderr

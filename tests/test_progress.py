@@ -103,6 +103,13 @@ def test_interval_from_the_environment(monkeypatch):
         assert default_interval() == 10.0
 
 
+@pytest.mark.parametrize("value, text", [(1.0, "1.0000"), (0.03058, "0.0306"), (0.0, "0.0000"), (2.5e-5, "2.5e-05"), (7, "7")])
+def test_values_read_as_fixed_decimals(value, text):
+    progress = Progress(total=None, stream=io.StringIO(), interval=1.0, clock=FakeClock())
+    progress.set_values(loss=value)
+    assert progress.line().endswith(f"loss={text}")
+
+
 @pytest.mark.parametrize("seconds, text", [(0, "0s"), (35.4, "35s"), (258, "4m18s"), (3720, "1h02m")])
 def test_durations_are_short(seconds, text):
     assert format_duration(seconds) == text

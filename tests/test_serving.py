@@ -248,10 +248,55 @@ def test_real_server_on_loopback(export_dir):
                 time.sleep(0.02)
             server.send_signal(signal.SIGTERM)
             assert [f.result().status_code for f in waiting] == [200] * 4
-        # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM.
-        assert server.wait(timeout=30) in (0, -signal.SIGTERM)
+        # A drained shutdown exits 0 (uvicorn alone would re-raise the signal: -SIGTERM).
+        assert server.wait(timeout=30) == 0
         assert "Application shutdown complete" in server.stdout.read()
     finally:
         if server.poll() is None:
             server.kill()
             server.wait(timeout=10)
+
+
+def test_openapi_states_every_answer_and_limit(client):
+    schema = client.get("/openapi.json").json()
+    operations = {(path, method): op for path, item in schema["paths"].items() for method, op in item.items()}
+    assert set(operations) == {("/predict", "post"), ("/health", "get"), ("/info", "get"), ("/metrics", "get")}
+    assert set(operations["/predict", "post"]["responses"]) == {"200", "400", "413", "422", "503", "500"}
+    assert set(operations["/health", "get"]["responses"]) == {"200", "503", "500"}
+    for (path, _), operation in operations.items():
+        assert "security" not in operation  # no key configured
+        for status, response in operation["responses"].items():
+            media_type = "text/plain" if (path, status) == ("/metrics", "200") else "application/json"
+            assert list(response["content"]) == [media_type], (path, status)
+            if status != "200":
+                assert response["content"][media_type]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    body = schema["components"]["schemas"]["PredictRequest"]
+    assert body["additionalProperties"] is False and body["required"] == ["inputs"]
+    one, many = body["properties"]["inputs"]["anyOf"]
+    assert many["minItems"] == 1 and many["maxItems"] == 8  # the fixture's max_client_batch_size
+    assert one["minLength"] == 1 and one["maxLength"] == 95_000 and one["pattern"].startswith("[^")
+
+
+def test_not_blank_pattern_reads_the_same_in_python_and_rust_and_matches_the_server(client):
+    """The pattern is checked by Python's re (Schemathesis generates with it) and by jsonschema-rs
+    (it validates with it): both must agree with each other and with the server on every character
+    that clean-up can remove, and on a few that it keeps."""
+    import re
+
+    import jsonschema_rs
+
+    from jbert.serve.http_schema import blank_characters
+
+    body = client.get("/openapi.json").json()["components"]["schemas"]["PredictRequest"]
+    pattern = body["properties"]["inputs"]["anyOf"][0]["pattern"]
+    validator = jsonschema_rs.validator_for(body)
+    classifier = client.app.state.batcher.model
+    blanks = blank_characters(lambda char: classifier.input_problem(char) is None)
+    assert {" ", "\u3000", "\t", "\x00", "\ufeff", "\u200b", "\U000E0001"} <= set(blanks)
+    for char in blanks + ["犬", "a", "\u200d", "\U0001F600", "\u0301"]:
+        in_python = re.search(pattern, char) is not None
+        assert in_python == validator.is_valid({"inputs": char}), repr(char)
+        assert in_python == (char not in blanks), repr(char)
+    for text in (" \u3000", "\x00\ufeff", "犬 "):
+        status = client.post("/predict", json={"inputs": text}).status_code
+        assert (status == 200) == (re.search(pattern, text) is not None), (repr(text), status)

@@ -13,7 +13,8 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
 EXPORT DIR (written by export, read by serving)
     model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
     config.json, tokenizer files, jbert.json   copied from the model dir
-    manifest.json          Manifest: files, default file, task, labels, parity figures, versions
+    manifest.json          Manifest: files, default file, task, labels, parity figures, versions,
+                           the int8 search and the sha256 of every other file (checked at load)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from jbert.core.errors import UserError
+from jbert.core.file_hashes import hash_directory, mismatched_files
 from jbert.core.normalize import NormalizationConfig
 
 SETTINGS_FILE = "jbert.json"
@@ -342,6 +344,8 @@ class Manifest:
     versions: dict = field(default_factory=dict)  # onnxruntime, optimum, transformers, torch
     opset: int | None = None
     validation: dict = field(default_factory=dict)  # texts, batch sizes, tolerances, tokenizer checks
+    quantization: dict = field(default_factory=dict)  # CPU target, calibration, every int8 candidate's figures
+    files: dict = field(default_factory=dict)  # file name -> sha256 of every file of the export but manifest.json
     format_version: int = MANIFEST_FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -377,6 +381,20 @@ class Manifest:
         """Write `manifest.json` into a directory."""
         write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
 
+    def record_files(self, directory: str | os.PathLike) -> None:
+        """Set `files` to the sha256 of every file in DIRECTORY (except manifest.json), before `save`."""
+        self.files = hash_directory(directory, exclude=(MANIFEST_FILE,))
+
+    def verify_files(self, directory: str | os.PathLike) -> None:
+        """Refuse an export whose files changed since export: UserError naming each missing or changed file.
+
+        Exports written before the hashes were recorded (no `files`) are accepted as they are.
+        """
+        problems = mismatched_files(directory, self.files, listed_in=str(Path(directory) / MANIFEST_FILE))
+        if problems:
+            raise UserError(f"refusing to load {directory}: " + "; ".join(problems)
+                            + ". Copy the complete export directory again or re-export the model with export.py")
+
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Manifest":
         """Read and validate `manifest.json` of an export directory."""
@@ -390,3 +408,4 @@ class Manifest:
                 f"(create one with: python export.py MODEL_DIR {directory})"
             )
         return cls.from_dict(read_json(path), where=str(path))
+

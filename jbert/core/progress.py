@@ -58,7 +58,8 @@ def format_duration(seconds: float) -> str:
 
 def _format_value(value: object) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        # Metrics and losses read best with fixed decimals (0.9833, 1.0000); tiny or huge ones need exponents.
+        return f"{value:.4f}" if 1e-3 <= abs(value) < 1e5 or value == 0 else f"{value:.4g}"
     return str(value)
 
 

@@ -9,16 +9,24 @@ Only the standard library is used (no pandas), because the serving install has n
 
 from __future__ import annotations
 
-import codecs
 import csv
 import difflib
 import json
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from jbert.core.encodings import (  # noqa: F401  (re-exported: the readers' public names)
+    AUTO_ENCODINGS,
+    ENCODING_SAMPLE_BYTES,
+    decoded_lines,
+    detect_encoding,
+    detect_sample_encoding,
+    resolve_encoding,
+)
 from jbert.core.errors import UserError
 
 # Extension -> format. `.txt` exports from Excel ("Unicode text") and most corpora are tab-separated.
@@ -31,60 +39,9 @@ FORMAT_BY_EXTENSION = {
     ".ndjson": "jsonl",
 }
 TEXT_FORMATS = ("csv", "tsv", "jsonl")
-AUTO_ENCODINGS = ("utf-8-sig", "utf-8", "cp932")
-
-# How much of a file `detect_encoding` reads. Scoring files can be many GB; the first 16 MiB decide
-# reliably, and a file that changes encoding later still fails with its exact line number.
-ENCODING_SAMPLE_BYTES = 16 * 1024 * 1024
-
-_UTF8_BOM = codecs.BOM_UTF8
-_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-_READ_CHUNK = 1024 * 1024
 
 # Japanese texts with many line breaks inside one quoted cell can exceed csv's 128 KiB default.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-
-
-def detect_encoding(path: str | os.PathLike) -> str:
-    """Return the encoding of a text file: "utf-8-sig" (BOM), "utf-8" or "cp932" (Shift_JIS).
-
-    UTF-8 is tried first because valid UTF-8 Japanese text almost never decodes as cp932 and vice
-    versa. A file that is neither (or UTF-16, which Excel's "Unicode text" writes) is a UserError.
-    """
-    path = Path(path)
-    _check_is_file(path)
-    with open(path, "rb") as handle:
-        sample = handle.read(ENCODING_SAMPLE_BYTES)
-        at_end = not handle.read(1)
-    return detect_sample_encoding(sample, complete=at_end, where=str(path))
-
-
-def detect_sample_encoding(sample: bytes, complete: bool = True, where: str = "the input") -> str:
-    """The encoding of the first bytes of a stream (e.g. standard input): as `detect_encoding`.
-
-    `complete` says the sample is the whole input; otherwise a multi-byte character cut off at
-    its end is not held against the sample. `where` names the input in error messages.
-    """
-    if sample.startswith(_UTF8_BOM):
-        return "utf-8-sig"
-    if sample.startswith(_UTF16_BOMS):
-        raise UserError(
-            f"{where} is UTF-16 encoded (Excel's 'Unicode text' export); save it as "
-            "'CSV UTF-8' or convert it, e.g. `iconv -f UTF-16 -t UTF-8 in.txt > out.txt`"
-        )
-    if _decodes(sample, "utf-8", complete):
-        return "utf-8"
-    if _mostly_utf8(sample):
-        # cp932 often "decodes" UTF-8 Japanese into mojibake without complaint; a UTF-8 file with
-        # a few broken bytes is read as UTF-8 so that the error names the broken line.
-        return "utf-8"
-    if _decodes(sample, "cp932", complete):
-        return "cp932"
-    line_number, bad = _first_undecodable_line(sample, "utf-8")
-    raise UserError(
-        f"{where}, line {line_number}: the file is neither UTF-8 nor cp932 (Shift_JIS) (bytes {bad!r}); "
-        "pass --encoding with its real encoding (e.g. --encoding euc_jp) or re-save it as UTF-8"
-    )
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -105,14 +62,15 @@ def read_columns(path: str | os.PathLike, encoding: str = "auto", fmt: str | Non
     path = Path(path)
     fmt = _resolve_format(path, fmt)
     encoding = resolve_encoding(path, encoding)
-    lines = _decoded_lines(path, encoding)
+    lines = decoded_lines(path, encoding)
     try:
         if fmt == "jsonl":
             for _, row in _iter_jsonl(path, lines):
                 return list(row)
             return []
-        header = next(csv.reader(_texts(lines), **csv_dialect(fmt)), None)
-        return _clean_header(header) if header else []
+        tracker = _LineTracker(lines)
+        header = _read_header(path, csv.reader(tracker, **csv_dialect(fmt)), tracker, fmt)
+        return header[1] if header else []
     finally:
         lines.close()  # only the first row was needed: close the file now
 
@@ -130,29 +88,11 @@ def iter_rows(
     path = Path(path)
     fmt = _resolve_format(path, fmt)
     encoding = resolve_encoding(path, encoding)
-    lines = _decoded_lines(path, encoding)
+    lines = decoded_lines(path, encoding)
     if fmt == "jsonl":
         yield from _iter_jsonl(path, lines)
     else:
         yield from _iter_delimited(path, lines, fmt)
-
-
-def resolve_encoding(path: str | os.PathLike, encoding: str | None) -> str:
-    """Turn "auto"/None into the detected encoding; check that a named encoding exists.
-
-    "shift_jis" (and its aliases) is read as cp932, its Microsoft superset: what Japanese users
-    call Shift_JIS is what Excel writes, with ① ㈱ and NEC/IBM kanji that strict Shift_JIS rejects.
-    """
-    if encoding in (None, "", "auto"):
-        return detect_encoding(path)
-    try:
-        codec_name = codecs.lookup(encoding).name
-    except LookupError:
-        raise UserError(
-            f"--encoding {encoding!r} is not a known encoding; use auto, utf-8, utf-8-sig, cp932 or shift_jis"
-        ) from None
-    _check_is_file(Path(path))
-    return "cp932" if codec_name == "shift_jis" else encoding
 
 
 def suggest_column(name: str, columns: Iterable[str]) -> str:
@@ -171,13 +111,6 @@ def suggest_column(name: str, columns: Iterable[str]) -> str:
 # --------------------------------------------------------------------------- internals
 
 
-def _check_is_file(path: Path) -> None:
-    if not path.exists():
-        raise UserError(f"{path} does not exist; check the path")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, not a CSV/TSV/JSON lines file")
-
-
 def _resolve_format(path: Path, fmt: str | None) -> str:
     if fmt is None:
         return detect_format(path)
@@ -189,42 +122,14 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
 def csv_dialect(fmt: str) -> dict:
     """csv.reader/csv.writer keyword arguments for "csv" or "tsv", so readers and writers agree."""
     # Standard quoting for both: Excel and pandas quote cells holding delimiters, quotes or line
-    # breaks in CSV and TSV alike; a quote in the middle of a cell stays literal.
-    return {"delimiter": "\t" if fmt == "tsv" else ",", "quotechar": '"', "doublequote": True}
+    # breaks in CSV and TSV alike; a quote in the middle of a cell stays literal. strict: a cell
+    # that opens a quote it never closes, or closes it with more text behind, is an error naming
+    # its line; lenient parsing would swallow every following row into that cell without a word
+    # (a hand-written TSV line starting with '"' merged the rest of the file into one row).
+    return {"delimiter": "\t" if fmt == "tsv" else ",", "quotechar": '"', "doublequote": True, "strict": True}
 
 
 _csv_dialect = csv_dialect  # the name jbert.serve.scoring imports today
-
-
-def _decoded_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
-    """Yield (line_number, text line with its line ending) decoded line by line.
-
-    Decoding each line separately (instead of a text-mode file) is what lets a decoding error
-    report its line. Splitting the bytes on b"\\n" is safe for UTF-8 and cp932: neither uses the
-    byte 0x0A inside a multi-byte character.
-    """
-    codec_name = codecs.lookup(encoding).name
-    strip_bom = codec_name in ("utf-8", "utf-8-sig")
-    alternatives = [hint for name, hint in (("cp932", "--encoding cp932 (Japanese Excel / Shift_JIS)"),
-                                            ("utf-8", "--encoding utf-8")) if name != codec_name]
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if line_number == 1 and strip_bom and raw.startswith(_UTF8_BOM):
-                raw = raw[len(_UTF8_BOM):]
-            try:
-                yield line_number, raw.decode(encoding)
-            except UnicodeDecodeError as err:
-                bad = raw[max(err.start - 2, 0): err.end + 2]
-                raise UserError(
-                    f"{path}, line {line_number}: bytes {bad!r} cannot be decoded as {encoding}; "
-                    f"the file (or this part of it) uses another encoding: pass {', '.join(alternatives)} "
-                    "or --encoding with the file's real encoding"
-                ) from None
-
-
-def _texts(lines: Iterator[tuple[int, str]]) -> Iterator[str]:
-    for _, text in lines:
-        yield text
 
 
 class _LineTracker:
@@ -241,26 +146,38 @@ class _LineTracker:
 
 
 def _clean_header(header: list[str]) -> list[str]:
-    return [name.strip() for name in header]
+    # A BOM inside a name (a file saved twice with a BOM) is invisible to the user who must type it.
+    return [name.replace("\ufeff", "").strip() for name in header]
+
+
+def _read_header(path: Path, reader, tracker: _LineTracker, fmt: str) -> tuple[int, list[str]] | None:
+    """(line, cleaned column names) of the first non-blank record, or None for a file without one."""
+    try:
+        for header in reader:
+            if header:  # blank lines above the header hold nothing
+                return tracker.last_line, _clean_header(header)
+    except csv.Error as err:
+        raise UserError(f"{path}, line {tracker.last_line}: malformed {fmt.upper()} header ({_explain(err)})") from None
+    return None
 
 
 def _iter_delimited(path: Path, lines: Iterator[tuple[int, str]], fmt: str) -> Iterator[tuple[int, dict]]:
     tracker = _LineTracker(lines)
     reader = csv.reader(tracker, **csv_dialect(fmt))
+    header = _read_header(path, reader, tracker, fmt)
+    if header is None:
+        return
+    header_line, columns = header
+    duplicates = sorted({c for c in columns if columns.count(c) > 1})
+    if duplicates:
+        raise UserError(f"{path}, line {header_line}: the header repeats the column(s) {duplicates}; rename them")
+    width = len(columns)
+    record_start = tracker.last_line + 1
     try:
-        header = next(reader, None)
-        if not header:
-            return
-        columns = _clean_header(header)
-        duplicates = sorted({c for c in columns if columns.count(c) > 1})
-        if duplicates:
-            raise UserError(f"{path}, line 1: the header repeats the column(s) {duplicates}; rename them")
-        width = len(columns)
-        record_start = tracker.last_line + 1
         for cells in reader:
             line_number, record_start = record_start, tracker.last_line + 1
-            if not cells or (len(cells) == 1 and cells[0] == "" and width > 1):
-                continue  # blank line
+            if not cells:
+                continue  # a blank line; a line holding only "" is a row whose first cell is empty
             if len(cells) > width:
                 extra = cells[width:]
                 if any(cell.strip() for cell in extra):
@@ -275,7 +192,18 @@ def _iter_delimited(path: Path, lines: Iterator[tuple[int, str]], fmt: str) -> I
                 row[missing] = None
             yield line_number, row
     except csv.Error as err:
-        raise UserError(f"{path}, line {tracker.last_line}: malformed {fmt.upper()} ({err})") from None
+        where = f"line {record_start}" if record_start == tracker.last_line else f"lines {record_start}-{tracker.last_line}"
+        raise UserError(f"{path}, {where}: malformed {fmt.upper()} ({_explain(err)})") from None
+
+
+def _explain(err: csv.Error) -> str:
+    # csv's own wording suggests "universal-newline mode", which is no help to someone with a file.
+    if "new-line character seen in unquoted field" in str(err):
+        return 'a carriage return (\\r) inside an unquoted cell; quote the cell ("...") or remove the \\r'
+    if "unexpected end of data" in str(err) or "expected after" in str(err):
+        return (f"{err}: a cell that starts with a double quote must end with one, and quotes inside it "
+                'are written twice (""); a cell meant to start with a literal quote must itself be quoted')
+    return str(err)
 
 
 def _iter_jsonl(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict]]:
@@ -304,7 +232,33 @@ def _iter_jsonl(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[
                 f"{path}, line {line_number}: a JSON {type(row).__name__} where an object "
                 '{"column": value, ...} was expected'
             )
+        if "\\u" in text:
+            _check_no_surrogates(path, line_number, row)
         yield line_number, row
+
+
+# Half of a UTF-16 surrogate pair: only a JSON escape such as "\ud800" can put one into a str here
+# (the bytes are decoded strictly), and no tokenizer or file writer accepts it downstream.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _check_no_surrogates(path: Path, line_number: int, value) -> None:
+    """UserError naming the line when a string (key or value, at any depth) holds an unpaired surrogate."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found:
+            raise UserError(
+                f"{path}, line {line_number}: the JSON escape \\u{ord(found.group()):04x} is half of a "
+                "UTF-16 surrogate pair without its other half, so the text is not valid Unicode; "
+                "write the character itself or both halves of the pair (e.g. \\ud83d\\ude00)"
+            )
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_no_surrogates(path, line_number, key)
+            _check_no_surrogates(path, line_number, item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_no_surrogates(path, line_number, item)
 
 
 def _reject_constant(name: str):
@@ -367,38 +321,12 @@ def _iter_json_array(path: Path, first, lines) -> Iterator[tuple[int, dict]]:
             raise UserError(f"{path}, line {buffer_line}: a JSON {type(value).__name__} where an object was expected")
         if not expecting_value:
             raise UserError(f"{path}, line {buffer_line}: missing ',' between objects of the JSON array")
+        if "\\u" in buffer[:end]:
+            _check_no_surrogates(path, buffer_line, value)
         yield buffer_line, value
         buffer_line += buffer[:end].count("\n")
         buffer = buffer[end:]
         expecting_value = False
-
-
-def _decodes(sample: bytes, encoding: str, at_end: bool) -> bool:
-    decoder = codecs.getincrementaldecoder(encoding)()
-    try:
-        # final only at the real end: a sample may stop in the middle of a multi-byte character
-        decoder.decode(sample, final=at_end)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _mostly_utf8(sample: bytes) -> bool:
-    """True when UTF-8 decodes nearly all non-ASCII text of the sample (and fails only here and there)."""
-    text = sample.decode("utf-8", errors="replace")
-    broken = text.count("\ufffd")
-    non_ascii = sum(1 for char in text if ord(char) > 127) - broken
-    return non_ascii >= 3 * broken  # cp932 text read as UTF-8 is nearly all U+FFFD
-
-
-def _first_undecodable_line(sample: bytes, encoding: str) -> tuple[int, bytes]:
-    """(1-based line number, a few bytes around the problem) of the first line that fails to decode."""
-    for line_number, raw in enumerate(sample.split(b"\n"), start=1):
-        try:
-            raw.decode(encoding)
-        except UnicodeDecodeError as err:
-            return line_number, raw[max(err.start - 2, 0): err.end + 2]
-    return 1, sample[:8]
 
 
 def is_missing(value: object) -> bool:

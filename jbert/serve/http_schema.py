@@ -157,8 +157,11 @@ def predict_request_schema(limits: ServeLimits, is_pair: bool, text_pattern: str
     else:
         one = text
     many = {"type": "array", "items": one, "minItems": 1, "maxItems": limits.max_client_batch_size}
+    first, second = (["この商品はとても良いです。", "また買いたい。"], ["最悪の料理でした。", "二度と行かない。"]) if is_pair \
+        else ("この商品はとても良いです。", "最悪の料理でした。")
     return {
         "type": "object",
+        "examples": [{"inputs": first}, {"inputs": [first, second], "top_k": 2, "truncate": True}],
         "required": ["inputs"],
         "additionalProperties": False,
         "properties": {

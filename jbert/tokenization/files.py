@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -107,12 +108,14 @@ def build_encoding(
             else:
                 ids_to_move = second_remove // 2
                 pair_ids_to_move = first_remove + second_remove - (second_remove // 2)
+            before = len_ids + len_pair
             if truncation_side == "left":
                 ids, pair_ids = ids[ids_to_move:], pair_ids[pair_ids_to_move:]
             else:
                 ids = ids[:-ids_to_move] if ids_to_move > 0 else ids
                 pair_ids = pair_ids[:-pair_ids_to_move] if pair_ids_to_move > 0 else pair_ids
-            truncated = True
+            # Truncated only when tokens really went: two empty texts at max_length 2 lose nothing.
+            truncated = len(ids) + len(pair_ids) < before
     if pair_ids is None:
         return EncodedText([cls_id, *ids, sep_id], [0] * (len(ids) + 2), truncated)
     return EncodedText(
@@ -121,15 +124,38 @@ def build_encoding(
 
 
 def check_inputs(texts: Sequence[str], text_pairs: Sequence[str] | None) -> None:
-    for position, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{position}] is {type(text).__name__}, expected str")
-    if text_pairs is not None:
-        if len(text_pairs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(text_pairs)} text_pairs; give one second text per text")
-        for position, text in enumerate(text_pairs):
+    """TypeError/ValueError naming the first input no tokenizer can take, before any work is done.
+
+    An unpaired surrogate (a str such as json.loads('"\\ud800"') gives) is rejected here with its
+    position: MeCab and the Rust tokenizers would fail on it anyway, deep inside and for the whole
+    batch, with a UnicodeEncodeError that does not say which text it was.
+    """
+    for name, values in (("texts", texts), ("text_pairs", text_pairs)):
+        if values is None:
+            continue
+        if name == "text_pairs" and len(values) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(values)} text_pairs; give one second text per text")
+        for position, text in enumerate(values):
             if not isinstance(text, str):
-                raise TypeError(f"text_pairs[{position}] is {type(text).__name__}, expected str")
+                raise TypeError(f"{name}[{position}] is {type(text).__name__}, expected str")
+            surrogate = find_unpaired_surrogate(text)
+            if surrogate is not None:
+                raise ValueError(
+                    f"{name}[{position}] holds an unpaired surrogate U+{ord(text[surrogate]):04X} at character "
+                    f"{surrogate}, which is not valid Unicode; replace it (e.g. with U+FFFD) before tokenizing"
+                )
+
+
+# str can hold lone UTF-16 surrogates (from "\ud800" JSON escapes or surrogateescape decoding).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def find_unpaired_surrogate(text: str) -> int | None:
+    """Index of the first unpaired surrogate code point in `text` (not valid Unicode), or None."""
+    if text.isascii():
+        return None
+    found = _SURROGATE.search(text)
+    return found.start() if found else None
 
 
 

@@ -13,16 +13,18 @@ What the training processes need from this module (jbert.train.loop calls them):
   GPU must build the Accelerator with cpu=True (DDP over gloo), or each process silently trains alone as
   "rank 0 of 1"; DeepSpeed processes need backend="gloo" instead, because cpu=True makes Accelerate drop
   DeepSpeed. The collective timeout is set here, deliberately, for every backend (see below).
-  What a lost or hung process does to the others is jbert.train.collective's part.
+- `collective_failures_explained(timeout)`: when another process of the run dies or hangs, the survivors'
+  collectives fail (at once for a dead process on the same machine, after the timeout for a hung one or a
+  lost machine); this turns the backend's exception into one message saying what happened and what to do.
 - `verify_process_group(accelerator)`: refuse to train when the launcher started N processes but the
   Accelerator sees a different world (the two-rank-0-copies trap).
-- `prepare_deepspeed_config(accelerator, config)`: DeepSpeed JSON numbers that contradict our flags are
-  an error; "auto" clipping and optimizer fields are filled from the flags.
+- `prepare_deepspeed_config(accelerator, config)` (in jbert.train.deepspeed_config): DeepSpeed JSON
+  numbers that contradict our flags are an error; "auto" clipping and optimizer fields are filled from the flags.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import subprocess
 import sys
@@ -33,8 +35,10 @@ from typing import Optional, Sequence
 import yaml
 
 from jbert.core.errors import UserError, format_problems, run_cli
+# The DeepSpeed checks live in jbert.train.deepspeed_config; their names stay importable from here.
+from jbert.train.deepspeed_config import (DS_SCHEDULER_FOR, active_deepspeed_config, deepspeed_batch_problems,  # noqa: F401
+                                          deepspeed_json_path, load_deepspeed_json, prepare_deepspeed_config)
 
-DS_SCHEDULER_FOR = {"linear": "WarmupDecayLR", "cosine": "WarmupCosineLR", "constant": "WarmupLR"}
 KNOWN_DISTRIBUTED_TYPES = {"NO", "MULTI_CPU", "MULTI_GPU", "DEEPSPEED", "FSDP", "MULTI_XPU", "MULTI_NPU",
                            "MULTI_MLU", "MULTI_MUSA", "MULTI_HPU", "MULTI_SDAA", "MULTI_NEURON", "XLA", "MEGATRON_LM"}
 
@@ -97,6 +101,74 @@ def accelerator_init_kwargs(collective_timeout_seconds: Optional[float] = None) 
     return kwargs
 
 
+class CollectiveFailure(UserError):
+    """Another process of a multi-process run died or stopped answering: not the user's input (exit code 1),
+    but one clear message without a traceback, like a UserError."""
+
+    exit_code = 1
+
+
+# What gloo, NCCL and torch.distributed say when a peer is gone or silent (torch 2.x wraps most of
+# them in DistBackendError, older paths raise a plain RuntimeError with this text).
+_PEER_LOST_TEXTS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "Socket closed",
+                    "ECONNRESET", "EPIPE", "NCCL communicator was aborted", "NCCL error", "remote process exited")
+_TIMEOUT_TEXTS = ("Timed out waiting", "timed out", "Timeout", "watchdog")
+
+
+def describe_collective_failure(err: BaseException, timeout_seconds: Optional[float]) -> Optional[str]:
+    """One readable sentence for a failed collective operation, or None when `err` is something else."""
+    import torch.distributed as dist
+
+    text = str(err)
+    is_distributed = isinstance(err, getattr(dist, "DistError", ())) or "gloo" in text or "NCCL" in text \
+        or "ProcessGroup" in text
+    if not is_distributed:
+        return None
+    rank = os.environ.get("RANK", "?")
+    world = os.environ.get("WORLD_SIZE", "?")
+    detail = text.strip().splitlines()[0][:300] if text.strip() else type(err).__name__
+    if any(marker in text for marker in _PEER_LOST_TEXTS):
+        what = "another process of this run has died (its connection closed)"
+    elif any(marker in text for marker in _TIMEOUT_TEXTS):
+        limit = f"{timeout_seconds:g} s, --collective_timeout_seconds" if timeout_seconds else "the collective timeout"
+        what = f"another process of this run stopped answering for longer than the collective timeout ({limit})"
+    else:
+        what = "a collective operation between the processes of this run failed"
+    return (
+        f"process {rank} of {world}: {what} [{type(err).__name__}: {detail}]. This process stops too. "
+        "Look at the other processes' logs (and the other machines') for the cause; then restart the whole run "
+        "with --resume_from_checkpoint latest to continue from the newest complete checkpoint"
+    )
+
+
+@contextlib.contextmanager
+def collective_failures_explained(collective_timeout_seconds: Optional[float] = None):
+    """Turn a failed collective (a peer died, hung past the timeout, or its machine vanished) into a
+    CollectiveFailure with one readable message.
+
+    On any exception the process group is torn down before the exception leaves: the process then
+    exits with its own message and code instead of aborting in gloo's threads at interpreter exit,
+    and the other processes see their connections close at once instead of waiting out the timeout.
+    """
+    try:
+        yield
+    except Exception as err:
+        _abandon_process_group()
+        message = describe_collective_failure(err, collective_timeout_seconds)
+        if message is None:
+            raise
+        raise CollectiveFailure(message) from err
+
+
+def _abandon_process_group() -> None:
+    """Destroy the default process group if there is one; a broken group may refuse, which is fine."""
+    import torch.distributed as dist
+
+    with contextlib.suppress(Exception):
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def verify_process_group(accelerator) -> None:
     """Refuse to train when the launcher's world size and the Accelerator's disagree."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
@@ -106,88 +178,6 @@ def verify_process_group(accelerator) -> None:
             f"(distributed type {accelerator.distributed_type}); every process would train alone as rank 0. "
             "Launch with a config from accelerate_configs/ (CPU: multi_cpu.yaml; DeepSpeed on CPU: DS_ACCELERATOR=cpu)"
         )
-
-
-def deepspeed_batch_problems(ds_config: dict, *, per_device_train_batch_size: int, gradient_accumulation_steps: int,
-                             num_processes: int, max_grad_norm: float, learning_rate: float,
-                             lr_scheduler_type: str, source: str = "the DeepSpeed config") -> list[str]:
-    """Explicit (non-"auto") DeepSpeed values that contradict the training flags, one message each."""
-    problems = []
-
-    def explicit(value) -> bool:
-        return value is not None and value != "auto"
-
-    micro = ds_config.get("train_micro_batch_size_per_gpu")
-    if explicit(micro) and int(micro) != per_device_train_batch_size:
-        problems.append(f"{source} has train_micro_batch_size_per_gpu {micro} but --per_device_train_batch_size is "
-                        f"{per_device_train_batch_size}; set it to \"auto\" or make them equal")
-    accumulation = ds_config.get("gradient_accumulation_steps")
-    if explicit(accumulation) and int(accumulation) != gradient_accumulation_steps:
-        problems.append(f"{source} has gradient_accumulation_steps {accumulation} but --gradient_accumulation_steps "
-                        f"is {gradient_accumulation_steps}; set it to \"auto\" or make them equal")
-    total = ds_config.get("train_batch_size")
-    expected = per_device_train_batch_size * gradient_accumulation_steps * num_processes
-    if explicit(total) and int(total) != expected:
-        problems.append(f"{source} has train_batch_size {total} but {per_device_train_batch_size} per device x "
-                        f"{gradient_accumulation_steps} accumulation x {num_processes} processes = {expected}; "
-                        "set it to \"auto\"")
-    clipping = ds_config.get("gradient_clipping")
-    if explicit(clipping) and float(clipping) != float(max_grad_norm):
-        problems.append(f"{source} has gradient_clipping {clipping} but --max_grad_norm is {max_grad_norm}; "
-                        "set it to \"auto\" or make them equal")
-    optimizer_lr = (ds_config.get("optimizer") or {}).get("params", {}).get("lr")
-    if explicit(optimizer_lr) and float(optimizer_lr) != float(learning_rate):
-        problems.append(f"{source} has optimizer lr {optimizer_lr} but --learning_rate is {learning_rate}; "
-                        "set it to \"auto\" or make them equal")
-    scheduler_type = (ds_config.get("scheduler") or {}).get("type")
-    wanted = DS_SCHEDULER_FOR.get(lr_scheduler_type)
-    if scheduler_type and scheduler_type in DS_SCHEDULER_FOR.values() and scheduler_type != wanted:
-        problems.append(f"{source} has scheduler {scheduler_type} but --lr_scheduler_type {lr_scheduler_type} "
-                        f"means {wanted}; change one of them (or drop the scheduler block to use the flag)")
-    return problems
-
-
-def active_deepspeed_config(accelerator) -> Optional[dict]:
-    """The DeepSpeed config dict of this run (still holding "auto" values before prepare), or None."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type != DistributedType.DEEPSPEED:
-        return None
-    return accelerator.state.deepspeed_plugin.deepspeed_config
-
-
-def prepare_deepspeed_config(accelerator, config) -> Optional[dict]:
-    """Check the DeepSpeed JSON against the flags and fill the "auto" values Accelerate leaves to the script."""
-    ds_config = active_deepspeed_config(accelerator)
-    if ds_config is None:
-        return None
-    problems = deepspeed_batch_problems(
-        ds_config, per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps, num_processes=accelerator.num_processes,
-        max_grad_norm=config.max_grad_norm, learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler_type)
-    if problems:
-        raise UserError(format_problems("DeepSpeed config contradicts the training flags", problems))
-    # Filled here rather than by Accelerate: it takes the micro batch from min(train, eval) dataloader
-    # batch sizes, and "auto" clipping becomes 1.0 whatever --max_grad_norm says (DeepSpeed clips inside
-    # engine.step; accelerator.clip_grad_norm_ does nothing there).
-    filled = {
-        "train_micro_batch_size_per_gpu": config.per_device_train_batch_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-        "train_batch_size": config.per_device_train_batch_size * config.gradient_accumulation_steps
-        * accelerator.num_processes,
-        "gradient_clipping": float(config.max_grad_norm),
-    }
-    for key, value in filled.items():
-        if ds_config.get(key, "auto") == "auto":
-            ds_config[key] = value
-    optimizer = ds_config.get("optimizer")
-    if optimizer:
-        params = optimizer.setdefault("params", {})
-        for key, value in (("eps", config.adam_epsilon), ("betas", [0.9, 0.999])):
-            if params.get(key) == "auto":
-                params[key] = value
-    return ds_config
 
 
 # ------------------------------------------------------------------ before launching
@@ -208,26 +198,6 @@ def load_accelerate_config(path: str) -> dict:
     if distributed_type not in KNOWN_DISTRIBUTED_TYPES:
         raise UserError(f"accelerate config {path}: unknown distributed_type {distributed_type!r}; "
                         f"one of {sorted(KNOWN_DISTRIBUTED_TYPES)}")
-    return values
-
-
-def deepspeed_json_path(accelerate_config: dict) -> Optional[str]:
-    """The deepspeed_config_file an accelerate config refers to, if any."""
-    return (accelerate_config.get("deepspeed_config") or {}).get("deepspeed_config_file")
-
-
-def load_deepspeed_json(path: str, source: str) -> dict:
-    """Read the DeepSpeed JSON an accelerate config names (paths are relative to the launch directory)."""
-    if not os.path.isfile(path):
-        raise UserError(f"{source} names deepspeed_config_file {path}, which does not exist (relative paths are "
-                        f"taken from the directory you launch in: {os.getcwd()}; launch from the repository root)")
-    try:
-        with open(path, encoding="utf-8") as handle:
-            values = json.load(handle)
-    except json.JSONDecodeError as err:
-        raise UserError(f"DeepSpeed config {path} is not valid JSON: {err}") from None
-    if not isinstance(values, dict):
-        raise UserError(f"DeepSpeed config {path} must be a JSON object")
     return values
 
 
@@ -323,6 +293,10 @@ def build_launch_command(config_file: str, train_argv: Sequence[str], launch_arg
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m jbert.train.launch --config_file FILE [accelerate launch options] -- [train.py options]`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    own_args = argv[: argv.index("--")] if "--" in argv else argv
+    if "-h" in own_args or "--help" in own_args:
+        print(__doc__.split("\n\nWhat the training processes")[0])
+        return 0
     if "--" not in argv:
         raise UserError("usage: python -m jbert.train.launch --config_file accelerate_configs/NAME.yaml "
                         "[accelerate launch options] -- [train.py options]")

@@ -1,12 +1,12 @@
 """The training loop on Accelerate, from data files to a model directory: `train(config)`.
 
-`train` is five stages, read top to bottom:
+`train` is five stages, read top to bottom (each a function of this module):
 
-    set up       the Accelerator (launch mode from `accelerate launch --config_file`), logging, seeds
-    load data    prepare_data, the tokenizer, tokenize_dataset (main process first, others reuse its cache)
-    build model  pretrained or from scratch; batches, AdamW and schedule; `accelerator.prepare`
-    loop         epochs of `accumulate` / backward / step; log, evaluate, checkpoint; resume mid-epoch
-    finish       a last evaluation, the model directory (jbert.train.model_dir), working files removed
+    set up       set_up: the Accelerator (launch mode from `accelerate launch`), logging, seeds
+    load data    load_data: prepare_data, the tokenizer, tokenize_dataset (main process first)
+    build model  build_model, prepare_run: the model; batches, AdamW, schedule; `accelerator.prepare`
+    loop         start_or_resume, train_loop: `accumulate` / backward / step; log, evaluate, checkpoint
+    finish       finish: a last evaluation, the model directory (jbert.train.model_dir), clean-up
 
 Same code for one CPU, multi-process CPU (gloo), multi-GPU, DeepSpeed, FSDP and multi-node: the
 launch mode comes from `accelerate launch --config_file ...`, never from code changes here.
@@ -34,8 +34,8 @@ from jbert.train import launch as scaling
 # MODEL_INPUTS, Collator, LengthGroupedSampler and evaluate stay importable from here (and from the
 # old name jbert.training) as they were before the loop was split up.
 from jbert.train.batching import MODEL_INPUTS, Collator, LengthGroupedSampler, training_dataloaders
-from jbert.train.collective import collective_failures_explained
 from jbert.train.config import TrainConfig
+from jbert.train.deepspeed_config import prepare_deepspeed_config
 from jbert.train.evaluation import Evaluator, evaluate
 from jbert.train.metrics import ExtraMetrics, resolve_best_metric
 from jbert.train.model_dir import remove_working_files, write_model_dir
@@ -66,7 +66,7 @@ class TrainingData:
 
 @dataclass
 class Run:
-    """What `accelerator.prepare` returned, and the schedule the loop follows."""
+    """What `accelerator.prepare` returned, the schedule the loop follows, and its evaluator."""
 
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -74,33 +74,31 @@ class Run:
     train_dataloader: object
     eval_dataloader: object
     schedule: Schedule
+    evaluator: Evaluator
 
 
-def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> dict:
+def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None,
+          on_evaluate: Optional[Callable[[dict], None]] = None) -> dict:
     """Fine-tune (or train from scratch) and write the model directory; returns the final metrics.
 
     on_step_end: called as `on_step_end(global_step, accelerator)` on every process after each
     optimizer step, once that step's logging, evaluation and checkpoint are done. For monitoring,
     and for tests that stop a run at a known step: an exception raised there ends the run as a
     crash would (no model directory; checkpoints stay for --resume_from_checkpoint).
+    on_evaluate: called as `on_evaluate(record)` with every evaluation record (step, epoch, eval_*
+    figures) as it is made; it may raise to abandon the run (--hp_search prunes trials so).
     """
     accelerator, ds_config = set_up(config)
     # A process of the run that dies or hangs makes the others' collectives fail: one message, not a
     # backend traceback per rank (and no abort in gloo's threads at exit).
-    with collective_failures_explained(config.collective_timeout_seconds):
+    with scaling.collective_failures_explained(config.collective_timeout_seconds):
         data = load_data(config, accelerator)
         model = build_model(config, accelerator, data)
         run = prepare_run(config, accelerator, ds_config, model, data)
+        run.evaluator.on_evaluate = on_evaluate
         state = start_or_resume(config, accelerator)
-        evaluator = Evaluator(
-            accelerator, run.model, run.eval_dataloader, problem_type=data.prepared.problem_type,
-            label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
-            extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
-            best_dir=config.checkpoint_dir / ckpt.BEST_DIR, batches_per_epoch=run.schedule.batches_per_epoch,
-            patience=config.early_stopping_patience,
-        )
-        throughput = train_loop(config, accelerator, run, state, evaluator, on_step_end)
-        return finish(config, accelerator, data, state, evaluator, throughput)
+        throughput = train_loop(config, accelerator, run, state, on_step_end)
+        return finish(config, accelerator, data, run, state, throughput)
 
 
 # ------------------------------------------------------------------ set up
@@ -117,7 +115,7 @@ def set_up(config: TrainConfig) -> tuple[Accelerator, Optional[dict]]:
         **scaling.accelerator_init_kwargs(config.collective_timeout_seconds),
     )
     scaling.verify_process_group(accelerator)
-    ds_config = scaling.prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
+    ds_config = prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
     _set_up_logging(accelerator, config)
     logger.info("%s", accelerator.state)
     set_seed(config.seed, deterministic=config.full_determinism)
@@ -217,7 +215,7 @@ def build_model(config: TrainConfig, accelerator: Accelerator, data: TrainingDat
 
 def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Optional[dict], model: torch.nn.Module,
                 data: TrainingData) -> Run:
-    """Batches, optimizer and learning-rate schedule, all handed to `accelerator.prepare`."""
+    """Batches, optimizer and learning-rate schedule, all handed to `accelerator.prepare`; the evaluator."""
     world = accelerator.num_processes
     schedule = Schedule.plan(config, len(data.train_set), world)
     single_label = data.prepared.problem_type == "single_label_classification"
@@ -233,11 +231,18 @@ def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Option
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler
     )
+    evaluator = Evaluator(
+        accelerator, model, eval_dataloader, problem_type=data.prepared.problem_type,
+        label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
+        extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
+        best_dir=config.checkpoint_dir / ckpt.BEST_DIR, batches_per_epoch=schedule.batches_per_epoch,
+        patience=config.early_stopping_patience,
+    )
     logger.info("%d training examples, %d validation; %d process(es) x batch %d x accumulation %d = %d per step; "
                 "%d steps over %d epoch(s)", len(data.train_set), len(data.eval_set), world,
                 config.per_device_train_batch_size, config.gradient_accumulation_steps,
                 schedule.examples_per_step, schedule.max_steps, schedule.num_epochs)
-    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule)
+    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator)
 
 
 def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.TrainerState:
@@ -259,9 +264,9 @@ def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.Train
 
 
 def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: ckpt.TrainerState,
-               evaluator: Evaluator, on_step_end: Optional[StepCallback] = None) -> dict:
+               on_step_end: Optional[StepCallback] = None) -> dict:
     """Epochs of micro-batches until the last step or early stopping; returns the training throughput."""
-    model, schedule, world = run.model, run.schedule, accelerator.num_processes
+    model, schedule, evaluator, world = run.model, run.schedule, run.evaluator, accelerator.num_processes
     started, samples_at_start = time.perf_counter(), state.train_samples_seen
     running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
     stop = state.global_step >= schedule.max_steps
@@ -337,11 +342,11 @@ def _checkpoint_due(checkpointing: Optional[str], global_step: int, epoch_done: 
 # ------------------------------------------------------------------ finish
 
 
-def finish(config: TrainConfig, accelerator: Accelerator, data: TrainingData, state: ckpt.TrainerState,
-           evaluator: Evaluator, throughput: dict) -> dict:
+def finish(config: TrainConfig, accelerator: Accelerator, data: TrainingData, run: Run, state: ckpt.TrainerState,
+           throughput: dict) -> dict:
     """Evaluate the last step if not yet done, write the model directory, release the processes."""
-    if not evaluator.has_evaluated(state):
-        evaluator(state)
+    if not run.evaluator.has_evaluated(state):
+        run.evaluator(state)
     accelerator.wait_for_everyone()
     final = {}
     if accelerator.is_main_process:
