@@ -3,7 +3,7 @@ every checkpoint write, deletion and model-directory write, each resumed with
 `--resume_from_checkpoint latest` and compared with an uninterrupted run.
 
 tests/test_faults_training.py runs one chain of these moments in CI; this runs each one on its own,
-from a fresh start (31 cases, two processes each: several minutes on 2 cores).
+from a fresh start (30 cases, two processes each: several minutes on 2 cores).
 
     python bench/fault_drills.py                        # every case; prints one JSON object
     python bench/fault_drills.py --kinds checkpoint,commit --json-out docs/data/fault_drills.json
