@@ -13,7 +13,8 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
 EXPORT DIR (written by export, read by serving)
     model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
     config.json, tokenizer files, jbert.json   copied from the model dir
-    manifest.json          Manifest: files, default file, task, labels, parity figures, versions
+    manifest.json          Manifest: files, default file, task, labels, parity figures, versions,
+                           the int8 search and the sha256 of every other file (checked at load)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Iterator
 
 from jbert.core.errors import UserError
+from jbert.core.file_hashes import hash_directory, mismatched_files
 from jbert.core.normalize import NormalizationConfig
 
 SETTINGS_FILE = "jbert.json"
@@ -123,10 +125,12 @@ def write_json(path: str | os.PathLike, values: object) -> None:
 # errno values that mean "the storage refused more bytes", whatever wrote them.
 _STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 # Writers that wrap the OS error in their own exception keep only its text: safetensors (Rust)
-# says "File too large (os error 27)"; torch.save's C++ stream writer loses the errno entirely
-# and reports the failed stream ("basic_ios::clear: iostream error", "failed writing file").
-_STORAGE_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(_STORAGE_FULL_ERRNOS)) + (
-    "iostream error", "PytorchStreamWriter failed writing file",
+# says "File too large (os error 27)", Python wrappers "[Errno 28] ..."; torch.save's C++ stream
+# writer loses the errno entirely and reports the failed stream ("basic_ios::clear: iostream
+# error", "PytorchStreamWriter failed writing file").
+_STORAGE_FULL_TEXTS = tuple(f"(os error {code})" for code in sorted(_STORAGE_FULL_ERRNOS)) + tuple(
+    f"[Errno {code}]" for code in sorted(_STORAGE_FULL_ERRNOS)) + (
+    "basic_ios::clear: iostream error", "PytorchStreamWriter failed writing file",
 )
 
 
@@ -155,8 +159,26 @@ def is_storage_full(err: BaseException) -> bool:
     return False
 
 
+def _storage_reason(err: BaseException) -> str:
+    """Which limit refused the write, as far as the exception chain tells."""
+    texts = []
+    while err is not None and len(texts) < 10:
+        if isinstance(err, OSError) and err.errno is not None:
+            texts.append(f"[Errno {err.errno}]")
+        texts.append(str(err))
+        err = err.__cause__ or err.__context__
+    text = " ".join(texts)
+    if f"[Errno {errno.EFBIG}]" in text or f"(os error {errno.EFBIG})" in text:
+        return "the file-size limit (ulimit -f) was reached"
+    if f"[Errno {errno.EDQUOT}]" in text or f"(os error {errno.EDQUOT})" in text:
+        return "the disk quota was exceeded"
+    if f"[Errno {errno.ENOSPC}]" in text or f"(os error {errno.ENOSPC})" in text:
+        return "no space left on the device"
+    return "the write failed, most likely for lack of space"
+
+
 def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = "") -> StorageFullError:
-    """A StorageFullError naming what was being written, the free space there and what is left behind."""
+    """A StorageFullError naming what was being written, why, the free space there and what is left behind."""
     if isinstance(err, StorageFullError):
         return err
     path = Path(path)
@@ -168,7 +190,7 @@ def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = 
     except OSError:
         free = "free space unknown"
     return StorageFullError(
-        f"cannot write {path}: no space left for it ({str(err).strip() or type(err).__name__}; {free}). "
+        f"cannot write {path}: {_storage_reason(err)} ({str(err).strip() or type(err).__name__}; {free}). "
         "Free some space, or raise the file-size limit (ulimit -f) or quota, and run again"
         + (f"; {left}" if left else "")
     )
@@ -322,6 +344,8 @@ class Manifest:
     versions: dict = field(default_factory=dict)  # onnxruntime, optimum, transformers, torch
     opset: int | None = None
     validation: dict = field(default_factory=dict)  # texts, batch sizes, tolerances, tokenizer checks
+    quantization: dict = field(default_factory=dict)  # CPU target, calibration, every int8 candidate's figures
+    files: dict = field(default_factory=dict)  # file name -> sha256 of every file of the export but manifest.json
     format_version: int = MANIFEST_FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -357,6 +381,20 @@ class Manifest:
         """Write `manifest.json` into a directory."""
         write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
 
+    def record_files(self, directory: str | os.PathLike) -> None:
+        """Set `files` to the sha256 of every file in DIRECTORY (except manifest.json), before `save`."""
+        self.files = hash_directory(directory, exclude=(MANIFEST_FILE,))
+
+    def verify_files(self, directory: str | os.PathLike) -> None:
+        """Refuse an export whose files changed since export: UserError naming each missing or changed file.
+
+        Exports written before the hashes were recorded (no `files`) are accepted as they are.
+        """
+        problems = mismatched_files(directory, self.files, listed_in=str(Path(directory) / MANIFEST_FILE))
+        if problems:
+            raise UserError(f"refusing to load {directory}: " + "; ".join(problems)
+                            + ". Copy the complete export directory again or re-export the model with export.py")
+
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Manifest":
         """Read and validate `manifest.json` of an export directory."""
@@ -370,3 +408,4 @@ class Manifest:
                 f"(create one with: python export.py MODEL_DIR {directory})"
             )
         return cls.from_dict(read_json(path), where=str(path))
+
