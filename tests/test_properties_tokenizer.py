@@ -103,6 +103,8 @@ def tokenizer_pairs(tmp_path_factory):
                                                 added_tokens=["ジェイバート", "NewWord"]),
         "mecab-characters-left": _bert_japanese_dir(root / "characters", subword_tokenizer_type="character",
                                                     truncation_side="left"),
+        "mecab-no-nfkc": _bert_japanese_dir(root / "no-nfkc", mecab_kwargs={"mecab_dic": "unidic_lite", "normalize_text": False}),
+        "whitespace-wordpiece": _bert_japanese_dir(root / "whitespace", do_word_tokenize=False),
         "json-lower": _tokenizer_json_dir(root / "json-lower", do_lower_case=True, config_lower_case=True),
         "json-cased-by-config": _tokenizer_json_dir(root / "json-cased", do_lower_case=True, config_lower_case=False),
     }
@@ -130,7 +132,8 @@ def _assert_same_ids(fast, reference, firsts, seconds, max_length):
         assert encoded.truncated == was_cut, where
 
 
-KINDS = ["mecab-wordpiece", "mecab-lower-added", "mecab-characters-left", "json-lower", "json-cased-by-config"]
+KINDS = ["mecab-wordpiece", "mecab-lower-added", "mecab-characters-left", "mecab-no-nfkc", "whitespace-wordpiece",
+         "json-lower", "json-cased-by-config"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
