@@ -4,13 +4,18 @@
     python serve_onnx.py score outputs/onnx reviews.jsonl scored.jsonl --all-scores --model fp32
     python serve_onnx.py score outputs/onnx big.tsv scored.tsv --resume        # continue an interrupted run
     cat reviews.jsonl | python serve_onnx.py score outputs/onnx - - --input-format jsonl > scored.jsonl
+    python serve_onnx.py score outputs/onnx 'reviews/*.parquet' scored/                    # shards + manifest.json
+    python serve_onnx.py score outputs/onnx 'reviews/*.parquet' scored/ --engine ray        # local Ray, all cores
+    python serve_onnx.py score outputs/onnx s3://bucket/day=2026-11-24/ scored/ --engine ray --address auto
     python serve_onnx.py http outputs/onnx --port 8000
     python serve_onnx.py http outputs/onnx --host 0.0.0.0 --api-key-file /run/secrets/jbert-key
     curl -s localhost:8000/predict -H 'content-type: application/json' \\
          -d '{"inputs": ["この商品はとても良いです。"], "top_k": 3}'
 
 `score` writes one output row per input row (a row that cannot be scored gets an `error`), to a
-temporary file renamed into place at the end. `http` listens on 127.0.0.1 unless --host says
+temporary file renamed into place at the end; several inputs (a glob, a directory) or an output
+directory give Parquet (or JSONL) shards with `source_file`/`source_row` and a manifest.json, on
+this process or, with --engine ray, on Ray Data. `http` listens on 127.0.0.1 unless --host says
 otherwise (then it prints a warning); POST /predict, GET /health, GET /info, GET /metrics, and the
 OpenAPI schema at /openapi.json. With --api-key-file every route but /health needs
 `Authorization: Bearer <key>`. On SIGTERM it drains (/health 503, new requests 503, accepted ones
@@ -61,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="serve_onnx.py", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     commands = parser.add_subparsers(dest="command", required=True, metavar="{score,http}")
-    score = commands.add_parser("score", help="Score a CSV/TSV/JSONL file (or standard input) into JSONL/CSV/TSV.",
-                                description="Score a file: one output row per input row, streamed in chunks.")
+    score = commands.add_parser("score", help="Score CSV/TSV/JSONL/Parquet files (or standard input) into a file or a shard directory.",
+                                description="Score files: one output row per input row, streamed in chunks, here or on Ray.")
     _add_options(score, ScoreOptions)
     http = commands.add_parser("http", help="Run the HTTP service (micro-batched, Prometheus /metrics).",
                                description="Serve POST /predict, GET /health, /info and /metrics with uvicorn.")

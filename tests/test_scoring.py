@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, SHARED_DATA
-from conftest import cached_export
 from test_runtime import TEXTS
 
 import jbert.serve.scoring as scoring
@@ -270,3 +269,112 @@ def test_real_reviews_score_like_runtime(tmp_path, classifier, export_dir):
     assert summary.rows == len(rows) == 300
     expected = classifier.predict([r["text"] for r in rows])
     np.testing.assert_allclose([r["predicted_score"] for r in rows], [e["score"] for e in expected], atol=1e-6)
+
+
+def _write_numbered_jsonl(path: Path, rows: int) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for index in range(rows):
+            text = TEXTS[index % len(TEXTS)] + "犬" * (index % 7) if index % 97 else ""  # some rows are errors
+            handle.write(json.dumps({"id": index, "text": text}, ensure_ascii=False) + "\n")
+
+
+def _kill_when(command: list[str], state_file: Path, rows_at_least: int, rows_of) -> subprocess.Popen:
+    """Start `command`, SIGKILL it once `state_file` says `rows_at_least` rows are written."""
+    import signal
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if rows_of(json.loads(state_file.read_text(encoding="utf-8"))) >= rows_at_least:
+                break
+        except (OSError, ValueError):
+            pass  # not written yet
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed: " + process.stderr.read().decode()
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    return process
+
+
+def test_sigkill_mid_file_then_resume_writes_every_row_once(tmp_path, export_dir, classifier):
+    source = tmp_path / "in.jsonl"
+    _write_numbered_jsonl(source, 6000)
+    complete = tmp_path / "complete.jsonl"
+    score_file(options(export_dir, source, complete, chunk_size=100), classifier)
+
+    output = tmp_path / "out.jsonl"
+    command = [sys.executable, str(REPO_ROOT / "serve_onnx.py"), "score", str(export_dir), str(source), str(output),
+               "--chunk-size", "100", "--model", "fp32", "--num-threads", "1", "--quiet"]
+    _kill_when(command, tmp_path / ".out.jsonl.partial.json", 1000, lambda state: state["rows"])
+    assert not output.exists(), "a killed run must not leave an output that looks finished"
+    assert (tmp_path / ".out.jsonl.partial").exists()
+
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "taken over from the interrupted run" in resumed.stderr
+    ids = [row["id"] for row in read_jsonl(output)]
+    assert ids == list(range(6000))
+    assert output.read_bytes() == complete.read_bytes()
+
+
+def test_sigkill_of_a_directory_run_then_resume(tmp_path, export_dir, classifier):
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    for name, rows in (("a.jsonl", 2500), ("b.jsonl", 2500)):
+        _write_numbered_jsonl(tmp_path / "in" / name, rows)
+    complete = tmp_path / "complete"
+    score_file(options(export_dir, tmp_path / "in", complete, chunk_size=100), classifier)
+
+    output = tmp_path / "scored"
+    command = [sys.executable, str(REPO_ROOT / "serve_onnx.py"), "score", str(export_dir), str(tmp_path / "in" / "*.jsonl"),
+               str(output), "--chunk-size", "100", "--model", "fp32", "--num-threads", "1", "--quiet"]
+    _kill_when(command, output / ".jbert-progress.json", 1500,
+               lambda state: sum(shard["rows"] for shard in state["shards"]))
+    assert not (output / "manifest.json").exists()
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "interrupted run's shards" in refused.stderr and "--resume" in refused.stderr
+
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    manifest = json.loads((output / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["rows_in"] == manifest["rows_out"] == 5000 and manifest["resumed_rows"] >= 1000
+
+    def rows(directory):
+        return [r for shard in sorted(directory.glob("part-*.parquet")) for r in pq.read_table(shard).to_pylist()]
+
+    got, expected = rows(output), rows(complete)
+    assert [(r["source_file"], r["source_row"]) for r in got] == [(r["source_file"], r["source_row"]) for r in expected]
+    assert [r["id"] for r in got] == list(range(2500)) * 2
+    assert [r["predicted_label"] for r in got] == [r["predicted_label"] for r in expected]
+    assert [r["error"] for r in got] == [r["error"] for r in expected]
+    np.testing.assert_allclose([r["predicted_score"] or 0 for r in got], [r["predicted_score"] or 0 for r in expected], atol=1e-6)
+    assert not list(output.glob(".*"))  # no progress file or half-written shard left
+
+
+def test_remote_paths_through_fsspec(export_dir, classifier):
+    """Inputs and outputs named by URL go through fsspec (its in-memory filesystem stands in for s3://)."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    memory = fsspec.filesystem("memory")
+    for name, text in (("a.csv", "id,text\n1,この商品はとても良いです。\n2,\n"), ("b.csv", "id,text\n3,犬が走る\n")):
+        with memory.open(f"/reviews/{name}", "wb") as handle:
+            handle.write(text.encode("utf-8"))
+    try:
+        summary = score_file(options(export_dir, "memory://reviews/*.csv", "memory://scored/"), classifier)
+        assert summary.rows == 3 and summary.errors == 1
+        assert sorted(memory.ls("/scored", detail=False)) == [
+            "/scored/manifest.json", "/scored/part-00000-0000000001.parquet", "/scored/part-00001-0000000001.parquet"]
+        with memory.open("/scored/part-00000-0000000001.parquet", "rb") as handle:
+            rows = pq.read_table(handle).to_pylist()
+        assert [r["id"] for r in rows] == ["1", "2"] and rows[0]["source_file"] == "memory:///reviews/a.csv"
+        assert rows[0]["predicted_label"] == classifier.predict(["この商品はとても良いです。"])[0]["label"]
+        assert "column 'text' is empty" in rows[1]["error"]
+        with pytest.raises(UserError, match="a URL output is a directory of shards"):
+            score_file(options(export_dir, "memory://reviews/b.csv", "memory://one.jsonl"), classifier)
+    finally:
+        memory.rm("/", recursive=True)

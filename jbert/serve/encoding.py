@@ -45,7 +45,9 @@ class TextEncoder:
         if value is None:
             return None, f"{name} is missing"
         if not isinstance(value, str):
-            return None, f"{name} must be a string, got {type(value).__name__}"
+            # A value that crossed an Arrow stage as JSON text still carries its original type's name.
+            type_name = getattr(value, "original_type", type(value).__name__)
+            return None, f"{name} must be a string, got {type_name}"
         cleaned = normalize_text(value, self.normalization)
         if not cleaned:
             return None, f"{name} is empty" + (" after clean-up (only spaces or control characters)" if value else "")

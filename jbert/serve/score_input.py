@@ -35,15 +35,15 @@ PARQUET_EXTENSIONS = (".parquet", ".pq")
 class Record:
     """One input record: where it starts, its columns (None if unreadable) and why it is bad."""
 
-    line: int  # the 1-based line it starts on (text files) or its 1-based row number (Parquet)
+    line: int | None  # the 1-based line it starts on (text files), its row number (Parquet), or None
     row: dict | None
     error: str | None = None
     unit: str = "line"
 
     @property
     def where(self) -> str:
-        """"line 12" or "row 12", for error messages."""
-        return f"{self.unit} {self.line}"
+        """"line 12: " or "row 12: " to start an error message ("" when the position is unknown)."""
+        return f"{self.unit} {self.line}: " if self.line is not None else ""
 
 
 def is_remote(path: str) -> bool:

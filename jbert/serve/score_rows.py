@@ -35,7 +35,7 @@ def score_records(classifier, records: Iterable[Record], text_column: str, pair_
             problem = classifier.input_problem(text, pair)
             if problem:  # "text is empty", "text_pair must be a string, got int", ...
                 column = pair_column if problem.startswith("text_pair") else text_column
-                error = f"{record.where}: column {column!r} {problem.split(' ', 1)[1]}"
+                error = f"{record.where}column {column!r} {problem.split(' ', 1)[1]}"
             else:
                 to_score.append(len(rows))
                 texts.append(text)

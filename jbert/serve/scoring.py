@@ -31,17 +31,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
-from jbert.core.artifacts import JbertSettings, read_json, write_json
+from jbert.core.artifacts import JbertSettings, is_storage_full, read_json, storage_full_error, write_json
 from jbert.core.errors import UserError, format_problems
+from jbert.core.progress import Progress
 from jbert.core.readers import detect_format
-from jbert.serve.score_input import INPUT_FORMATS, Record, open_records
+from jbert.serve.score_input import INPUT_FORMATS, Record, is_remote, open_records
 from jbert.serve.score_output import TEXT_OUTPUT_FORMATS, OutputWriter, prediction_columns
 from jbert.serve.score_rows import score_records
+from jbert.serve.score_tables import SHARD_FORMATS
 
 logger = logging.getLogger(__name__)
 
 OUTPUT_FORMATS = TEXT_OUTPUT_FORMATS
 STATE_VERSION = 1
+ENGINES = ("local", "ray")
+
 
 def _option(default, help_text: str, **extra):
     """A dataclass field with its one-line help (the CLI flags come from these)."""
@@ -53,22 +57,25 @@ class ScoreOptions:
     """Every option of `serve_onnx.py score`: the single source for `score_file` and the CLI flags."""
 
     export_dir: str = _option(None, "Export directory written by export.py.", positional=True)
-    input: str = _option(None, "CSV/TSV/JSONL/Parquet file to score, or - for standard input.", positional=True)
-    output: str = _option(None, "Output file: .jsonl, .csv or .tsv (format from the extension), or - for standard output.", positional=True)
+    input: str = _option(None, "CSV/TSV/JSONL/Parquet file, glob ('in/*.parquet') or directory, local or an fsspec URL (s3://...), or - for standard input.", positional=True)
+    output: str = _option(None, "Output file: .jsonl, .csv or .tsv (format from the extension), - for standard output, or a directory (scored/) for Parquet/JSONL shards + manifest.json.", positional=True)
     text_column: Optional[str] = _option(None, "Column holding the text (default: the model's training text column).")
     text_pair_column: Optional[str] = _option(None, "Column holding the second text of pair models (default: the model's training pair column).")
     input_format: Optional[str] = _option(None, "csv, tsv, jsonl or parquet; default: from the input's extension (needed for standard input).")
-    output_format: Optional[str] = _option(None, "jsonl, csv or tsv; default: from the output's extension (jsonl for standard output).")
+    output_format: Optional[str] = _option(None, "jsonl, csv or tsv for a file (default: from its extension; jsonl for standard output); parquet (default) or jsonl for a directory.")
     encoding: str = _option("auto", "Input encoding: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, cp932, ...")
     output_encoding: str = _option("utf-8", "Output encoding; utf-8-sig writes a BOM so that Excel opens a CSV correctly.")
     model: str = _option("default", "Which ONNX file of the export to use: default, fp32, optimized or int8.")
-    num_threads: Optional[int] = _option(None, "onnxruntime threads (default: one per physical core).")
+    num_threads: Optional[int] = _option(None, "onnxruntime threads (default: one per physical core; with --engine ray: per worker, physical cores / workers on a local Ray, 1 on a cluster).")
     all_scores: bool = _option(False, "Add every class's score (JSONL: a 'scores' object; CSV/TSV: one score_<label> column per class).")
     truncate: bool = _option(True, "Cut texts longer than the model's max_length.", negative_flag="--no-truncate", negative_help="Mark texts longer than the model's max_length as errors instead of cutting them.")
     batch_size: int = _option(32, "Texts per onnxruntime call (sorted by length within each chunk).")
     chunk_size: int = _option(4096, "Rows read, scored and written at a time (bounds memory; resume granularity).")
     resume: bool = _option(False, "Continue an interrupted run from its .partial file instead of starting over.")
     overwrite: bool = _option(False, "Replace an existing output file (and any interrupted run's leftovers).")
+    engine: str = _option("local", "local (this process) or ray (Ray Data: an actor pool on a local Ray or the cluster at --address; output is a directory).")
+    address: Optional[str] = _option(None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray and stop it at the end).")
+    num_workers: Optional[int] = _option(None, "Ray scoring actors (default: the cluster's CPUs / --num-threads).")
     show_progress: bool = _option(True, "Progress bar with texts per second.", negative_flag="--quiet", negative_help="No progress bar (the summary line is still printed).")
 
     def validate(self) -> None:
@@ -79,8 +86,19 @@ class ScoreOptions:
                 problems.append(f"{name.upper()} is required")
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             problems.append(f"--input-format {self.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
-        if self.output_format is not None and self.output_format not in OUTPUT_FORMATS:
-            problems.append(f"--output-format {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS)}")
+        if self.output_format is not None and self.output_format not in OUTPUT_FORMATS + SHARD_FORMATS:
+            problems.append(f"--output-format {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS + ('parquet',))}")
+        if self.engine not in ENGINES:
+            problems.append(f"--engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.engine != "ray":
+            problems += [f"{flag} needs --engine ray" for flag, value in (("--address", self.address), ("--num-workers", self.num_workers)) if value]
+        else:
+            if self.input == "-" or self.output == "-":
+                problems.append("--engine ray reads files and writes a directory: standard input/output are for the local engine")
+            if self.resume:
+                problems.append("--resume is for the local engine (Ray retries failed batches itself); rerun with --overwrite")
+        if self.num_workers is not None and self.num_workers < 1:
+            problems.append(f"--num-workers must be at least 1, got {self.num_workers}")
         if self.input == "-" and self.input_format is None:
             problems.append("reading standard input needs --input-format csv, tsv or jsonl")
         if self.input == "-" and self.resume:
@@ -128,11 +146,19 @@ def _paths(output: Path) -> tuple[Path, Path]:
 
 def _fingerprint(options: ScoreOptions, classifier, text_column: str, pair_column: str | None, output_format: str) -> dict:
     """What must be identical for --resume to continue a run (input file, model, output layout)."""
-    stat = Path(options.input).stat()
+    if is_remote(options.input):
+        from jbert.serve.score_sources import filesystem_for
+
+        filesystem, path = filesystem_for(options.input)
+        info = filesystem.info(path)
+        name, size, modified = options.input, info.get("size"), str(info.get("mtime") or info.get("LastModified") or "")
+    else:
+        stat = Path(options.input).stat()
+        name, size, modified = str(Path(options.input).absolute()), stat.st_size, stat.st_mtime_ns
     return {
-        "input": str(Path(options.input).absolute()),
-        "input_size": stat.st_size,
-        "input_mtime_ns": stat.st_mtime_ns,
+        "input": name,
+        "input_size": size,
+        "input_mtime_ns": modified,
         "model_file": str(classifier.model_path.absolute()),
         "text_column": text_column,
         "text_pair_column": pair_column,
@@ -146,12 +172,28 @@ def _fingerprint(options: ScoreOptions, classifier, text_column: str, pair_colum
 def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
     """Score every record of `options.input` and write one output row per record.
 
+    One input file and an output file: streamed into that file (resumable). Several inputs (a
+    glob, a directory), an output directory, or `--engine ray`: shards + manifest.json in the
+    output directory (`jbert.serve.score_shards`, `jbert.serve.ray_engine`).
     `classifier`: an already loaded `jbert.serve.runtime.OnnxClassifier` (else loaded from
-    `options.export_dir`). Returns counts and timing; raises UserError for bad options or files.
+    `options.export_dir`; not used by the Ray engine, whose workers load their own). Returns
+    counts and timing; raises UserError for bad options or files.
     """
     from jbert.serve.runtime import OnnxClassifier
 
     options.validate()
+    if is_remote(options.output) and not writes_directory(options):
+        raise UserError(f"output {options.output}: a URL output is a directory of shards; end it with / "
+                        f"(e.g. {options.output.rsplit('/', 1)[0]}/scored/) or write one file to a local path")
+    if writes_directory(options):
+        from jbert.serve.score_directory import score_into_directory
+
+        manifest = score_into_directory(options, classifier)
+        return ScoreSummary(
+            output=options.output, rows=manifest["rows_out"], scored=manifest["rows_out"] - manifest["rows_with_errors"],
+            errors=manifest["rows_with_errors"], truncated=manifest["rows_truncated"],
+            resumed_rows=manifest.get("resumed_rows", 0), seconds=manifest["seconds"],
+        )
     output_format = options.output_format or ("jsonl" if options.output == "-" else detect_format(options.output))
     if output_format not in OUTPUT_FORMATS:
         raise UserError(f"cannot write {output_format}; use an output ending in .jsonl, .csv or .tsv")
@@ -230,7 +272,7 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
             handle.write(prefix)
             bytes_done += len(prefix)
 
-        progress = _progress_bar(options.show_progress, total_bytes, resumed_rows)
+        progress = Progress(None, "scoring", unit="row", initial=resumed_rows, enabled=options.show_progress)
         try:
             for chunk in _chunks(records, options.chunk_size):
                 rows = score_records(classifier, chunk, text_column, pair_column, batch_size=options.batch_size,
@@ -243,19 +285,22 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
                 if output is not None:
                     os.fsync(handle.fileno())
                     write_json(state_path, {"version": STATE_VERSION, "rows": counts["rows"], "bytes": bytes_done, "fingerprint": fingerprint})
-                if progress is not None:
-                    progress.update(len(chunk))
-                    if total_bytes:
-                        progress.set_postfix_str(f"{100 * opened.bytes_read() / total_bytes:.0f}% of input, {counts['errors']} errors", refresh=False)
+                read = {"input": f"{100 * opened.bytes_read() / total_bytes:.0f}%"} if total_bytes else {}
+                progress.update(len(chunk), errors=counts["errors"], **read)
         finally:
-            if progress is not None:
-                progress.close()
+            progress.close()
         seconds = time.perf_counter() - started
         if output is not None:
             handle.close()
             handle = None
             os.replace(partial_path, output)
             state_path.unlink(missing_ok=True)
+    except OSError as err:
+        if output is None or not is_storage_full(err):
+            raise
+        raise storage_full_error(
+            err, output, left=f"the rows written so far are kept in {partial_path}: run again with --resume once there is space"
+        ) from None
     finally:
         opened.close()
         if output is not None and handle is not None and not handle.closed:
@@ -267,6 +312,19 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
     return summary
 
 
+def writes_directory(options: ScoreOptions) -> bool:
+    """True when the output is a directory of shards rather than one file (see `score_file`)."""
+    if options.engine == "ray":
+        return True
+    if options.output == "-" or options.input == "-":
+        return False
+    output = options.output
+    name = output.rstrip("/").rsplit("/", 1)[-1]
+    return (output.endswith(("/", os.sep)) or Path(output).is_dir() or "." not in name
+            or any(ch in options.input for ch in "*?[") or Path(options.input).is_dir()
+            or options.output_format == "parquet")
+
+
 def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
     chunk = []
     for record in records:
@@ -276,12 +334,3 @@ def _chunks(records: Iterator[Record], size: int) -> Iterator[list[Record]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def _progress_bar(enabled: bool, total_bytes: int | None, initial: int):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(unit=" texts", unit_scale=True, initial=initial, file=sys.stderr, dynamic_ncols=True, smoothing=0.1,
-                desc="scoring")
