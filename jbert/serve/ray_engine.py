@@ -8,7 +8,8 @@
     scored = score_dataset(ray.data.read_parquet("s3://bucket/reviews/"), "/models/export", num_workers=8)
 
 The pipeline: one read task per input file (the local scorer's tolerant readers, so a bad row
-becomes an error row here too) -> an actor pool where each actor opens the ONNX session and the
+becomes an error row here too; a file's rows travel as one Ray block, so files are the unit of
+parallelism) -> an actor pool where each actor opens the ONNX session and the
 tokenizer once and scores Arrow batches (`jbert.serve.score_tables`, the code the local engine
 runs) -> write tasks that put each batch into a shard named by its first row. Block order is
 preserved, and every shard carries `source_file` / `source_row`, so input order is recoverable.
