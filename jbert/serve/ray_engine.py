@@ -291,6 +291,10 @@ def score_files_with_ray(files: list[str], options, output_format: str) -> dict:
             fn_kwargs={"tally": tally, "input_format": options.input_format, "encoding": options.encoding,
                        "text_column": text_column, "pair_column": pair_column, "chunk_size": options.chunk_size},
         )
+        # Ray joins a read task's tables into blocks of up to 128 MiB and gives a block to one actor,
+        # so files are what spreads over the workers (as with Ray's own readers). Not
+        # repartition(target_num_rows_per_block=...): its tasks want a CPU that the actors hold,
+        # and the run would wait forever.
         scored = score_dataset(records, options.export_dir, model=options.model, text_column=text_column,
                                text_pair_column=pair_column, num_workers=workers, num_threads=threads,
                                batch_size=options.batch_size, rows_per_batch=None, chunk_size=options.chunk_size,
