@@ -8,6 +8,13 @@ Fine-tune a pretrained model (any hub id or local directory):
         --train_file train.csv --validation_file dev.csv --text_column text --label_column label \
         --output_dir outputs/my-model
 
+Masked-LM pretraining on unlabeled text (one text per line), then fine-tune its output:
+    accelerate launch train.py --task mlm --from_scratch small --train_file unlabeled.txt --output_dir outputs/mlm
+    accelerate launch train.py --model_name_or_path outputs/mlm --train_file train.csv --output_dir outputs/clf
+
+Eight Optuna trials around the given values, then the final model with the best (one process):
+    python train.py --from_scratch mini --train_file train.csv --hp_search 8 --output_dir outputs/searched
+
 Two CPU processes (gloo), DeepSpeed, multi-GPU: see accelerate_configs/ and the README.
 Every option: python train.py --help (YAML recipes in configs/ take the same names).
 """
@@ -18,12 +25,22 @@ from jbert.core.errors import run_cli
 
 
 def main(argv=None):
-    """Parse options (flags over YAML) and run training."""
+    """Parse options (flags over YAML) and run training (classification, or masked-LM with --task mlm)."""
     from jbert.train.config import parse_config
-    from jbert.train.loop import train
 
     config = parse_config(argv)
-    train(config)
+    if config.task == "mlm":
+        from jbert.train.mlm import train_mlm
+
+        train_mlm(config)
+    elif config.hp_search:
+        from jbert.train.hp_search import run_hp_search
+
+        run_hp_search(config)
+    else:
+        from jbert.train.loop import train
+
+        train(config)
 
 
 if __name__ == "__main__":

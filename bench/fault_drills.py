@@ -3,7 +3,7 @@ every checkpoint write, deletion and model-directory write, each resumed with
 `--resume_from_checkpoint latest` and compared with an uninterrupted run.
 
 tests/test_faults_training.py runs one chain of these moments in CI; this runs each one on its own,
-from a fresh start (31 cases, two processes each: several minutes on 2 cores).
+from a fresh start (30 cases, two processes each: several minutes on 2 cores).
 
     python bench/fault_drills.py                        # every case; prints one JSON object
     python bench/fault_drills.py --kinds checkpoint,commit --json-out docs/data/fault_drills.json
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -79,6 +80,9 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated subset of {','.join(KINDS)}")
     add_json_out_argument(parser)
     args = parser.parse_args()
+    # The training processes run in sessions of their own; a terminated drill must still end them
+    # (kill_at's cleanup runs when SIGTERM becomes an exception here).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cases = [case for kind in args.kinds.split(",") for case in KINDS[kind]]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="jbert-fault-drills-") as scratch:

@@ -223,7 +223,40 @@ def _quickstart(result: dict, view: str | None) -> str:
     return text
 
 
+QUALITY_ARMS = {
+    "baseline": "TF-IDF char 1-3 grams + logistic regression",
+    "scratch": "BERT from scratch, recipe defaults",
+    "mlm": "masked-LM on the unlabeled texts, then fine-tune (offline recipe)",
+    "hp": "the same, fine-tuning settings from --hp_search",
+}
+
+
+def _quality(result: dict, view: str | None) -> str:
+    """bench/quality.py: one table per data set, test accuracy / macro-F1 / seconds per arm."""
+    parts = []
+    for name, dataset in result["datasets"].items():
+        if view and name != view:
+            continue
+        rows = []
+        for arm, figures in dataset["arms"].items():
+            rows.append([QUALITY_ARMS.get(arm, arm), _num(figures["test_accuracy"], 3), _num(figures["test_macro_f1"], 3),
+                         _num(figures["seconds"], 0)])
+        data = dataset["data"]
+        text = f"**{name}** (train {_num(data['train'])}, validation {_num(data['validation'])}, test {_num(data['test'])})\n\n"
+        text += _table(["model", "test accuracy", "test macro-F1", "seconds"], rows)
+        pretraining = dataset.get("mlm_pretraining")
+        if pretraining:
+            text += (f"\n\nMasked-LM pretraining: {_num(pretraining['steps'])} steps, validation perplexity "
+                     f"{_num(pretraining['perplexity_before_training'], 0)} before, "
+                     f"{_num(pretraining['validation_perplexity'], 1)} after (its seconds are in the rows that use it).")
+        parts.append(text)
+    if not parts:
+        raise KeyError(f"no data set {view!r} in the quality results")
+    return "\n\n".join(parts)
+
+
 RENDERERS = {
+    "quality": _quality,
     "train_throughput": _train_throughput,
     "tokenizer": _tokenizer,
     "scaling": _scaling,

@@ -2,15 +2,17 @@
 
 The sub-packages are the stages of the flow, in the order data moves through them:
 
-    jbert.core    what every stage shares: errors, file readers, artifact contracts, post-processing
-    jbert.text    text normalisation and tokenisation, identical at training and serving time
-    jbert.data    data files -> cleaned, labelled, split datasets
-    jbert.train   datasets -> a model directory (Accelerate loop, checkpoints, metrics, report)
-    jbert.export  model directory -> validated ONNX directory (fp32, optimised, int8)
-    jbert.serve   ONNX directory -> scores: torch-free runtime, batch scoring, HTTP service
+    jbert.core          what every stage shares: errors, text normalisation, file readers,
+                        artifact contracts, post-processing, progress lines
+    jbert.tokenization  text -> token ids, identical at training and serving time
+    jbert.data          data files -> cleaned, labelled, split datasets
+    jbert.train         datasets -> a model directory (Accelerate loop, checkpoints, metrics, report)
+    jbert.export        model directory -> validated ONNX directory (fp32, optimised, int8)
+    jbert.serve         ONNX directory -> scores: torch-free runtime, batch scoring, HTTP service
 
-Dependencies point one way (core <- text <- data <- train <- export; serve uses only core and
-text), and nothing under jbert.serve, jbert.text or jbert.core imports torch.
+Dependencies point one way (core <- tokenization <- data <- train <- export; serve uses only core
+and tokenization), and nothing under jbert.serve, jbert.tokenization or jbert.core imports torch
+(tests/test_layout.py keeps it so).
 """
 
 from jbert import _legacy

@@ -145,7 +145,9 @@ def test_every_task_exports_optimises_quantises_and_matches_pytorch(model_dirs, 
     ids=lambda options: "-".join(f"{k}={v}" for k, v in options.items()),
 )
 def test_each_offered_optimisation_and_quantisation_combination_works(model_dirs, tmp_path, options):
-    manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", show_progress=False, **options)
+    # One fixed recipe each (--quantize_method dynamic); the search over recipes is tests/test_quantize.py's.
+    method = {"quantize_method": "dynamic"} if "quantize" in options else {}
+    manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", show_progress=False, **method, **options)
     expected_keys = ["fp32"] + (["optimized"] if "optimize" in options else []) + (["int8"] if "quantize" in options else [])
     assert list(manifest.models) == expected_keys
     assert manifest.default_model == options.get("default_model", expected_keys[-1])
@@ -233,8 +235,8 @@ def test_failed_overwrite_keeps_the_previous_export(model_dirs, tmp_path, monkey
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
 
 
-def test_int8_below_min_agreement_fails(model_dirs, tmp_path, monkeypatch):
-    """int8 is judged by label agreement with fp32: an int8 graph forced to one wrong class fails."""
+def test_int8_below_min_agreement_fails_with_the_candidates_table(model_dirs, tmp_path, monkeypatch, capsys):
+    """int8 is judged by agreement with fp32: int8 graphs forced to one wrong class fail, listing every candidate."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir = model_dirs["single_label"]
@@ -245,27 +247,29 @@ def test_int8_below_min_agreement_fails(model_dirs, tmp_path, monkeypatch):
     wrong_class = int(first_logits.argmin())
     real_quantize = quantize.quantize_dynamic
 
-    def quantize_then_flip(work_dir, *args):
-        real_quantize(work_dir, *args)
-        path = Path(work_dir) / "model_quantized.onnx"
-        graph = onnx.load(str(path))
+    def quantize_then_flip(fp32_path, output_path, *args):
+        real_quantize(fp32_path, output_path, *args)
+        graph = onnx.load(str(output_path))
         bias = next(t for t in graph.graph.initializer if t.name == "classifier.bias")
         values = onnx.numpy_helper.to_array(bias).copy()
         values[:] = -50.0
         values[wrong_class] = 50.0  # int8 now always predicts a class fp32 does not give text 0
         bias.CopyFrom(onnx.numpy_helper.from_array(values, bias.name))
-        onnx.save(graph, str(path))
+        onnx.save(graph, str(output_path))
 
     monkeypatch.setattr(quantize, "quantize_dynamic", quantize_then_flip)
-    with pytest.raises(ValidationError, match="int8 \\(model_quantized.onnx\\) agrees with fp32 on") as raised:
-        export_model(model_dir, tmp_path / "onnx", quantize="avx2", show_progress=False)
-    assert "try --per_channel" in str(raised.value) and "--quantize_ops matmul" in str(raised.value)
-    assert not (tmp_path / "onnx").exists()
-    # Remedies already in use are not suggested again.
-    with pytest.raises(ValidationError) as raised:
-        export_model(model_dir, tmp_path / "onnx", quantize="avx2", per_channel=True, quantize_ops="matmul", show_progress=False)
-    assert "--per_channel (" not in str(raised.value) and "--quantize_ops matmul (" not in str(raised.value)
-    assert "--min_agreement" in str(raised.value)
+    export_dir = tmp_path / "onnx"
+    code = run_cli(export_cli.main, [str(model_dir), str(export_dir), "--quantize", "avx2", "--quiet"])
+    message = capsys.readouterr().err
+    assert code == 1
+    assert "no int8 candidate agrees with fp32 on at least 99.00% of the 4 held-out texts" in message
+    # Without calibration texts the search tries dynamic int8 per tensor and per channel, then
+    # dynamic matmul-only per channel; ranking nodes to exclude needs a calibrated model.
+    rows = [line for line in message.splitlines() if line.startswith("dynamic")]
+    assert [row.split()[0] for row in rows] == ["dynamic-per_tensor", "dynamic", "dynamic-matmul"]
+    assert all("below --min_agreement" in row for row in rows)
+    assert "--calibration_file" in message and "nothing was written" in message
+    assert not export_dir.exists() and list(tmp_path.iterdir()) == []
 
 
 def test_quantize_ops_matmul_keeps_embeddings_fp32(model_dirs, tmp_path):

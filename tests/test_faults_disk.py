@@ -54,7 +54,8 @@ def assert_clear_storage_error(code: int, output: str) -> None:
     assert code == 1, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
     lines = [line for line in output.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and "no space left" in lines[0] and "ulimit -f" in lines[0], output[-4000:]
+    # RLIMIT_FSIZE refuses with EFBIG, which the message names; a full disk (ENOSPC) takes the same path.
+    assert len(lines) == 1 and "the file-size limit (ulimit -f) was reached" in lines[0], output[-4000:]
 
 
 def tree_digest(directory: Path) -> dict:
@@ -181,3 +182,62 @@ def test_scoring_out_of_space_is_one_clear_message(exported, tmp_path):
     code, printed = run_limited(["serve_onnx.py", "score", str(export_dir), str(source), str(tmp_path / "out.csv")],
                                 file_size_limit=64_000)
     assert_clear_storage_error(code, printed)
+
+
+# ---------------------------------------------------------------- the helpers the drills rely on
+
+def test_a_full_disk_is_recognised_through_each_writer_s_wrapping():
+    import errno
+
+    from jbert.core.artifacts import is_storage_full
+
+    assert is_storage_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    assert is_storage_full(OSError(errno.EFBIG, os.strerror(errno.EFBIG)))
+    assert is_storage_full(OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)))
+    # safetensors (Rust) keeps only the text; torch.save's stream writer loses the errno altogether.
+    assert is_storage_full(Exception("Error while serializing: I/O error: File too large (os error 27)"))
+    torch_error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    torch_error.__context__ = RuntimeError("basic_ios::clear: iostream error")
+    assert is_storage_full(torch_error)
+    assert not is_storage_full(OSError(errno.EACCES, os.strerror(errno.EACCES)))
+    assert not is_storage_full(ValueError("File too large to be a CSV?"))  # a ValueError is never the disk
+    assert is_storage_full(RuntimeError("x")) is False
+
+
+def test_the_message_names_the_limit_that_refused_the_write(tmp_path):
+    import errno
+
+    from jbert.core.artifacts import storage_full_error
+
+    def message(err):
+        return str(storage_full_error(err, tmp_path / "out", left="nothing was left behind"))
+
+    assert "no space left on the device" in message(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+    assert "the disk quota was exceeded" in message(OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)))
+    assert "the file-size limit (ulimit -f) was reached" in message(Exception("I/O error: File too large (os error 27)"))
+    torch_error = RuntimeError("unexpected pos 576 vs 534")
+    torch_error.__context__ = RuntimeError("basic_ios::clear: iostream error")
+    text = message(torch_error)
+    assert "most likely for lack of space" in text and "GB free" in text and text.endswith("nothing was left behind")
+
+
+def test_atomic_directory_output_is_not_private_and_dead_writers_temporaries_go(tmp_path):
+    import socket
+
+    from jbert.core.artifacts import atomic_directory
+
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                                  text=True, check=True).stdout)
+    host = socket.gethostname()
+    stale = tmp_path / f".out.tmp-{host}-{dead_pid}-x1"  # left by a SIGKILLed writer
+    running = tmp_path / f".out.tmp-{host}-{os.getppid()}-x2"  # a writer that is still alive
+    elsewhere = tmp_path / f".out.tmp-another-host-{dead_pid}-x3"  # a writer on another machine
+    for directory in (stale, running, elsewhere):
+        directory.mkdir()
+    with atomic_directory(tmp_path / "out") as work_dir:
+        (work_dir / "weights").write_text("complete")
+    assert not stale.exists() and running.exists() and elsewhere.exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask, "the same mode mkdir would give"
+    assert (tmp_path / "out" / "weights").read_text() == "complete"

@@ -299,3 +299,50 @@ def test_rank_hung_the_other_stops_after_the_collective_timeout(data, tmp_path):
     print(errors[0])
     assert "stopped answering for longer than the collective timeout (20 s, --collective_timeout_seconds)" in errors[0]
     assert not (tmp_path / "model").exists()
+
+
+def test_latest_is_an_accepted_spelling_and_partial_checkpoints_are_refused(tmp_path):
+    from jbert.core.errors import UserError
+    from jbert.train.checkpoint import STATE_FILE, resolve_resume_path
+
+    root = tmp_path / "model.checkpoints"
+    assert resolve_resume_path("latest", root) is None  # nothing yet: start fresh, as 'auto' does
+    for name in ("step_00000002", "step_00000004", ".partial_step_00000006"):
+        (root / name).mkdir(parents=True)
+        (root / name / STATE_FILE).write_text("{}")
+    assert resolve_resume_path("latest", root).name == "step_00000004"
+    assert resolve_resume_path("auto", root).name == "step_00000004"
+    with pytest.raises(UserError, match="incomplete checkpoint"):
+        resolve_resume_path(str(root / ".partial_step_00000006"), root)
+
+
+def test_resume_restores_the_best_weights_its_checkpoint_recorded(tmp_path):
+    """After a kill, `best` may hold weights of an evaluation later than the newest checkpoint; a replay
+    on non-deterministic hardware need not rewrite them, so the checkpoint's own copy is restored."""
+    import torch
+    from accelerate import Accelerator
+
+    from jbert.core.artifacts import atomic_directory
+    from jbert.train.checkpoint import BEST_DIR, TrainerState, load_checkpoint, save_checkpoint
+    from jbert.train.launch import accelerator_init_kwargs
+
+    accelerator = Accelerator(**accelerator_init_kwargs())
+    model = torch.nn.Linear(2, 2)
+    model, optimizer = accelerator.prepare(model, torch.optim.AdamW(model.parameters()))
+    root = tmp_path / "model.checkpoints"
+    best = root / BEST_DIR
+
+    def write_best(content: bytes) -> None:  # as the Evaluator does: a new directory renamed over the old
+        with atomic_directory(best, overwrite=True) as work_dir:
+            (work_dir / "model.safetensors").write_bytes(content)
+
+    save_checkpoint(accelerator, TrainerState(global_step=2), root, keep_last=3)  # before any evaluation
+    write_best(b"best weights, step 4")
+    save_checkpoint(accelerator, TrainerState(global_step=4, best_step=4, best_metric=0.5), root, keep_last=3)
+    write_best(b"best weights, step 6 (after the newest checkpoint)")
+
+    load_checkpoint(accelerator, root / "step_00000004", best_dir=best)
+    assert (best / "model.safetensors").read_bytes() == b"best weights, step 4"
+    assert (root / "step_00000004" / BEST_DIR / "model.safetensors").read_bytes() == b"best weights, step 4"
+    load_checkpoint(accelerator, root / "step_00000002", best_dir=best)
+    assert not best.exists(), "no evaluation at step 2: no best weights to pair with it"

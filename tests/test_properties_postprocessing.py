@@ -38,7 +38,7 @@ def logit_matrices(draw, min_labels: int = 1):
 thresholds = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 0.5, 1.0, np.nextafter(0, 1), np.nextafter(1, 0)]))
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(200))
 @given(logit_matrices())
 @example(np.array([[np.inf, 0.0]]))  # inf - inf = NaN in the plain shifted formula
 @example(np.array([[-np.inf, -np.inf]]))  # all classes impossible: 0/0 in the plain formula
@@ -62,7 +62,7 @@ def test_softmax_is_a_distribution(logits):
             assert (row[~np.isposinf(values)] == 0).all()
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(200))
 @given(logit_matrices())
 @example(np.array([[np.inf, -np.inf, 1e308, -1e308]]))
 def test_sigmoid_is_a_probability_and_monotone(logits):
@@ -77,7 +77,8 @@ def test_sigmoid_is_a_probability_and_monotone(logits):
     assert (flat_probabilities[np.isneginf(flat_logits)] == 0).all()
 
 
-@settings(max_examples=examples(300))
+@pytest.mark.filterwarnings("ignore:invalid value encountered in logaddexp:RuntimeWarning")  # the NaN example
+@settings(max_examples=examples(200))
 @given(logit_matrices(), thresholds)
 @example(np.array([[np.inf, -np.inf], [np.nan, 0.0]]), 0.5)  # a NaN logit still gives a valid class id
 def test_decisions_are_valid_class_ids(logits, threshold):

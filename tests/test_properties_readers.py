@@ -9,6 +9,7 @@ it starts on, or raise a UserError that names the line; rows are never dropped o
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -135,7 +136,7 @@ def _read(path: Path, encoding: str):
     return list(readers.iter_rows(path, encoding=encoding))
 
 
-@settings(max_examples=examples(400))
+@settings(max_examples=examples(300))
 @given(delimited_files(), st.booleans())
 @example(("csv", "utf-8", ["text", "label"], [[""], ["a", "b"]], {"lineterminator": "\r\n", "quoting": csv.QUOTE_MINIMAL}, 0), False)
 @example(("tsv", "utf-8", ["text", "label"], [["x", "y"]], {"lineterminator": "\n", "quoting": csv.QUOTE_MINIMAL}, 1), True)
@@ -235,7 +236,7 @@ def _read_until_error(path: Path, encoding: str):
     return rows, None
 
 
-@settings(max_examples=examples(300))
+@settings(max_examples=examples(200))
 @given(jsonl_files(), st.booleans())
 @example(("utf-8", True, [{"text": "a\ud800b"}], "\n"), False)  # an escaped unpaired surrogate
 @example(("utf-8", True, [{"ok": 1}, {"x": [{"\udc00": 1}]}], "\n"), False)  # ... in a nested key
@@ -266,7 +267,7 @@ def test_jsonl_rows_kept_or_bad_line_named(scratch_dir, case, auto_encoding):
         assert f"data.jsonl, line {error_line}:" in str(error)
 
 
-@settings(max_examples=examples(150))
+@settings(max_examples=examples(100))
 @given(st.sampled_from(ENCODINGS), st.booleans(), st.sampled_from([None, 0, 2]), st.data())
 def test_json_array_rows_kept(scratch_dir, encoding, ensure_ascii, indent, data):
     text = _json_text(encoding, ensure_ascii).filter(lambda value: not _bad_value(value))
@@ -296,3 +297,45 @@ def test_stray_quote_is_an_error_not_a_merge(tmp_path, content, where):
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=rf"data.tsv, {where}: malformed TSV .*starts with a double quote"):
         _read(path, "utf-8")
+
+
+# --------------------------------------------------------------------------- encoding detection
+
+
+@settings(max_examples=examples(200))
+@given(st.binary(max_size=64) | st.text(_alphabet("utf-8"), max_size=20).map(lambda text: text.encode("utf-8")[:-1]))
+def test_detection_of_any_bytes_is_an_encoding_or_a_user_error(sample):
+    for complete in (True, False):
+        try:
+            encoding = readers.detect_sample_encoding(sample, complete=complete)
+        except UserError as err:
+            assert "line" in str(err) or "UTF-16" in str(err)
+            continue
+        assert encoding in readers.AUTO_ENCODINGS
+
+
+@settings(max_examples=examples(200))
+@given(st.sampled_from(ENCODINGS), st.text(min_size=1, max_size=40), st.integers(0, 3))
+@example("cp932", "日本語①", 1)  # the sample ends inside ①
+def test_detection_names_the_encoding_written(encoding, text, cut):
+    text = "".join(char for char in text if _encodable(char, encoding)) or "日本"
+    content = text.encode(encoding)
+    if content.isascii():
+        assert readers.detect_sample_encoding(content) == "utf-8"
+    elif encoding == "cp932" and _ambiguous_with_utf8(content):
+        assert readers.detect_sample_encoding(content) == "utf-8"  # see test_delimited_rows_kept_...
+    else:
+        assert readers.detect_sample_encoding(content) == encoding
+    # A stream sniffed in blocks: a sample ending inside its last character must be read as the
+    # characters before it are (the BOM itself always fits: samples are kilobytes).
+    sample = content[: max(len(content) - cut, 3 if encoding == "utf-8-sig" else 0)]
+    whole = max(k for k in range(len(text) + 1) if sample.startswith(text[:k].encode(encoding)))
+    prefix = text[:whole].encode(encoding)
+    if encoding == "utf-8-sig" and not whole:
+        prefix = codecs.BOM_UTF8
+    expected = readers.detect_sample_encoding(prefix) if prefix.strip(bytes(range(128))) or encoding == "utf-8-sig" else None
+    detected = readers.detect_sample_encoding(sample, complete=False)
+    if expected is not None:
+        assert detected == expected, (sample, prefix)
+    else:  # only ASCII before the cut: the cut bytes alone decide, and both readings are valid so far
+        assert detected in readers.AUTO_ENCODINGS

@@ -204,6 +204,7 @@ def test_broken_export_dirs(tmp_path, single_export):
     manifest["format_version"] = 1
     manifest["models"] = {"fp32": manifest["models"]["fp32"]}
     manifest["default_model"] = "fp32"
+    manifest.pop("files", None)  # an export from before the file hashes: the onnxruntime error below, not the hash check
     write_json(copy / MANIFEST_FILE, manifest)
     with pytest.raises(UserError, match="no 'int8' model.*--quantize"):
         OnnxClassifier.from_export_dir(copy, model="int8")

@@ -13,13 +13,13 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
 EXPORT DIR (written by export, read by serving)
     model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
     config.json, tokenizer files, jbert.json   copied from the model dir
-    manifest.json          Manifest: files, default file, task, labels, parity figures, versions
+    manifest.json          Manifest: files, default file, task, labels, parity figures, versions,
+                           the int8 search and the sha256 of every other file (checked at load)
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Iterator
 
 from jbert.core.errors import UserError
+from jbert.core.file_hashes import hash_directory, mismatched_files
 from jbert.core.normalize import NormalizationConfig
+# The storage helpers stay importable from here, where the writers that use them live.
+from jbert.core.storage import (StorageFullError, is_storage_full, storage_full_error,  # noqa: F401
+                                sync_directory, sync_tree)
 
 SETTINGS_FILE = "jbert.json"
 MANIFEST_FILE = "manifest.json"
@@ -116,62 +120,6 @@ def write_json(path: str | os.PathLike, values: object) -> None:
         if is_storage_full(err):
             raise storage_full_error(err, path) from err
         raise
-
-
-# ------------------------------------------------------------------ writes that run out of space
-
-# errno values that mean "the storage refused more bytes", whatever wrote them.
-_STORAGE_FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-# Writers that wrap the OS error in their own exception keep only its text: safetensors (Rust)
-# says "File too large (os error 27)"; torch.save's C++ stream writer loses the errno entirely
-# and reports the failed stream ("basic_ios::clear: iostream error", "failed writing file").
-_STORAGE_FULL_TEXTS = tuple(os.strerror(code) for code in sorted(_STORAGE_FULL_ERRNOS)) + (
-    "iostream error", "PytorchStreamWriter failed writing file",
-)
-
-
-class StorageFullError(UserError):
-    """The disk, a quota or a file-size limit refused a write.
-
-    Not the user's input (exit code 1, not 2), but like a UserError it is one clear message
-    without a traceback: every CLI's `run_cli` prints it as `error: ...`.
-    """
-
-    exit_code = 1
-
-
-def is_storage_full(err: BaseException) -> bool:
-    """True when `err` (or an exception it was raised from) is a write refused for lack of space."""
-    seen = set()
-    while err is not None and id(err) not in seen:
-        seen.add(id(err))
-        if isinstance(err, StorageFullError):
-            return True
-        if isinstance(err, OSError) and err.errno in _STORAGE_FULL_ERRNOS:
-            return True
-        if not isinstance(err, OSError) and any(text in str(err) for text in _STORAGE_FULL_TEXTS):
-            return True
-        err = err.__cause__ or err.__context__
-    return False
-
-
-def storage_full_error(err: BaseException, path: str | os.PathLike, left: str = "") -> StorageFullError:
-    """A StorageFullError naming what was being written, the free space there and what is left behind."""
-    if isinstance(err, StorageFullError):
-        return err
-    path = Path(path)
-    probe = path.absolute()
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = f"{shutil.disk_usage(probe).free / 1e9:.2f} GB free on that file system"
-    except OSError:
-        free = "free space unknown"
-    return StorageFullError(
-        f"cannot write {path}: no space left for it ({str(err).strip() or type(err).__name__}; {free}). "
-        "Free some space, or raise the file-size limit (ulimit -f) or quota, and run again"
-        + (f"; {left}" if left else "")
-    )
 
 
 def check_output_dir(path: str | os.PathLike, overwrite: bool) -> Path:
@@ -272,29 +220,6 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False) -> 
         raise
 
 
-def sync_directory(directory: str | os.PathLike) -> None:
-    """fsync a directory, making the renames inside it durable (a crash of the machine, not only of the process)."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def sync_tree(directory: str | os.PathLike) -> None:
-    """fsync every file and directory under `directory` before a rename publishes it: after a power
-    loss the rename could otherwise be on disk while the files' data is not (empty files)."""
-    for root, _, files in os.walk(directory):
-        for name in files:
-            descriptor = os.open(os.path.join(root, name), os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-        sync_directory(root)
-
-
 @dataclass
 class ManifestModelFile:
     """One ONNX file in an export directory."""
@@ -322,6 +247,8 @@ class Manifest:
     versions: dict = field(default_factory=dict)  # onnxruntime, optimum, transformers, torch
     opset: int | None = None
     validation: dict = field(default_factory=dict)  # texts, batch sizes, tolerances, tokenizer checks
+    quantization: dict = field(default_factory=dict)  # CPU target, calibration, every int8 candidate's figures
+    files: dict = field(default_factory=dict)  # file name -> sha256 of every file of the export but manifest.json
     format_version: int = MANIFEST_FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -357,6 +284,20 @@ class Manifest:
         """Write `manifest.json` into a directory."""
         write_json(Path(directory) / MANIFEST_FILE, self.to_dict())
 
+    def record_files(self, directory: str | os.PathLike) -> None:
+        """Set `files` to the sha256 of every file in DIRECTORY (except manifest.json), before `save`."""
+        self.files = hash_directory(directory, exclude=(MANIFEST_FILE,))
+
+    def verify_files(self, directory: str | os.PathLike) -> None:
+        """Refuse an export whose files changed since export: UserError naming each missing or changed file.
+
+        Exports written before the hashes were recorded (no `files`) are accepted as they are.
+        """
+        problems = mismatched_files(directory, self.files, listed_in=str(Path(directory) / MANIFEST_FILE))
+        if problems:
+            raise UserError(f"refusing to load {directory}: " + "; ".join(problems)
+                            + ". Copy the complete export directory again or re-export the model with export.py")
+
     @classmethod
     def load(cls, directory: str | os.PathLike) -> "Manifest":
         """Read and validate `manifest.json` of an export directory."""
@@ -370,3 +311,4 @@ class Manifest:
                 f"(create one with: python export.py MODEL_DIR {directory})"
             )
         return cls.from_dict(read_json(path), where=str(path))
+

@@ -9,6 +9,7 @@ has them): CSV, TSV, JSONL, Parquet or `save_to_disk` directories. Hands on a `P
     splits    a seeded stratified validation split when none is given; each split as a Dataset
     tokenize  texts -> unpadded model inputs, truncations counted
     prepare   `prepare_data`: all of the above in order
+    unlabeled texts without labels for masked-LM pretraining (.txt lines, or a table's text column)
 
 Nothing is written to disk here, so a user's bad file never leaves anything half-made.
 """

@@ -7,7 +7,8 @@ the tokenizer, config, jbert.json and manifest.json with the parity figures; a f
 nothing behind.
 
 The steps, in the order `pipeline.export_model` runs them: `model_dir` (inspect the source),
-`texts` (validation texts), `onnx_export`, `optimize`, `quantize`, `validate`, `manifest`.
+`texts` (held-out validation texts), `calibration` (calibration texts), `onnx_export`, `optimize`,
+`int8_search` (int8 recipes of `quantize`, judged by `agreement`), `validate`, `manifest`.
 
     from jbert.export import ExportOptions, export_model, MODEL_FILES
 """

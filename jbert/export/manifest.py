@@ -6,7 +6,6 @@ model file.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from datetime import datetime, timezone
 from importlib import metadata
@@ -14,17 +13,11 @@ from pathlib import Path
 from typing import Optional
 
 from jbert.core.artifacts import Manifest, ManifestModelFile
+from jbert.core.file_hashes import sha256_file
 from jbert.export.model_dir import ModelDirInfo
 from jbert.export.options import FP32_FILE, MODEL_FILES, ExportOptions
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def hash_files(directory: Path) -> dict[str, str]:

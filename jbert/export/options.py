@@ -17,6 +17,13 @@ ONNX_TASK = "text-classification"
 # onnxruntime and unable to meet an fp32 tolerance, so it is not offered.
 OPTIMIZATION_LEVELS = ("O1", "O2", "O3")
 QUANTIZATION_TARGETS = ("avx512_vnni", "avx512", "avx2", "arm64")
+AUTO_TARGET = "auto"  # --quantize auto: the target detected from this machine's CPU (jbert.serve.cpu)
+# How int8 is made: "auto" searches the candidates (jbert.export.int8_search) from fastest to most
+# conservative and keeps the fastest that agrees with fp32; "dynamic" and "static" make one recipe.
+QUANTIZE_METHODS = ("auto", "dynamic", "static")
+# Static int8 calibration (Optimum's AutoCalibrationConfig): activation ranges from the min/max seen,
+# from a high percentile of the histogram (outliers clipped), or minimising the KL divergence.
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 # Optimum's arm64 and avx512_vnni presets fix reduce_range=False: those instruction sets do not
 # saturate, so 7-bit weights would only cost accuracy.
 REDUCE_RANGE_TARGETS = ("avx2", "avx512")
@@ -33,8 +40,6 @@ FP32_FILE = "model.onnx"
 OPTIMIZED_FILE = "model_optimized.onnx"
 QUANTIZED_FILE = "model_quantized.onnx"
 MODEL_FILES = {"fp32": FP32_FILE, "optimized": OPTIMIZED_FILE, "int8": QUANTIZED_FILE}
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
 
 
 def _option(default, help_text: str, **extra):
@@ -47,13 +52,19 @@ class ExportOptions:
     """Every option of an export: the single source for `export_model`'s keywords and the CLI flags."""
 
     optimize: Optional[str] = _option(None, f"Also write an onnxruntime graph-optimised copy, model_optimized.onnx: O1 (basic), O2 (plus BERT fusions), O3 (plus fast GELU approximation). Choices: {', '.join(OPTIMIZATION_LEVELS)}.", metavar="LEVEL")
-    quantize: Optional[str] = _option(None, f"Also write a dynamic int8 copy, model_quantized.onnx, tuned for this CPU instruction set (made from the fp32 graph). Choices: {', '.join(QUANTIZATION_TARGETS)}.", metavar="TARGET")
-    per_channel: bool = _option(False, "Quantize weights per output channel: more accurate int8 at a slightly larger file.")
+    quantize: Optional[str] = _option(None, f"Also write an int8 copy, model_quantized.onnx, for this CPU instruction set (made from the fp32 graph); auto: the instruction set of this machine. Choices: {AUTO_TARGET}, {', '.join(QUANTIZATION_TARGETS)}.", metavar="TARGET")
+    quantize_method: str = _option("auto", f"How int8 is made: auto (try dynamic, static with each calibration method, matmul-only, then excluding the nodes that hurt most; keep the fastest that meets --min_agreement on the held-out texts), dynamic or static (one recipe). Choices: {', '.join(QUANTIZE_METHODS)}.", metavar="METHOD")
+    calibration_method: Optional[str] = _option(None, f"Static int8 calibration: {', '.join(CALIBRATION_METHODS)} (default: all three with --quantize_method auto, minmax with static).", metavar="METHOD")
+    calibration_file: Optional[str] = _option(None, "CSV/TSV/JSONL file of texts to calibrate static int8 on (the model's text column); default: the training file of the run (training_config.yaml). Texts also in the held-out validation texts are left out.", metavar="FILE")
+    calibration_texts: int = _option(200, "Use at most this many calibration texts, spread over the file.")
+    max_quantize_seconds: float = _option(1800.0, "Fail (exit 2, nothing written) when making and measuring the int8 candidates takes longer than this.")
+    per_channel: bool = _option(False, "Quantize weights per output channel in dynamic int8 (static int8 is always per channel): more accurate at a slightly larger file.")
     reduce_range: Optional[bool] = _option(None, "Quantize weights to 7 bits, which avoids overflow on AVX2/AVX512 CPUs without VNNI (avx2 and avx512 targets only).")
     quantize_ops: str = _option("all", f"Which ops int8 quantises: all (Optimum's preset, embeddings included: smallest file) or matmul (MatMul only; embeddings stay fp32: a larger file, closer to fp32 together with --per_channel). Choices: {', '.join(QUANTIZE_OPS)}.", metavar="OPS")
     validation_file: Optional[str] = _option(None, "CSV/TSV/JSONL file of texts (the model's text column, its pair column for pair models, and optionally the label column) to check parity on; default: examples.jsonl of the model directory.", metavar="FILE")
+    max_accuracy_change: float = _option(0.005, "Where the held-out texts have labels, an int8 candidate must also keep its accuracy (subset accuracy for multi-label) within this of fp32's, either way (0.005 = half a point).")
     atol: float = _option(1e-4, "Largest absolute logit difference allowed between PyTorch and the fp32/optimised ONNX graphs.")
-    min_agreement: float = _option(0.99, "Smallest fraction of texts on which the int8 model must predict the same labels as the fp32 one.")
+    min_agreement: float = _option(0.99, "Smallest agreement of int8 with fp32 on the held-out texts: the fraction of same labels (single-label), of same per-label decisions (multi-label), of scores within 2 percent of the fp32 score range (regression).")
     opset: Optional[int] = _option(None, f"ONNX opset to export with (at least {MIN_OPSET}; default: Optimum's choice for the architecture).")
     overwrite: bool = _option(False, "Replace EXPORT_DIR if it exists and is not empty.")
     default_model: Optional[str] = _option(None, "Which file serving loads by default: fp32, optimized or int8 (default: int8 if made, else optimized, else fp32).", metavar="MODEL")
@@ -69,8 +80,25 @@ class ExportOptions:
                 problems.append("--optimize O4 is fp16 mixed precision for GPUs; onnxruntime on CPU runs it slower than fp32 and it cannot match fp32 logits. Use O2 or O3")
             else:
                 problems.append(f"--optimize {self.optimize!r} is not a level; choose one of {', '.join(OPTIMIZATION_LEVELS)}")
-        if self.quantize is not None and self.quantize not in QUANTIZATION_TARGETS:
-            problems.append(f"--quantize {self.quantize!r} is not a known target; choose one of {', '.join(QUANTIZATION_TARGETS)} (avx512_vnni for recent Intel/AMD servers, avx2 for older x86, arm64 for ARM)")
+        if self.quantize is not None and self.quantize not in (AUTO_TARGET, *QUANTIZATION_TARGETS):
+            problems.append(f"--quantize {self.quantize!r} is not a known target; choose one of {AUTO_TARGET}, {', '.join(QUANTIZATION_TARGETS)} (auto: this machine's; avx512_vnni for recent Intel/AMD servers, avx2 for older x86, arm64 for ARM)")
+        if self.quantize_method not in QUANTIZE_METHODS:
+            problems.append(f"--quantize_method {self.quantize_method!r} is not a choice; choose one of {', '.join(QUANTIZE_METHODS)}")
+        if self.calibration_method is not None and self.calibration_method not in CALIBRATION_METHODS:
+            problems.append(f"--calibration_method {self.calibration_method!r} is not a calibration method; choose one of {', '.join(CALIBRATION_METHODS)}")
+        elif self.calibration_method is not None and self.quantize_method == "dynamic":
+            problems.append("--calibration_method only applies to static int8; use --quantize_method auto or static")
+        if self.calibration_file is not None:
+            if not Path(self.calibration_file).is_file():
+                problems.append(f"--calibration_file {self.calibration_file} does not exist")
+            elif self.quantize_method == "dynamic":
+                problems.append("--calibration_file only applies to static int8; use --quantize_method auto or static")
+        if self.quantize is None and (self.calibration_file is not None or self.calibration_method is not None):
+            problems.append("--calibration_file / --calibration_method only apply to int8; add --quantize auto")
+        if self.calibration_texts < 1:
+            problems.append(f"--calibration_texts must be at least 1 (got {self.calibration_texts})")
+        if not self.max_quantize_seconds > 0:
+            problems.append(f"--max_quantize_seconds must be positive (got {self.max_quantize_seconds})")
         if self.quantize is None and self.per_channel:
             problems.append("--per_channel only applies to int8 quantisation; add --quantize TARGET")
         if self.quantize_ops not in QUANTIZE_OPS:
@@ -84,6 +112,8 @@ class ExportOptions:
                 problems.append(f"--reduce_range does not apply to --quantize {self.quantize} (it never saturates); use it with avx2 or avx512")
         if not self.atol > 0:
             problems.append(f"--atol must be positive (got {self.atol})")
+        if not 0 <= self.max_accuracy_change <= 1:
+            problems.append(f"--max_accuracy_change must be between 0 and 1 (got {self.max_accuracy_change})")
         if not 0 <= self.min_agreement <= 1:
             problems.append(f"--min_agreement must be between 0 and 1 (got {self.min_agreement})")
         if self.opset is not None:

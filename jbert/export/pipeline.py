@@ -8,9 +8,12 @@ directory that is renamed to EXPORT_DIR only when every check passed:
 1. `onnx_export`: fp32 export with optimum-onnx `main_export` (dynamic batch and sequence axes),
    the tokenizer saved and reloaded identically, jbert.json copied.
 2. `optimize`: optional graph optimisation (ORTOptimizer, O1-O3) -> model_optimized.onnx.
-3. `quantize`: optional int8 (ORTQuantizer, from the fp32 graph) -> model_quantized.onnx.
+3. `int8_search` (with `quantize`, `calibration`, `agreement`): optional int8 from the fp32 graph,
+   the fastest of dynamic / calibrated static candidates that agrees with fp32 on held-out texts
+   -> model_quantized.onnx, every candidate's figures in the manifest.
 4. `validate`: parity with PyTorch on the texts of `texts`, at batch size 1 and a padded batch.
-5. `manifest`: manifest.json with the source, hashes, versions, every figure and the default file.
+5. `manifest`: manifest.json with the source, versions, every figure, the default file and the
+   sha256 of every file of the export (the runtime refuses files changed since).
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ from pathlib import Path
 from typing import Optional
 
 from jbert.core.artifacts import Manifest, atomic_directory, check_output_dir
+from jbert.core.errors import UserError
 from jbert.export import manifest as manifest_step
-from jbert.export import onnx_export, validate
+from jbert.export import int8_search, onnx_export, validate
 from jbert.export import optimize as optimize_step  # export_model's keywords are named optimize/quantize
-from jbert.export import quantize as quantize_step
 from jbert.export.model_dir import check_export_path, inspect_model_dir, load_model_tokenizer, resolve_max_length
 from jbert.export.options import MODEL_FILES, ExportOptions
 from jbert.export.progress import Progress
+from jbert.export.calibration import load_calibration_texts
 from jbert.export.texts import load_validation_examples
 
 
@@ -36,10 +40,16 @@ def export_model(
     *,
     optimize: Optional[str] = None,
     quantize: Optional[str] = None,
+    quantize_method: str = "auto",
+    calibration_method: Optional[str] = None,
+    calibration_file: Optional[str | os.PathLike] = None,
+    calibration_texts: int = 200,
+    max_quantize_seconds: float = 1800.0,
     per_channel: bool = False,
     reduce_range: Optional[bool] = None,
     quantize_ops: str = "all",
     validation_file: Optional[str | os.PathLike] = None,
+    max_accuracy_change: float = 0.005,
     atol: float = 1e-4,
     min_agreement: float = 0.99,
     opset: Optional[int] = None,
@@ -56,9 +66,11 @@ def export_model(
     untouched).
     """
     options = ExportOptions(
-        optimize=optimize, quantize=quantize, per_channel=per_channel, reduce_range=reduce_range,
+        optimize=optimize, quantize=quantize, quantize_method=quantize_method, calibration_method=calibration_method,
+        calibration_file=None if calibration_file is None else str(calibration_file), calibration_texts=calibration_texts,
+        max_quantize_seconds=max_quantize_seconds, per_channel=per_channel, reduce_range=reduce_range,
         quantize_ops=quantize_ops,
-        validation_file=None if validation_file is None else str(validation_file), atol=atol,
+        validation_file=None if validation_file is None else str(validation_file), max_accuracy_change=max_accuracy_change, atol=atol,
         min_agreement=min_agreement, opset=opset, overwrite=overwrite, default_model=default_model,
         show_progress=show_progress, validation_batch_size=validation_batch_size,
         max_validation_texts=max_validation_texts,
@@ -77,6 +89,12 @@ def export_model(
     examples, validation_source = load_validation_examples(
         model_dir, info.settings, info.config, options.validation_file, options.max_validation_texts
     )
+    calibration = None
+    if options.quantize is not None and options.quantize_method != "dynamic":
+        calibration = load_calibration_texts(model_dir, info.settings, options.calibration_file, examples, options.calibration_texts)
+        if options.quantize_method == "static" and not calibration.examples:
+            raise UserError("--quantize_method static needs calibration texts: " + "; ".join(calibration.problems)
+                            + "; give --calibration_file with real texts of the task")
     source = manifest_step.source_record(model_dir)
 
     with atomic_directory(export_dir, overwrite=options.overwrite) as work_dir:
@@ -87,15 +105,18 @@ def export_model(
         if options.optimize is not None:
             progress.step(f"optimising the graph ({options.optimize})")
             optimize_step.optimize_graph(work_dir, options.optimize)
+        quantization, search = None, {}
         if options.quantize is not None:
-            progress.step(f"quantising {options.quantize_ops} ops to int8 for {options.quantize} (from the fp32 graph)")
-            quantize_step.quantize_dynamic(work_dir, options.quantize, options.per_channel, options.reduce_range, options.quantize_ops)
+            quantization, search = int8_search.search_int8(
+                work_dir, info, tokenizer, examples, validation_source, calibration, options, progress
+            )
 
         progress.step(f"checking parity with PyTorch on {len(examples)} texts ({validation_source})")
         parity, validation = validate.check_parity(work_dir, model_dir, tokenizer, examples, info, options, progress)
         validation["source"] = validation_source
-        quantization = quantize_step.quantization_record(options) if options.quantize is not None else None
         manifest = manifest_step.build_manifest(work_dir, info, options, parity, validation, source, quantization)
+        manifest.quantization = search
+        manifest.record_files(work_dir)
         manifest.save(work_dir)
     progress.step(f"wrote {export_dir} (default model: {MODEL_FILES[manifest.default_model]})")
     return manifest

@@ -36,7 +36,6 @@ BUILTIN_TEXTS = (
 )
 
 
-
 @dataclass
 class ValidationExample:
     """One text (pair) used for the parity check, already normalised, with its label if known."""
@@ -44,7 +43,6 @@ class ValidationExample:
     text: str
     text_pair: Optional[str] = None
     label: Any = None  # class id, tuple of class ids (multi-label), float (regression) or None
-
 
 
 def _read_label_delimiter(model_dir: Path) -> tuple[str, Optional[str]]:
@@ -76,7 +74,7 @@ def load_validation_examples(
     model_dir = Path(model_dir)
     label_column, label_delimiter = _read_label_delimiter(model_dir)
     if validation_file is not None:
-        rows = _rows_from_validation_file(Path(validation_file), settings, label_column, max_texts)
+        rows = rows_from_table_file(Path(validation_file), settings, label_column, max_texts)
         source = f"validation file {validation_file}"
     elif (model_dir / EXAMPLES_FILE).is_file():
         rows = _rows_from_examples(model_dir / EXAMPLES_FILE, settings, max_texts)
@@ -108,7 +106,7 @@ def load_validation_examples(
     return examples, source
 
 
-def _rows_from_validation_file(path: Path, settings: JbertSettings, label_column: str, max_texts: int):
+def rows_from_table_file(path: Path, settings: JbertSettings, label_column: Optional[str], max_texts: int):
     """(text, text_pair, raw label) rows of a CSV/TSV/JSONL/Parquet file, empty texts skipped."""
     from jbert.core.readers import is_missing, iter_rows, read_columns, suggest_column
 

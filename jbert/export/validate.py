@@ -19,39 +19,8 @@ from jbert.core.errors import ValidationError, format_problems
 from jbert.export.model_dir import ModelDirInfo, load_model_tokenizer
 from jbert.export.options import MODEL_FILES, QUANTIZED_FILE, ExportOptions
 from jbert.export.progress import Progress
-from jbert.export.quantize import int8_remedies
+from jbert.export.agreement import AGREEMENT_MEASURES, agreement_figures, predicted_labels, quality_figures
 from jbert.export.texts import ValidationExample, encode
-
-
-def predicted_labels(logits: np.ndarray, problem_type: str, threshold: float = 0.5) -> list:
-    """Per-text predictions in comparable form: class id, tuple of class ids, or the score.
-
-    The decision rule is the one shared by training and serving (`jbert.core.postprocessing`), so "same
-    labels" here means what the evaluation metrics counted.
-    """
-    from jbert.core.postprocessing import predictions_from_logits
-
-    predictions = predictions_from_logits(logits, problem_type, threshold)
-    if problem_type == "multi_label_classification":
-        return [tuple(int(i) for i in np.flatnonzero(row)) for row in predictions]
-    if problem_type == "regression":
-        return [float(value) for value in predictions]
-    return [int(i) for i in predictions]
-
-
-def quality_figures(predictions: list, labels: list, problem_type: str) -> dict:
-    """Accuracy (subset accuracy for multi-label) or MSE/Pearson against known labels."""
-    known = [(p, y) for p, y in zip(predictions, labels) if y is not None]
-    if not known:
-        return {}
-    if problem_type == "regression":
-        predicted = np.array([p for p, _ in known], dtype=np.float64)
-        gold = np.array([y for _, y in known], dtype=np.float64)
-        figures = {"mse": float(np.mean((predicted - gold) ** 2)), "n_labelled": len(known)}
-        if len(known) > 1 and predicted.std() > 0 and gold.std() > 0:
-            figures["pearson"] = float(np.corrcoef(predicted, gold)[0, 1])
-        return figures
-    return {"accuracy": float(np.mean([p == y for p, y in known])), "n_labelled": len(known)}
 
 
 def batches(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -170,13 +139,18 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
             for metric, value in quality.items():
                 figures[metric if metric == "n_labelled" else f"{metric}_{name}"] = value
         if key == "int8":
+            measured = [agreement_figures(logits[size]["fp32"], logits[size]["int8"], problem_type, threshold, labels)
+                        for size in batch_sizes]
+            figures["agreement"] = sum(m["agreement"] * m["n"] for m in measured) / sum(m["n"] for m in measured)
+            figures["agreement_measure"] = AGREEMENT_MEASURES[problem_type]
             figures["min_agreement"] = options.min_agreement
-            failed = problem_type != "regression" and figures["label_agreement"] < options.min_agreement
+            failed = figures["agreement"] < options.min_agreement
             if failed:
                 failures.append(
-                    f"int8 ({QUANTIZED_FILE}) agrees with fp32 on {figures['label_agreement']:.2%} of the predictions, "
-                    f"below --min_agreement {options.min_agreement:.2%} ({figures['label_disagreements']} of {len(agree)} differ; "
-                    f"max |logit diff| {max_abs_diff:.3g}); {int8_remedies(options)}"
+                    f"int8 ({QUANTIZED_FILE}) agrees with fp32 on {figures['agreement']:.2%} "
+                    f"({AGREEMENT_MEASURES[problem_type]}) at batch sizes {batch_sizes}, below --min_agreement "
+                    f"{options.min_agreement:.2%} (max |logit diff| {max_abs_diff:.3g}); serve the fp32/optimised "
+                    "file (--default_model) or give more representative --calibration_file texts"
                 )
         else:
             figures["atol"] = options.atol
@@ -191,7 +165,9 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
         figures["passed"] = not failed
         parity[key] = figures
         summary = f"{key}: max |diff| {max_abs_diff:.2e}"
-        if "label_agreement" in figures:
+        if "agreement" in figures:
+            summary += f", agreement with fp32 {figures['agreement']:.2%}"
+        elif "label_agreement" in figures:
             summary += f", label agreement {figures['label_agreement']:.2%}"
         progress.step(summary)
     if failures:

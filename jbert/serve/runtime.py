@@ -29,6 +29,7 @@ from jbert.serve.encoding import SORT_WINDOW_BATCHES, InputError, TextEncoder, l
 from jbert.serve.session import make_session_options, open_session, physical_core_count, session_io_names
 from jbert.tokenization.files import EncodedText
 from jbert.tokenization.loading import load_serving_tokenizer
+from jbert.serve.cpu import warn_if_cpu_lacks_int8_target
 
 # Kept importable from here (`from jbert.serve.runtime import InputError, physical_core_count`).
 __all__ = [
@@ -104,6 +105,8 @@ class OnnxClassifier:
                 f"{model_path} is listed in {export_dir / 'manifest.json'} but missing; "
                 f"copy the complete export directory or re-export the model"
             )
+        manifest.verify_files(export_dir)  # refuse files changed since export (hashes in manifest.json)
+        warn_if_cpu_lacks_int8_target(manifest.models[model_key], model_path)
         if num_threads is not None and num_threads < 1:
             raise UserError(f"num_threads must be at least 1, got {num_threads}")
         settings = JbertSettings.load(export_dir)

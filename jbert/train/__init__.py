@@ -11,6 +11,11 @@
     metrics       accuracy / F1 / regression metrics, best-model selection
     model_dir     the model directory written at the end
     report        model card and plots
+    baseline      TF-IDF + logistic regression on the same splits, in every classification report
+    recipes       --from_scratch defaults per size, and where every option's value came from
+    hp_search     --hp_search N: Optuna trials with pruning, then the final model with the best
+    mlm           --task mlm: masked-LM pretraining on the same loop stages
+    mlm_data      whole-word masking over MeCab words, packed or truncated sequences
 
 Hands on a directory with safetensors weights, a config with the real id2label, the tokenizer,
 jbert.json (text settings serving must repeat), metrics.json, predictions, the card and plots.

@@ -10,7 +10,12 @@ Why a kill at any moment never leaves a checkpoint that `--resume_from_checkpoin
   are on disk (fsync); the rename is the commit point;
 - pruning renames an old checkpoint to `.deleting_step_N/` before deleting its files, so a kill
   halfway through a deletion cannot leave a `step_N/` with files missing;
-- leftovers of killed runs (`.partial_*`, `.deleting_*`) are removed by the next save.
+- leftovers of killed runs (`.partial_*`, `.deleting_*`) are removed by the next save;
+- the best weights so far (`<root>/best`, what the model directory will hold) are part of each
+  checkpoint (hard links, no extra space) and restored with it: after a kill, `best` may hold
+  weights of an evaluation later than the checkpoint, which a replay on non-deterministic hardware
+  need not reproduce; the model directory must never pair those weights with the checkpoint's
+  record of which step was best.
 tests/test_faults_training.py kills real training processes at each of these moments.
 """
 
@@ -22,12 +27,14 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jbert.core.artifacts import is_storage_full, read_json, storage_full_error, sync_directory, sync_tree, write_json
+from jbert.core.artifacts import (atomic_directory, is_storage_full, read_json, storage_full_error, sync_directory,
+                                  sync_tree, write_json)
 from jbert.core.errors import UserError
 
 STATE_FILE = "trainer_state.json"
 LATEST = ("latest", "auto")  # --resume_from_checkpoint values meaning "the newest complete checkpoint, if any"
 _STEP_DIR = re.compile(r"^step_(\d+)$")
+BEST_DIR = "best"  # <checkpoint root>/best: the best weights so far (jbert.train.evaluation writes it)
 _PARTIAL_PREFIX = ".partial_"
 _DELETING_PREFIX = ".deleting_"
 
@@ -138,6 +145,9 @@ def save_checkpoint(accelerator, state: TrainerState, checkpoint_root: Path, kee
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         try:
+            best = checkpoint_root / BEST_DIR
+            if best.is_dir():
+                _link_tree(best, partial / BEST_DIR)
             state.save(partial)
             sync_tree(partial)
         except Exception as err:
@@ -163,8 +173,9 @@ def _delete_checkpoint(path: Path) -> None:
     shutil.rmtree(doomed, ignore_errors=True)
 
 
-def load_checkpoint(accelerator, path: Path) -> TrainerState:
-    """Restore model, optimizer, scheduler and RNG states; refuse a different world size."""
+def load_checkpoint(accelerator, path: Path, best_dir: Path | None = None) -> TrainerState:
+    """Restore model, optimizer, scheduler and RNG states, and the best weights as they were at that
+    step into `best_dir` (default: <checkpoint root>/best); refuse a different world size."""
     state = TrainerState.load(path)
     if state.world_size != accelerator.num_processes:
         raise UserError(
@@ -173,4 +184,26 @@ def load_checkpoint(accelerator, path: Path) -> TrainerState:
             "(the data order and per-process RNG states depend on it)"
         )
     accelerator.load_state(str(path))
+    best_dir = Path(best_dir) if best_dir is not None else path.parent / BEST_DIR
+    if accelerator.is_main_process:
+        saved_best = path / BEST_DIR
+        if saved_best.is_dir():
+            with atomic_directory(best_dir, overwrite=True) as work_dir:
+                _link_tree(saved_best, work_dir, into_existing=True)
+        elif state.best_step is None:
+            shutil.rmtree(best_dir, ignore_errors=True)  # weights of an evaluation this state never saw
+        # else: a checkpoint written before best weights were kept in checkpoints; leave `best` as found.
+    accelerator.wait_for_everyone()
     return state
+
+
+def _link_tree(source: Path, destination: Path, into_existing: bool = False) -> None:
+    """Copy a directory as hard links (no space, and safe: `best` is only ever replaced, never
+    rewritten in place); a file system without hard links gets real copies."""
+    def link_or_copy(src, dst):
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, destination, copy_function=link_or_copy, dirs_exist_ok=into_existing)

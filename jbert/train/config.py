@@ -7,6 +7,7 @@ on the command line override them. `validate()` reports every problem at once be
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Sequence
@@ -14,10 +15,16 @@ from typing import Optional, Sequence
 import yaml
 
 from jbert.core.errors import UserError, format_problems
-from jbert.train.launch import DEFAULT_COLLECTIVE_TIMEOUT_SECONDS
 
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
-TASKS = ("auto", "single_label", "multi_label", "regression")
+TASKS = ("auto", "single_label", "multi_label", "regression", "mlm")
+# The collective timeout (--collective_timeout_seconds): how long a process waits in an all-reduce or
+# barrier for the others. 30 minutes, PyTorch's own gloo default, made explicit and the same for NCCL
+# (whose default is 10): the main process alone prepares the data and writes the model directory
+# with test predictions while the others wait in a barrier, which can take many minutes on a large
+# data set, and a timeout there would kill a healthy run. A dead process on the same machine is
+# noticed at once (its sockets close); the timeout bounds the wait for a hung one or a lost machine.
+DEFAULT_COLLECTIVE_TIMEOUT_SECONDS = 1800
 
 
 def _opt(default, help_text: str, **extra):
@@ -44,7 +51,9 @@ class TrainConfig:
     text_column: str = _opt("text", "Column with the text to classify.")
     text_pair_column: Optional[str] = _opt(None, "Column with the second text, for sentence-pair classification.")
     label_column: str = _opt("label", "Column with the label(s).")
-    task: str = _opt("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), or auto: detect from the labels.", choices=TASKS)
+    task: str = _opt("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column).", choices=TASKS)
+    mlm_probability: float = _opt(0.15, "--task mlm: fraction of tokens to predict, chosen as whole MeCab words (80 percent become [MASK], 10 percent a random token, 10 percent stay).")
+    mlm_pack: bool = _opt(True, "--task mlm: pack texts into full --max_length sequences; --mlm_pack false keeps one text per sequence (truncated).")
     label_delimiter: Optional[str] = _opt(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")
     multi_label_threshold: float = _opt(0.5, "Sigmoid probability above which a multi-label class is predicted.")
     encoding: str = _opt("auto", "Text encoding of CSV/TSV/JSONL files: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, utf-8-sig, cp932, shift_jis ...")
@@ -79,6 +88,7 @@ class TrainConfig:
     eval_steps: int = _opt(100, "Evaluation interval when --eval_strategy steps.")
     metric_for_best_model: str = _opt("auto", "Metric that selects the best model: accuracy, macro_f1, micro_f1, loss, pearson, spearman, mse, subset_accuracy ... (auto: macro_f1, micro_f1 for multi-label, pearson for regression).")
     early_stopping_patience: Optional[int] = _opt(None, "Stop after this many evaluations without improvement.")
+    baseline: str = _opt("tfidf_logreg", "Also fit TF-IDF char 1-3 grams + logistic regression on the same splits and report it beside the model (classification only); none skips it.", choices=("tfidf_logreg", "none"))
     extra_metrics: Optional[str] = _opt(None, "Comma-separated `evaluate` metrics by name or local path (loaded only when asked; a name needs the hub).")
     checkpointing_steps: Optional[str] = _opt(None, "Save a resumable checkpoint every N optimizer steps, or 'epoch'.")
     save_total_limit: int = _opt(2, "Keep only the newest K checkpoints.")
@@ -89,11 +99,16 @@ class TrainConfig:
     logging_steps: int = _opt(20, "Log the training loss every N optimizer steps.")
     dataloader_num_workers: int = _opt(0, "Worker processes for data loading.")
     disable_tqdm: bool = _opt(False, "No progress output: neither the bar on a terminal nor the progress line every 10 s (JBERT_PROGRESS_INTERVAL) in a log.")
+    hp_search: int = _opt(0, "Run N Optuna trials (learning rate, epochs, warm-up, dropout, batch size around the given values; poor trials pruned) on the validation split, then train the final model with the best; 0: off.")
     config: Optional[str] = _opt(None, "YAML recipe whose values become the defaults (flags still override).")
 
     def to_dict(self) -> dict:
-        """Plain dict (YAML/JSON)."""
-        return asdict(self)
+        """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
+        values = asdict(self)
+        sources = getattr(self, "value_sources", None)
+        if sources:
+            values["value_sources"] = dict(sources)
+        return values
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -132,6 +147,17 @@ class TrainConfig:
             problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
             problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
+        if self.task == "mlm" and not 0 < self.mlm_probability < 1:
+            problems.append(f"--mlm_probability must be in (0, 1) (got {self.mlm_probability})")
+        if self.task == "mlm" and self.metric_for_best_model not in ("auto", "loss", "perplexity"):
+            problems.append(f"--metric_for_best_model {self.metric_for_best_model} does not apply to --task mlm "
+                            "(the best model has the lowest validation loss, i.e. perplexity)")
+        if self.hp_search < 0:
+            problems.append(f"--hp_search must be a number of trials, 0 for none (got {self.hp_search})")
+        if self.hp_search and self.task == "mlm":
+            problems.append("--hp_search tunes classification and regression runs, not --task mlm")
+        if self.hp_search and self.resume_from_checkpoint:
+            problems.append("--hp_search cannot resume a checkpoint: the trials start fresh; drop --resume_from_checkpoint")
         if self.label_delimiter and self.task not in ("auto", "multi_label"):
             problems.append(f"--label_delimiter only makes sense for multi-label data, but --task is {self.task}")
         regression_metrics = {"mse", "pearson", "spearman", "rmse", "mae"}
@@ -162,12 +188,19 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     """Parse flags, with `--config FILE.yaml` values as defaults; validate everything."""
     parser = build_parser()
     argv = list(argv) if argv is not None else None
+    from jbert.train.recipes import apply_recipe, given_option_names
+
     known, _ = parser.parse_known_args(argv)
+    recipe_values = {}
     if known.config:
-        parser.set_defaults(**load_yaml_recipe(known.config))
+        recipe_values = load_yaml_recipe(known.config)
+        parser.set_defaults(**recipe_values)
     (config,) = parser.parse_args_into_dataclasses(args=argv)
     if config.checkpointing_steps is not None:
         config.checkpointing_steps = str(config.checkpointing_steps)
+    # --from_scratch defaults fill only what neither a flag nor the YAML gave
+    given = given_option_names(sys.argv[1:] if argv is None else argv, parser)
+    apply_recipe(config, given, known.config, recipe_values)
     config.validate()
     return config
 
@@ -183,6 +216,7 @@ def load_yaml_recipe(path: str) -> dict:
         raise UserError(f"--config {path} is not valid YAML: {err}") from None
     if not isinstance(values, dict):
         raise UserError(f"--config {path} must be a mapping of option: value")
+    values.pop("value_sources", None)  # a saved training_config.yaml: where values came from, not options
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

@@ -82,6 +82,7 @@ class Evaluator:
         self.batches_per_epoch = batches_per_epoch
         self.patience = patience
         self.last_value: float | None = None  # the selection metric of the latest evaluation
+        self.on_evaluate = None  # optional callback(record) after each evaluation (hp search pruning)
 
     def __call__(self, state: TrainerState) -> bool:
         """Evaluate at the state's step; returns True when training should stop (early stopping)."""
@@ -93,6 +94,8 @@ class Evaluator:
             if key in results:
                 record[f"eval_{key}"] = results[key]
         state.history.append(record)
+        if self.on_evaluate is not None:
+            self.on_evaluate(record)  # may raise to abandon the run (a pruned trial)
         value = self.last_value = results[self.best_metric]
         logger.info("step %d: %s", state.global_step,
                     ", ".join(f"{k}={v:.4f}" for k, v in record.items()

@@ -35,6 +35,7 @@ from jbert.train import launch as scaling
 # old name jbert.training) as they were before the loop was split up.
 from jbert.train.batching import MODEL_INPUTS, Collator, LengthGroupedSampler, training_dataloaders
 from jbert.train.config import TrainConfig
+from jbert.train.deepspeed_config import prepare_deepspeed_config
 from jbert.train.evaluation import Evaluator, evaluate
 from jbert.train.metrics import ExtraMetrics, resolve_best_metric
 from jbert.train.model_dir import remove_working_files, write_model_dir
@@ -76,13 +77,16 @@ class Run:
     evaluator: Evaluator
 
 
-def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> dict:
+def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None,
+          on_evaluate: Optional[Callable[[dict], None]] = None) -> dict:
     """Fine-tune (or train from scratch) and write the model directory; returns the final metrics.
 
     on_step_end: called as `on_step_end(global_step, accelerator)` on every process after each
     optimizer step, once that step's logging, evaluation and checkpoint are done. For monitoring,
     and for tests that stop a run at a known step: an exception raised there ends the run as a
     crash would (no model directory; checkpoints stay for --resume_from_checkpoint).
+    on_evaluate: called as `on_evaluate(record)` with every evaluation record (step, epoch, eval_*
+    figures) as it is made; it may raise to abandon the run (--hp_search prunes trials so).
     """
     accelerator, ds_config = set_up(config)
     # A process of the run that dies or hangs makes the others' collectives fail: one message, not a
@@ -91,6 +95,7 @@ def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None) -> di
         data = load_data(config, accelerator)
         model = build_model(config, accelerator, data)
         run = prepare_run(config, accelerator, ds_config, model, data)
+        run.evaluator.on_evaluate = on_evaluate
         state = start_or_resume(config, accelerator)
         throughput = train_loop(config, accelerator, run, state, on_step_end)
         return finish(config, accelerator, data, run, state, throughput)
@@ -110,7 +115,7 @@ def set_up(config: TrainConfig) -> tuple[Accelerator, Optional[dict]]:
         **scaling.accelerator_init_kwargs(config.collective_timeout_seconds),
     )
     scaling.verify_process_group(accelerator)
-    ds_config = scaling.prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
+    ds_config = prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
     _set_up_logging(accelerator, config)
     logger.info("%s", accelerator.state)
     set_seed(config.seed, deterministic=config.full_determinism)
@@ -230,7 +235,7 @@ def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Option
         accelerator, model, eval_dataloader, problem_type=data.prepared.problem_type,
         label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
         extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
-        best_dir=config.checkpoint_dir / "best", batches_per_epoch=schedule.batches_per_epoch,
+        best_dir=config.checkpoint_dir / ckpt.BEST_DIR, batches_per_epoch=schedule.batches_per_epoch,
         patience=config.early_stopping_patience,
     )
     logger.info("%d training examples, %d validation; %d process(es) x batch %d x accumulation %d = %d per step; "
@@ -246,7 +251,7 @@ def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.Train
     resume_path = ckpt.resolve_resume_path(config.resume_from_checkpoint, config.checkpoint_dir)
     if resume_path is not None:
         logger.info("resuming from %s", resume_path)
-        state = ckpt.load_checkpoint(accelerator, resume_path)
+        state = ckpt.load_checkpoint(accelerator, resume_path, best_dir=config.checkpoint_dir / ckpt.BEST_DIR)
     elif config.resume_from_checkpoint in ckpt.LATEST:
         logger.info("no checkpoint in %s: starting from scratch", config.checkpoint_dir)
     if config.with_tracking:

@@ -25,10 +25,11 @@ from jbert.core.normalize import NormalizationConfig
 from jbert.core.postprocessing import predictions_from_logits, sigmoid
 from jbert.data import PreparedData
 from jbert.data.labels import MULTI_LABEL, SINGLE_LABEL
+from jbert.train.baseline import baseline_card_lines, baseline_for_data, compare_with_baseline
 from jbert.train.batching import MODEL_INPUTS
 from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
-from jbert.train.metrics import compute_metrics
+from jbert.train.metrics import compute_metrics, resolve_best_metric
 from jbert.train.report import write_model_card, write_plots
 
 logger = logging.getLogger("jbert")
@@ -90,6 +91,11 @@ def write_model_dir(config: TrainConfig, data: PreparedData, tokenizer, state: T
                          "test": len(data.test) if data.test is not None else 0},
             "truncated_to_max_length": truncated, "stats": data.stats,
         }
+        baseline = None
+        if config.baseline != "none":
+            baseline = baseline_for_data(data, problem_type, label_names, config.multi_label_threshold, config.seed)
+        comparison = compare_with_baseline(state.best_metric, baseline, best_metric,
+                                           resolve_best_metric(best_metric, problem_type)[1])
         plots = write_plots(tmp, state.history, best_metric, confusion, label_names)
         metrics = {
             "problem_type": problem_type, "labels": label_names, "best_metric": best_metric,
@@ -97,15 +103,34 @@ def write_model_dir(config: TrainConfig, data: PreparedData, tokenizer, state: T
             "validation": validation_metrics, "test": test_metrics, "history": state.history,
             "data": data_summary, "global_step": state.global_step, **throughput,
         }
+        if baseline is not None:
+            metrics["baseline"] = {**baseline, "comparison": comparison}
         with open(tmp / METRICS_FILE, "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, ensure_ascii=False, indent=2)
         write_model_card(tmp, name=Path(config.output_dir).name, model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
                          settings=settings, label_names=label_names, data_summary=data_summary,
                          validation_metrics=validation_metrics, test_metrics=test_metrics,
-                         best=metrics["best"], plots=plots, config=config.to_dict())
+                         best=metrics["best"], plots=plots, config=config.to_dict(),
+                         extra_sections=baseline_card_lines(baseline, comparison, validation_metrics, test_metrics))
     logger.info("model written to %s (best %s %.4f at step %s)", config.output_dir, best_metric,
                 state.best_metric, state.best_step)
+    _log_baseline_summary(best_metric, comparison, baseline, test_metrics)
     return metrics
+
+
+def _log_baseline_summary(best_metric: str, comparison: dict | None, baseline: dict | None,
+                          test_metrics: dict | None) -> None:
+    """The final summary's model-vs-baseline line, and the warning when the model does not win."""
+    if comparison is None:
+        return
+    test_text = ""
+    if test_metrics and best_metric in test_metrics and "test" in baseline:
+        test_text = (f"; test {best_metric}: model {test_metrics[best_metric]:.4f}, "
+                     f"baseline {baseline['test'][best_metric]:.4f}")
+    logger.info("validation %s: model %.4f, baseline %.4f%s", best_metric, comparison["model"],
+                comparison["baseline"], test_text)
+    if comparison["warning"]:
+        logger.warning("%s", comparison["warning"])
 
 
 def remove_working_files(checkpoint_root: Path) -> None:
@@ -144,7 +169,9 @@ def _predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData,
     problem_type, label_names = data.problem_type, data.label_names
     has_pair = config.text_pair_column is not None
     labelled = "labels" in data.test.column_names
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device)
+    # The user's flag again: a model trained with --trust_remote_code needs its own code to reload.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, trust_remote_code=config.trust_remote_code).to(device)
     texts = list(data.test["text"])
     pairs = list(data.test["text_pair"]) if has_pair else None
     logits = predict(model, tokenizer, texts, pairs, config.max_length, config.per_device_eval_batch_size, device)

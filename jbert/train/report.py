@@ -92,8 +92,11 @@ def _metric_rows(metrics: dict) -> list[str]:
 
 def write_model_card(output_dir: Path, *, name: str, model_source: str, settings: JbertSettings, label_names: list[str],
                      data_summary: dict, validation_metrics: dict, test_metrics: dict | None,
-                     best: dict, plots: list[str], config: dict) -> None:
-    """README.md of the model directory: data, labels, metrics and how to load it."""
+                     best: dict, plots: list[str], config: dict, extra_sections: list[str] | None = None) -> None:
+    """README.md of the model directory: data, labels, metrics and how to load it.
+
+    `extra_sections` (markdown lines, e.g. the baseline comparison) go right after the metrics.
+    """
     task_text = {
         "single_label_classification": "single-label classification",
         "multi_label_classification": "multi-label classification (sigmoid, threshold "
@@ -126,6 +129,7 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
     lines += _metric_rows(validation_metrics)
     if test_metrics:
         lines += ["", "## Test metrics", "", "| metric | value |", "| --- | --- |"] + _metric_rows(test_metrics)
+    lines += extra_sections or []
     if plots:
         lines += ["", "## Plots", ""] + [f"![{name}]({name})" for name in plots]
     lines += [
@@ -153,4 +157,62 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
     import yaml
 
     lines += [yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip(), "```", ""]
+    (output_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def write_perplexity_plot(output_dir: Path, history: list[dict]) -> list[str]:
+    """Masked-LM curves: training loss and validation perplexity per step; returns the file names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_points = [(h["step"], h["train_loss"]) for h in history if "train_loss" in h]
+    eval_points = [(h["step"], h["eval_perplexity"]) for h in history if "eval_perplexity" in h]
+    fig, (loss_axis, perplexity_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    if train_points:
+        loss_axis.plot(*zip(*train_points), label="train loss")
+    loss_axis.set_xlabel("optimizer step")
+    loss_axis.set_ylabel("masked-LM loss")
+    loss_axis.grid(alpha=0.3)
+    if eval_points:
+        perplexity_axis.plot(*zip(*eval_points), marker="o")
+        perplexity_axis.set_yscale("log")  # perplexity falls by orders of magnitude early on
+    perplexity_axis.set_xlabel("optimizer step")
+    perplexity_axis.set_ylabel("validation perplexity")
+    perplexity_axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(output_dir / "perplexity.png", dpi=100)
+    plt.close(fig)
+    return ["perplexity.png"]
+
+
+def write_mlm_card(output_dir: Path, *, name: str, model_source: str, metrics: dict, plots: list[str],
+                   config: dict) -> None:
+    """README.md of a masked-LM model directory: data, perplexity, and how to fine-tune it."""
+    import yaml
+
+    best = metrics["best"]
+    validation = metrics["validation"]
+    lines = [
+        "---", "library_name: transformers", "pipeline_tag: fill-mask", "language: ja", "tags: [jbert, fill-mask]",
+        "---", "", f"# {name}", "",
+        f"Japanese BERT masked language model trained with jbert (whole-word masking over MeCab words) from "
+        f"`{model_source}`.", "",
+        "## Data", "", "```json", json.dumps(metrics["data"], ensure_ascii=False, indent=2), "```", "",
+        f"## Validation (best checkpoint: step {best['step']})", "", "| metric | value |", "| --- | --- |",
+        f"| loss (masked tokens) | {validation['loss']:.4f} |",
+        f"| perplexity | {validation['perplexity']:.2f} |",
+        f"| perplexity at the first evaluation (step {metrics['first_evaluation']['step']}) | "
+        f"{metrics['first_evaluation']['perplexity']:.2f} |",
+    ]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{plot}]({plot})" for plot in plots]
+    lines += [
+        "", "## Fine-tune it", "",
+        "A classifier starts from these weights with a fresh head:", "", "```bash",
+        f"accelerate launch train.py --model_name_or_path {name} --train_file train.csv --output_dir {name}-classifier",
+        "```", "", "## Training configuration", "", "```yaml",
+        yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip(), "```", "",
+    ]
     (output_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")

@@ -1,0 +1,77 @@
+"""Unlabeled texts for masked-LM pretraining: a plain text file, or any table the readers take.
+
+    .txt file                      one text per line (blank lines skipped), no header, no columns
+    CSV / TSV / JSONL / Parquet /  the column --text_column (labels, if any, are ignored)
+    save_to_disk directory
+      -> cleaned with the same normalisation as classification (so MLM and fine-tuning see the
+         same text), empty texts dropped, a seeded held-out slice for validation when no file is given
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+from pathlib import Path
+
+from jbert.core import readers as tabular
+from jbert.core.errors import UserError
+from jbert.core.normalize import NormalizationConfig, normalize_text
+from jbert.data.files import open_source  # the same sources classification reads
+
+logger = logging.getLogger(__name__)
+
+PLAIN_TEXT_SUFFIXES = (".txt", ".text")
+
+
+def read_unlabeled_texts(path: str | os.PathLike, text_column: str = "text", encoding: str = "auto",
+                         normalization: NormalizationConfig | None = None, role: str = "train") -> list[str]:
+    """Cleaned, non-empty texts of one file, in file order.
+
+    A `.txt` file holds one text per line; any other file goes through the training data readers
+    and its `text_column` is used. A missing file or column is a UserError that says what to pass.
+    """
+    normalization = normalization or NormalizationConfig()
+    path = Path(path)
+    flag = "--train_file" if role == "train" else "--validation_file"
+    if not path.exists():
+        raise UserError(f"{flag} {path} does not exist; check the path")
+    texts: list[str] = []
+    if path.is_file() and path.suffix.lower() in PLAIN_TEXT_SUFFIXES:
+        resolved = tabular.resolve_encoding(path, encoding)
+        with open(path, encoding=resolved, newline=None) as handle:
+            raw_texts = list(handle)
+    else:
+        source = open_source(path, role, encoding)
+        if text_column not in source.columns:
+            hint = tabular.suggest_column(text_column, source.columns)
+            raise UserError(
+                f"{source.describe()} has no column {text_column!r} (columns: {source.columns}){hint}; pass "
+                f"--text_column NAME, or give a .txt file with one text per line"
+            )
+        raw_texts = [row.get(text_column) for _, row in source.rows([text_column])]
+    skipped = 0
+    for raw in raw_texts:
+        text = normalize_text(raw, normalization) if isinstance(raw, str) else ""
+        if text.strip():
+            texts.append(text)
+        else:
+            skipped += 1
+    if not texts:
+        raise UserError(f"{flag} {path} holds no non-empty text; one text per line (.txt) or --text_column NAME")
+    if skipped:
+        logger.info("%s: skipped %d empty texts", path, skipped)
+    return texts
+
+
+def split_unlabeled(texts: list[str], validation_split: float, seed: int) -> tuple[list[str], list[str]]:
+    """A seeded, shuffled hold-out of `validation_split` of the texts (at least one each side)."""
+    if len(texts) < 2:
+        raise UserError(f"{len(texts)} text(s) cannot be split into training and validation; give more text "
+                        "or a --validation_file")
+    count = min(max(1, math.ceil(validation_split * len(texts))), len(texts) - 1)
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    held_out = set(order[:count])
+    return ([t for i, t in enumerate(texts) if i not in held_out], [t for i, t in enumerate(texts) if i in held_out])
