@@ -326,3 +326,23 @@ def test_cli_starts_and_stops_a_local_ray(tmp_path, export_dir):
         assert not leftovers, f"the local Ray was not stopped: {names}"
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_pair_model_with_all_scores_on_ray(tmp_path, tmp_path_factory, ray_runtime):
+    from conftest import cached_export
+    from jbert.serve.runtime import OnnxClassifier
+    from test_runtime import PAIRS
+
+    _, pair_export = cached_export(tmp_path_factory, text_pair=True)
+    pq.write_table(pa.table({"text": TEXTS + ["犬"], "text_pair": PAIRS + [""]}), tmp_path / "pairs.parquet")
+    score_file(ScoreOptions(export_dir=str(pair_export), input=str(tmp_path / "pairs.parquet"), output=str(tmp_path / "out"),
+                            engine="ray", model="fp32", num_workers=1, all_scores=True, show_progress=False))
+    rows = read_shards(tmp_path / "out")
+    classifier = OnnxClassifier.from_export_dir(pair_export, model="fp32", num_threads=1)
+    expected = classifier.predict(TEXTS, PAIRS, top_k=3)
+    for row, result in zip(rows, expected):
+        assert row["predicted_label"] == result["label"] and row["error"] is None
+        by_label = {s["label"]: s["score"] for s in result["scores"]}
+        np.testing.assert_allclose([row["scores"][label] for label in classifier.labels],
+                                   [by_label[label] for label in classifier.labels], atol=1e-6)
+    assert rows[-1]["error"] == "row 7: column 'text_pair' is empty" and rows[-1]["scores"] is None
