@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from conftest import REPO_ROOT
 
@@ -91,10 +90,6 @@ def test_trust_remote_code_is_off_unless_the_user_asks():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jbert/train/model_dir.py reloads the best model for the test split with from_pretrained(model_dir) and "
-    "no trust_remote_code: a model trained with --trust_remote_code cannot be reloaded there (reported to the "
-    "training owners); strict, so this marker must go when it is fixed"))
 def test_every_from_pretrained_passes_the_users_flag():
     """Model/config/tokenizer loads say trust_remote_code explicitly: the user's flag, or False on purpose."""
     problems = []

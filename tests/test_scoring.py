@@ -90,6 +90,38 @@ def test_jsonl_with_invalid_utf8_bad_json_and_wrong_types(tmp_path, export_dir, 
     assert rows[5]["text"] == "犬が走る" and rows[5]["error"] is None
 
 
+def test_rows_the_property_tests_showed_at_risk_are_kept(tmp_path, export_dir, classifier):
+    """A blank line above the header, a row written as "" and a lone surrogate escape: rows in == rows out."""
+    source = tmp_path / "edge.csv"
+    source.write_text('\nid,text\n""\n2,この商品はとても良いです。\n', encoding="utf-8")
+    output = tmp_path / "edge_scored.csv"
+    summary = score_file(options(export_dir, source, output), classifier)
+    with open(output, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert summary.rows == 2 and [r["id"] for r in rows] == ["", "2"]
+    assert rows[0]["error"] and rows[1]["predicted_label"]
+
+    source = tmp_path / "surrogate.jsonl"
+    source.write_text('{"text": "良い\\ud800です"}\n{"text": "犬が走る"}\n', encoding="utf-8")
+    output = tmp_path / "surrogate_scored.jsonl"
+    summary = score_file(options(export_dir, source, output), classifier)
+    rows = read_jsonl(output)
+    assert summary.rows == 2 and summary.errors == 1 and summary.scored == 1
+    assert "unpaired UTF-16 surrogate at character 2" in rows[0]["error"]
+    assert rows[1]["predicted_label"] == classifier.predict(["犬が走る"])[0]["label"]
+
+
+def test_a_carriage_return_in_a_cell_reads_back_as_one_row(tmp_path, export_dir, classifier):
+    source = tmp_path / "cr.jsonl"
+    source.write_text(json.dumps({"id": 1, "text": "一行目\r二行目"}, ensure_ascii=False) + "\n"
+                      + json.dumps({"id": 2, "text": "普通"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    output = tmp_path / "cr_scored.csv"
+    score_file(options(export_dir, source, output), classifier)
+    with open(output, encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["id"] for r in rows] == ["1", "2"] and rows[0]["text"] == "一行目\r二行目"
+
+
 def test_cp932_tsv_detected_and_long_texts(tmp_path, export_dir, classifier):
     long_text = "この商品はとても良いです。" * 7700
     source = tmp_path / "in.tsv"

@@ -13,7 +13,7 @@ import numpy as np
 
 from jbert.core.errors import UserError
 from jbert.core.normalize import normalize_text
-from jbert.tokenization.files import EncodedText
+from jbert.tokenization.files import EncodedText, find_unpaired_surrogate
 
 # Sorting window, in batches: large enough to group similar lengths, small enough that a
 # million-text call does not hold every encoding at once (scoring streams chunks anyway).
@@ -48,6 +48,12 @@ class TextEncoder:
             # A value that crossed an Arrow stage as JSON text still carries its original type's name.
             type_name = getattr(value, "original_type", type(value).__name__)
             return None, f"{name} must be a string, got {type_name}"
+        surrogate_at = find_unpaired_surrogate(value)
+        if surrogate_at is not None:
+            # A JSON "\ud800" escape decodes to a lone surrogate, which is not text: the tokenizer
+            # would refuse the whole batch, so the one row is refused here instead.
+            return None, (f"{name} holds an unpaired UTF-16 surrogate at character {surrogate_at} "
+                          "(not valid Unicode); fix the escape in the input")
         cleaned = normalize_text(value, self.normalization)
         if not cleaned:
             return None, f"{name} is empty" + (" after clean-up (only spaces or control characters)" if value else "")

@@ -8,7 +8,8 @@
     scored = score_dataset(ray.data.read_parquet("s3://bucket/reviews/"), "/models/export", num_workers=8)
 
 The pipeline: one read task per input file (the local scorer's tolerant readers, so a bad row
-becomes an error row here too) -> an actor pool where each actor opens the ONNX session and the
+becomes an error row here too; a file's rows travel as one Ray block, so files are the unit of
+parallelism) -> an actor pool where each actor opens the ONNX session and the
 tokenizer once and scores Arrow batches (`jbert.serve.score_tables`, the code the local engine
 runs) -> write tasks that put each batch into a shard named by its first row. Block order is
 preserved, and every shard carries `source_file` / `source_row`, so input order is recoverable.
@@ -291,6 +292,10 @@ def score_files_with_ray(files: list[str], options, output_format: str) -> dict:
             fn_kwargs={"tally": tally, "input_format": options.input_format, "encoding": options.encoding,
                        "text_column": text_column, "pair_column": pair_column, "chunk_size": options.chunk_size},
         )
+        # Ray joins a read task's tables into blocks of up to 128 MiB and gives a block to one actor,
+        # so files are what spreads over the workers (as with Ray's own readers). Not
+        # repartition(target_num_rows_per_block=...): its tasks want a CPU that the actors hold,
+        # and the run would wait forever.
         scored = score_dataset(records, options.export_dir, model=options.model, text_column=text_column,
                                text_pair_column=pair_column, num_workers=workers, num_threads=threads,
                                batch_size=options.batch_size, rows_per_batch=None, chunk_size=options.chunk_size,

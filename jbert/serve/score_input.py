@@ -273,6 +273,8 @@ def _iter_delimited_records(lines: _DecodedLines, fmt: str, source: str) -> tupl
     reader = csv.reader(lines, **csv_dialect(fmt))
     try:
         header = next(reader, None)
+        while header == []:  # blank lines above the header hold nothing
+            header = next(reader, None)
     except csv.Error as err:
         raise UserError(f"{source}, line 1: malformed {fmt.upper()} header ({err})") from None
     if not header:
@@ -297,8 +299,8 @@ def _iter_delimited_records(lines: _DecodedLines, fmt: str, source: str) -> tupl
                 continue
             line, start = start, lines.line_number + 1
             decode_error = lines.take_errors()
-            if not cells or (len(cells) == 1 and cells[0] == "" and width > 1):
-                continue  # a blank line is not a record
+            if not cells:
+                continue  # a blank line is not a record; a line holding only "" is a row with empty cells
             row = dict(zip(columns, cells))
             for missing in columns[len(cells):]:
                 row[missing] = None

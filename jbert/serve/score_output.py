@@ -78,7 +78,13 @@ class OutputWriter:
 
     def _csv_text(self, table: list[list]) -> str:
         buffer = io.StringIO()
-        csv.writer(buffer, delimiter="\t" if self.fmt == "tsv" else ",", lineterminator="\n").writerows(table)
+        delimiter = "\t" if self.fmt == "tsv" else ","
+        minimal = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+        # csv quotes only the characters of its own line terminator, so a bare "\r" in a cell would
+        # be written unquoted and split the row when read back: such rows are written fully quoted.
+        quote_all = csv.writer(buffer, delimiter=delimiter, lineterminator="\n", quoting=csv.QUOTE_ALL)
+        for values in table:
+            (quote_all if any("\r" in value for value in values) else minimal).writerow(values)
         return buffer.getvalue()
 
     def _encode(self, text: str) -> bytes:

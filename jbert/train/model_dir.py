@@ -169,7 +169,9 @@ def _predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData,
     problem_type, label_names = data.problem_type, data.label_names
     has_pair = config.text_pair_column is not None
     labelled = "labels" in data.test.column_names
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).to(device)
+    # The user's flag again: a model trained with --trust_remote_code needs its own code to reload.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, trust_remote_code=config.trust_remote_code).to(device)
     texts = list(data.test["text"])
     pairs = list(data.test["text_pair"]) if has_pair else None
     logits = predict(model, tokenizer, texts, pairs, config.max_length, config.per_device_eval_batch_size, device)
