@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from jbert.core.progress import Progress as LineProgress
 from jbert.core.errors import ValidationError, format_problems
 from jbert.export.model_dir import ModelDirInfo, load_model_tokenizer
 from jbert.export.options import MODEL_FILES, QUANTIZED_FILE, ExportOptions
@@ -62,7 +63,6 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
                   options: ExportOptions, progress: Progress) -> tuple[dict, dict]:
     """Run PyTorch and every ONNX file on the same batches; return per-model figures or raise."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoModelForSequenceClassification
 
     keys = options.model_keys()
@@ -89,7 +89,8 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
     # logits[batch_size][name] -> array (n_texts, num_labels) in text order
     logits: dict[int, dict[str, np.ndarray]] = {}
     total_batches = sum(math.ceil(len(texts) / size) for size in batch_sizes)
-    bar = tqdm(total=total_batches, desc="parity check", unit="batch", disable=not options.show_progress, file=sys.stderr)
+    # core.progress: a bar on a terminal, a line every few seconds in a log (no carriage-return frames).
+    bar = LineProgress(total_batches, "parity check", unit="batch", stream=sys.stderr, enabled=options.show_progress)
     for size in batch_sizes:
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in ["pytorch", *keys]}
         for batch in batches(texts, size):
