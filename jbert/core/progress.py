@@ -148,7 +148,7 @@ class Progress:
         """The progress line as it would be written now (without the time of day)."""
         now = self.clock() if now is None else now
         elapsed = max(now - self._started, 0.0)
-        units = f"{self.unit}s"
+        units = f"{self.unit}es" if self.unit.endswith(("s", "sh", "ch", "x")) else f"{self.unit}s"
         parts = [f"{self.done}/{self.total} {units}" if self.total is not None else f"{self.done} {units}"]
         if self.total:
             parts[0] += f" ({100 * self.done / self.total:.0f}%)"
