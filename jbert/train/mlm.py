@@ -210,10 +210,12 @@ class MLMEvaluator:
     def _save_best(self) -> None:
         weights = self.accelerator.get_state_dict(self.model)  # every rank: gathers ZeRO-3 / FSDP shards
         if self.accelerator.is_main_process:
-            shutil.rmtree(self.best_dir, ignore_errors=True)
             weights = {name.removeprefix("mlm."): value for name, value in weights.items()}
-            self.accelerator.unwrap_model(self.model).mlm.save_pretrained(self.best_dir, state_dict=weights,
-                                                                          safe_serialization=True)
+            # Replaced whole, as the classification evaluator does: a kill or a full disk mid-write
+            # leaves the previous best weights, never none or a torn file.
+            with atomic_directory(self.best_dir, overwrite=True) as work_dir:
+                self.accelerator.unwrap_model(self.model).mlm.save_pretrained(work_dir, state_dict=weights,
+                                                                              safe_serialization=True)
         self.accelerator.wait_for_everyone()
 
 
