@@ -239,7 +239,9 @@ def _quality(result: dict, view: str | None) -> str:
             continue
         rows = []
         for arm, figures in dataset["arms"].items():
-            rows.append([QUALITY_ARMS.get(arm, arm), _num(figures["test_accuracy"], 3), _num(figures["test_macro_f1"], 3),
+            base, _, variant = arm.partition("@")  # "mlm@fine-tune capped at 2 epochs": a variant of an arm
+            label = QUALITY_ARMS.get(base, base) + (f" ({variant})" if variant else "")
+            rows.append([label, _num(figures["test_accuracy"], 3), _num(figures["test_macro_f1"], 3),
                          _num(figures["seconds"], 0)])
         data = dataset["data"]
         text = f"**{name}** (train {_num(data['train'])}, validation {_num(data['validation'])}, test {_num(data['test'])})\n\n"

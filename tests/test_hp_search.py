@@ -64,3 +64,13 @@ def test_poor_trials_are_pruned(tmp_path):
     assert all(row["evaluations"] == 2 for row in search["trials"][2:])  # stopped at the 2nd evaluation
     assert search["best_trial"] in (0, 1) and len(calls) == 5  # 4 trials + the final model
     assert calls[-1].hp_search == 0 and calls[-1].learning_rate == search["best_params"]["learning_rate"]
+
+
+def test_hp_search_refuses_several_processes(tmp_path, monkeypatch):
+    from jbert.core.errors import UserError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    config = TrainConfig(from_scratch="tiny", train_file=str(tmp_path / "train.csv"), output_dir=str(tmp_path / "m"),
+                         hp_search=2)
+    with pytest.raises(UserError, match="one process"):
+        run_hp_search(config, train_fn=lambda *a, **k: pytest.fail("no trial may start"))

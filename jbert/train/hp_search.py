@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -87,6 +88,10 @@ def run_hp_search(config: TrainConfig, train_fn=None) -> dict:
         raise UserError(f"--hp_search must be at least 1 trial (got {config.hp_search})")
     if config.task == "mlm":
         raise UserError("--hp_search tunes classification and regression runs, not --task mlm")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # every process would draw its own trials and their collectives would not match
+        raise UserError("--hp_search runs its trials one after the other in one process; start it with "
+                        "`python train.py ...` (or accelerate launch --num_processes 1), not several processes")
     check_output_dir(config.output_dir, config.overwrite_output_dir)  # fail before the trials, not after
     search_dir = Path(config.output_dir + ".hp_search")
     shutil.rmtree(search_dir, ignore_errors=True)

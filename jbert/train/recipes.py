@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 
 # How much measurement is behind these values, said plainly: the issue's own runs on JRTE rhr (a
 # from-scratch model that over-fits after two epochs and loses to TF-IDF) motivate warm-up, dropout
-# and early stopping; one configuration (tiny, on rhr) ran in bench/quality.py on 2026-11-25 with
-# its epochs capped by the time budget (docs/training.md has its figures). No search over these
+# and early stopping; one configuration (tiny, on rhr) ran in bench/quality.py on 2026-11-25
+# (docs/training.md has its figures). No search over these
 # values has been run on these machines yet: --hp_search is the tool for it, and the table should
 # be replaced by its results. Learning rates follow the usual rule for BERT sizes (smaller models
 # take larger steps).
