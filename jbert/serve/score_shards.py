@@ -112,7 +112,8 @@ def score_files_locally(files: list[str], options, classifier, text_column: str,
         state = earlier
     elif options.resume:
         logger.warning("nothing to resume in %s: starting from the beginning", options.output)
-    resumed = sum(state["rows_done"].values())
+    # A finished file is marked -1 in rows_done; its row count is in rows_in.
+    resumed = sum(state["rows_in"][index] if done == -1 else done for index, done in state["rows_done"].items())
     started = time.perf_counter()
     progress = Progress(None, "scoring", unit="row", initial=resumed, enabled=options.show_progress)
     rows_in = {}
