@@ -1,7 +1,7 @@
 """Nothing loads pickles: weights come from safetensors, torch.load only with weights_only=True,
 and model code from a hub runs only when the user passes --trust_remote_code.
 
-Two kinds of proof. The code is read (ast) so that a new `torch.load(path)` or a hard-wired
+Two kinds of proof. The code is read (ast) so that a new `torch.load` of a path or a hard-wired
 `trust_remote_code=True` fails here with its file and line. And the real loading paths (tokenizer,
 pretrained model from safetensors and from a legacy pytorch_model.bin, checkpoint save and resume)
 run in a subprocess where pickle's loaders and a torch.load without weights_only=True are replaced

@@ -156,7 +156,7 @@ def load_data(config: TrainConfig, accelerator: Accelerator) -> TrainingData:
     # Checked as soon as the task is known (--task auto): a metric that doesn't fit fails before any work.
     best_metric, greater_is_better = resolve_best_metric(config.metric_for_best_model, prepared.problem_type)
     extra_metrics = ExtraMetrics(config.extra_metrics)
-    tokenizer = _load_tokenizer(config, accelerator, prepared)
+    tokenizer = load_run_tokenizer(config, accelerator, lambda: _training_texts(config, prepared), config.max_length)
     max_length = config.max_length
     model_limit = getattr(tokenizer, "model_max_length", None)
     if config.model_name_or_path and model_limit and model_limit < 100_000 and max_length > model_limit:
@@ -173,8 +173,20 @@ def load_data(config: TrainConfig, accelerator: Accelerator) -> TrainingData:
                         best_metric, greater_is_better, extra_metrics)
 
 
-def _load_tokenizer(config: TrainConfig, accelerator: Accelerator, prepared: PreparedData):
-    """The pretrained tokenizer, or a WordPiece vocabulary trained on the training texts."""
+def _training_texts(config: TrainConfig, prepared: PreparedData) -> list[str]:
+    texts = list(prepared.train["text"])
+    if config.text_pair_column is not None:
+        texts += list(prepared.train["text_pair"])
+    return texts
+
+
+def load_run_tokenizer(config: TrainConfig, accelerator: Accelerator, vocabulary_texts: Callable[[], list[str]],
+                       model_max_length: int):
+    """The pretrained tokenizer, or (--from_scratch) a WordPiece vocabulary trained on `vocabulary_texts()`.
+
+    Shared by classification and masked-LM. `vocabulary_texts` is called only when a vocabulary is
+    built (on the main process, once per run).
+    """
     from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
 
     if not config.from_scratch:
@@ -189,13 +201,11 @@ def _load_tokenizer(config: TrainConfig, accelerator: Accelerator, prepared: Pre
         # tokenizer's other files left a directory that every later run, resumes included, failed to
         # load. tokenizer_config.json is written last, so a directory left that way is rebuilt.
         if accelerator.is_main_process and not (vocab_dir / "tokenizer_config.json").is_file():
-            texts = list(prepared.train["text"])
-            if config.text_pair_column is not None:
-                texts += list(prepared.train["text_pair"])
+            texts = vocabulary_texts()
             logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
             with atomic_directory(vocab_dir, overwrite=True) as work_dir:
                 train_japanese_wordpiece(texts, config.vocab_size, work_dir, mecab_dic=config.mecab_dic or "unidic_lite",
-                                         model_max_length=config.max_length)
+                                         model_max_length=model_max_length)
         return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
 
 

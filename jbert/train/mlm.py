@@ -35,7 +35,7 @@ from jbert.data.unlabeled import read_unlabeled_texts, split_unlabeled
 from jbert.train import checkpoint as ckpt
 from jbert.train.batching import LengthGroupedSampler
 from jbert.train.config import TrainConfig
-from jbert.train.loop import Run, set_up, start_or_resume, train_loop
+from jbert.train.loop import Run, load_run_tokenizer, set_up, start_or_resume, train_loop
 from jbert.train.mlm_data import WholeWordMaskCollator, build_sequences, premask, tokenize_with_word_starts
 from jbert.train.model_dir import remove_working_files
 from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides
@@ -123,26 +123,6 @@ def evaluate_mlm(model, dataloader, accelerator: Accelerator) -> dict:
     return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "masked_tokens": int(total_tokens)}
 
 
-def _mlm_tokenizer(config: TrainConfig, accelerator: Accelerator, texts: list[str]):
-    """The checkpoint's tokenizer, or (--from_scratch) a WordPiece vocabulary built from the unlabeled texts."""
-    from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
-
-    if not config.from_scratch:
-        with accelerator.main_process_first():
-            return load_tokenizer(config.tokenizer_name or config.model_name_or_path, mecab_dic=config.mecab_dic,
-                                  trust_remote_code=config.trust_remote_code)
-    # Built once, by the main process, inside the checkpoint folder: every rank and every resume
-    # of the run uses the very same vocabulary (as classification from scratch does).
-    vocab_dir = config.checkpoint_dir / "tokenizer"
-    with accelerator.main_process_first():
-        if accelerator.is_main_process and not (vocab_dir / "vocab.txt").is_file():
-            logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
-            # The model's position limit, not the pretraining --max_length: fine-tuning may use longer texts.
-            train_japanese_wordpiece(texts, config.vocab_size, vocab_dir, mecab_dic=config.mecab_dic or "unidic_lite",
-                                     model_max_length=max(512, config.max_length))
-        return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
-
-
 def load_mlm_data(config: TrainConfig, accelerator: Accelerator):
     """Texts -> tokenizer -> packed (or truncated) sequences with word boundaries; plus data statistics."""
     normalization = NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace)
@@ -153,7 +133,8 @@ def load_mlm_data(config: TrainConfig, accelerator: Accelerator):
                                                     normalization, role="validation")
         else:
             texts, validation_texts = split_unlabeled(texts, config.validation_split, config.seed)
-    tokenizer = _mlm_tokenizer(config, accelerator, texts)
+    # The model's position limit, not the pretraining --max_length: fine-tuning may use longer texts.
+    tokenizer = load_run_tokenizer(config, accelerator, lambda: texts, max(512, config.max_length))
     if tokenizer.mask_token_id is None:
         raise UserError(f"the tokenizer of {config.tokenizer_name or config.model_name_or_path} has no mask token; "
                         "masked-LM training needs one")
