@@ -39,23 +39,10 @@ TINY_VOCAB_CHARS = list("あいうえおかきくけこさしすせそたちつ�
 
 def write_tiny_japanese_tokenizer(directory: Path, max_length: int = 64):
     """Write and return a BertJapaneseTokenizer (MeCab unidic-lite + WordPiece) with a tiny vocab."""
-    from transformers import BertJapaneseTokenizer
+    from jbert.tokenization.wordpiece import save_bert_japanese_tokenizer
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     vocab = list(dict.fromkeys(TINY_VOCAB_WORDS + TINY_VOCAB_CHARS + ["##" + c for c in TINY_VOCAB_CHARS]))
-    vocab_file = directory / "vocab.txt"
-    vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertJapaneseTokenizer(
-        vocab_file=str(vocab_file),
-        do_lower_case=False,
-        word_tokenizer_type="mecab",
-        subword_tokenizer_type="wordpiece",
-        mecab_kwargs={"mecab_dic": "unidic_lite"},
-        model_max_length=max_length,
-    )
-    tokenizer.save_pretrained(directory)
-    return tokenizer
+    return save_bert_japanese_tokenizer(vocab, directory, {"mecab_dic": "unidic_lite"}, max_length)
 
 
 def make_tiny_model_dir(

@@ -40,7 +40,6 @@ def train_japanese_wordpiece(
     Returns the saved tokenizer, reloadable with `AutoTokenizer.from_pretrained(output_dir)`.
     """
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import BertJapaneseTokenizer
 
     if vocab_size < 1:
         raise UserError(f"vocab_size must be at least 1 (got {vocab_size})")
@@ -93,6 +92,14 @@ def train_japanese_wordpiece(
             len(vocab), vocab_size, len(char_counts),
         )
 
+    return save_bert_japanese_tokenizer(vocab, output_dir, mecab_kwargs, model_max_length)
+
+
+def save_bert_japanese_tokenizer(vocab: list[str], output_dir: str | os.PathLike, mecab_kwargs: dict,
+                                 model_max_length: int):
+    """Write `vocab` as a MeCab + WordPiece BertJapaneseTokenizer directory (cased) and return the tokenizer."""
+    from transformers import BertJapaneseTokenizer
+
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     vocab_file = output_dir / VOCAB_FILE
@@ -107,4 +114,3 @@ def train_japanese_wordpiece(
     )
     tokenizer.save_pretrained(str(output_dir))
     return tokenizer
-
