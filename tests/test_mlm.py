@@ -208,6 +208,22 @@ def test_mlm_reads_a_table_column_and_reports_a_wrong_one(tmp_path):
         read_unlabeled_texts(table, "text")
 
 
+def test_mlm_pools_several_files_and_columns_without_duplicates(tmp_path):
+    from jbert.core.errors import UserError
+    from jbert.data.unlabeled import read_unlabeled_corpus
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps({"sentence1": a, "sentence2": b, "label": 0}, ensure_ascii=False)
+                                for a, b in [("猫が寝る。", "犬が走る。"), ("猫が寝る。", "鳥が飛ぶ。")]), encoding="utf-8")
+    plain = tmp_path / "more.txt"
+    plain.write_text("犬が走る。\n魚が泳ぐ。\n", encoding="utf-8")
+    texts = read_unlabeled_corpus(f"{pairs},{plain}", "sentence1,sentence2")
+    # both columns count, row by row; the repeated sentences are kept once, first occurrence first
+    assert texts == ["猫が寝る。", "犬が走る。", "鳥が飛ぶ。", "魚が泳ぐ。"]
+    with pytest.raises(UserError, match="does not exist"):
+        read_unlabeled_corpus(f"{plain},{tmp_path / 'missing.txt'}")
+
+
 def test_train_py_runs_mlm_and_rejects_contradictions(tmp_path, capsys):
     import train as train_script
 

@@ -16,6 +16,13 @@ import yaml
 
 from jbert.core.errors import UserError, format_problems
 
+
+def _split_paths(value: str) -> list[str]:
+    from jbert.data.unlabeled import split_paths  # the reader's own rule, so the check and the read agree
+
+    return split_paths(value)
+
+
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
 TASKS = ("auto", "single_label", "multi_label", "regression", "mlm")
 # The collective timeout (--collective_timeout_seconds): how long a process waits in an all-reduce or
@@ -45,10 +52,10 @@ class TrainConfig:
     dropout: Optional[float] = _opt(None, "Override hidden and attention dropout of the model (0 for deterministic equivalence checks).")
     trust_remote_code: bool = _opt(False, "Allow model code from the hub to run. Off by default: only enable for repositories you trust.")
     # --- data
-    train_file: Optional[str] = _opt(None, "Training data: CSV, TSV, JSON lines, Parquet, or a datasets.save_to_disk directory.")
+    train_file: Optional[str] = _opt(None, "Training data: CSV, TSV, JSON lines, Parquet, or a datasets.save_to_disk directory. --task mlm: also .txt (one text per line), and several files separated by commas.")
     validation_file: Optional[str] = _opt(None, "Validation data (same formats). Without it, a stratified split of the training file is used.")
     test_file: Optional[str] = _opt(None, "Test data: evaluated at the end and predictions written to predictions_test.jsonl.")
-    text_column: str = _opt("text", "Column with the text to classify.")
+    text_column: str = _opt("text", "Column with the text to classify. --task mlm: several columns separated by commas (e.g. sentence1,sentence2) all count as texts.")
     text_pair_column: Optional[str] = _opt(None, "Column with the second text, for sentence-pair classification.")
     label_column: str = _opt("label", "Column with the label(s).")
     task: str = _opt("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column).", choices=TASKS)
@@ -126,8 +133,11 @@ class TrainConfig:
             problems.append("--train_file is required")
         for name in ("train_file", "validation_file", "test_file"):
             value = getattr(self, name)
-            if value and not os.path.exists(value):
-                problems.append(f"--{name} {value} does not exist")
+            # --task mlm pools several unlabeled files: --train_file a.txt,b.jsonl
+            paths = _split_paths(value) if value and self.task == "mlm" else [value] if value else []
+            for path in paths:
+                if not os.path.exists(path):
+                    problems.append(f"--{name} {path} does not exist")
         if self.model_name_or_path and _looks_like_path(self.model_name_or_path) and not os.path.exists(self.model_name_or_path):
             problems.append(f"--model_name_or_path {self.model_name_or_path} does not exist (a local path was given)")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "eval_steps", "logging_steps", "save_total_limit", "vocab_size", "collective_timeout_seconds"):

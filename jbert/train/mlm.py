@@ -31,7 +31,7 @@ from transformers.utils import ModelOutput
 from jbert.core.artifacts import METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig
-from jbert.data.unlabeled import read_unlabeled_texts, split_unlabeled
+from jbert.data.unlabeled import read_unlabeled_corpus, split_unlabeled
 from jbert.train import checkpoint as ckpt
 from jbert.train.batching import LengthGroupedSampler
 from jbert.train.config import TrainConfig
@@ -127,9 +127,9 @@ def load_mlm_data(config: TrainConfig, accelerator: Accelerator):
     """Texts -> tokenizer -> packed (or truncated) sequences with word boundaries; plus data statistics."""
     normalization = NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace)
     with accelerator.main_process_first():
-        texts = read_unlabeled_texts(config.train_file, config.text_column, config.encoding, normalization)
+        texts = read_unlabeled_corpus(config.train_file, config.text_column, config.encoding, normalization)
         if config.validation_file:
-            validation_texts = read_unlabeled_texts(config.validation_file, config.text_column, config.encoding,
+            validation_texts = read_unlabeled_corpus(config.validation_file, config.text_column, config.encoding,
                                                     normalization, role="validation")
         else:
             texts, validation_texts = split_unlabeled(texts, config.validation_split, config.seed)
