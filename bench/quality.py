@@ -4,8 +4,9 @@ from-scratch defaults, masked-LM pretraining and the hyper-parameter search each
 Prints one JSON object (and writes it with --json-out): test accuracy and macro-F1 and seconds for
     baseline   TF-IDF char 1-3 grams + logistic regression (fitted on the training split)
     scratch    --from_scratch SIZE with the recipe defaults (jbert.train.recipes)
-    mlm        the offline recipe: --task mlm on the unlabeled texts at hand (training + validation
-               texts, never the test texts), then fine-tune that directory (configs/mlm-scratch.yaml,
+    mlm        the offline recipe: --task mlm on the unlabeled texts at hand (every text of
+               ../shared/data but the test texts; --unlabeled own: training + validation texts
+               only), then fine-tune that directory (configs/mlm-scratch.yaml,
                configs/finetune-from-mlm.yaml)
     hp         --hp_search N trials on top of the masked-LM model, final model trained with the best
 on JRTE rhr (train / dev / test as published) and JNLI as sentence pairs (the published valid file,
@@ -109,14 +110,30 @@ def scores(metrics: dict, seconds: float, **extra) -> dict:
             "seconds": round(seconds, 1), **extra}
 
 
+def other_texts() -> list[str]:
+    """Every text of the shared data: rhr's sentences and both sentences of each JNLI and JSTS pair."""
+    texts = [row["text"] for rows in rhr_splits().values() for row in rows]
+    for name in ("jglue_jnli_valid.jsonl", "jglue_jsts_valid.jsonl"):
+        with open(SHARED / name, encoding="utf-8") as handle:
+            for line in handle:
+                item = json.loads(line)
+                texts += [item["sentence1"], item["sentence2"]]
+    return texts
+
+
 def bench_dataset(name: str, arms: list[str], size: str, hp_trials: int, extra: dict, work: Path,
-                  save=lambda result: None) -> dict:
+                  save=lambda result: None, pool_texts: bool = True) -> dict:
     load, is_pair = DATASETS[name]
     splits = load()
     files = {role: write_csv(work / f"{name}_{role}.csv", rows) for role, rows in splits.items()}
     unlabeled = work / f"{name}_unlabeled.txt"
     texts = [row[key] for role in ("train", "validation") for row in splits[role]
              for key in (("text", "text_pair") if is_pair else ("text",))]
+    if pool_texts:
+        # every other Japanese text at hand (never this data set's test texts): more text is what
+        # made masked-LM pretraining pay on rhr (docs/training.md)
+        test_texts = {row[key] for row in splits["test"] for key in (("text", "text_pair") if is_pair else ("text",))}
+        texts += [text for text in other_texts() if text not in test_texts]
     unlabeled.write_text("\n".join(dict.fromkeys(texts)) + "\n", encoding="utf-8")
     data = ["--train_file", files["train"], "--validation_file", files["validation"], "--test_file", files["test"]]
     if is_pair:
@@ -189,6 +206,9 @@ def main() -> None:
     parser.add_argument("--hp_trials", type=int, default=6)
     parser.add_argument("--extra", action="append", default=[],
                         help="ARM:FLAGS extra train.py flags for an arm (scratch, mlm, finetune, hp)")
+    parser.add_argument("--unlabeled", default="all", choices=["all", "own"],
+                        help="masked-LM text: all texts of ../shared/data except the test texts (default), or "
+                             "only the data set's own training + validation texts")
     add_json_out_argument(parser)
     parser.add_argument("--work_dir", default=None, help="keep the models here (default: a temporary directory)")
     args = parser.parse_args()
@@ -214,7 +234,8 @@ def main() -> None:
             # after every arm: the results so far survive a long run that is stopped
             write_json_out(args.json_out, "quality", report)
 
-        save(bench_dataset(name, args.arms.split(","), args.size, args.hp_trials, extra, work, save))
+        save(bench_dataset(name, args.arms.split(","), args.size, args.hp_trials, extra, work, save,
+                           pool_texts=args.unlabeled == "all"))
     print(json.dumps(report, ensure_ascii=False, indent=2))
 
 
