@@ -241,8 +241,11 @@ def _quality(result: dict, view: str | None) -> str:
         for arm, figures in dataset["arms"].items():
             base, _, variant = arm.partition("@")  # "mlm@fine-tune capped at 2 epochs": a variant of an arm
             label = QUALITY_ARMS.get(base, base) + (f" ({variant})" if variant else "")
-            rows.append([label, _num(figures["test_accuracy"], 3), _num(figures["test_macro_f1"], 3),
-                         _num(figures["seconds"], 0)])
+            accuracy = _num(figures["test_accuracy"], 3)
+            if "seeds" in figures:  # a fine-tuning arm run with several seeds: the mean, then the spread
+                accuracy += (f" ({len(figures['seeds'])} seeds: {_num(figures['test_accuracy_min'], 3)}"
+                             f"-{_num(figures['test_accuracy_max'], 3)})")
+            rows.append([label, accuracy, _num(figures["test_macro_f1"], 3), _num(figures["seconds"], 0)])
         data = dataset["data"]
         text = f"**{name}** (train {_num(data['train'])}, validation {_num(data['validation'])}, test {_num(data['test'])})\n\n"
         text += _table(["model", "test accuracy", "test macro-F1", "seconds"], rows)

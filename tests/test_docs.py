@@ -99,3 +99,31 @@ def test_json_out_writes_the_command_date_and_result(tmp_path, monkeypatch):
     assert document["command"] == "python bench/tokenizer.py --repeats 5"  # rerunnable, without --json-out
     assert document["transcribed"] is False and document["result"] == {"speedup": 5.4}
     assert re.match(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$", document["date"])
+
+
+def _load_module(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_bench_reports_the_seed_mean_and_the_docs_show_the_spread():
+    sys.path.insert(0, str(REPO_ROOT / "bench"))  # quality.py imports its json_out neighbour
+    try:
+        quality = _load_module("bench_quality", REPO_ROOT / "bench" / "quality.py")
+    finally:
+        sys.path.remove(str(REPO_ROOT / "bench"))
+    runs = {42: quality.scores({"test": {"accuracy": 0.877, "macro_f1": 0.86}, "validation": {"macro_f1": 0.88}}, 50.0),
+            1: quality.scores({"test": {"accuracy": 0.889, "macro_f1": 0.88}, "validation": {"macro_f1": 0.89}}, 70.0)}
+    summary = quality.over_seeds(runs)
+    assert summary["test_accuracy"] == 0.883 and summary["test_macro_f1"] == 0.87 and summary["seconds"] == 60.0
+    assert (summary["test_accuracy_min"], summary["test_accuracy_max"]) == (0.877, 0.889)
+    assert summary["seeds"]["1"]["test_accuracy"] == 0.889
+
+    hooks = _load_module("docs_hooks", REPO_ROOT / "docs" / "hooks.py")
+    result = {"datasets": {"rhr": {"data": {"train": 10, "validation": 5, "test": 5}, "arms": {
+        "baseline": quality.scores({"test": {"accuracy": 0.879, "macro_f1": 0.865}}, 0.3), "mlm": summary}}}}
+    table = hooks.RENDERERS["quality"](result, None)
+    assert "| 0.883 (2 seeds: 0.877-0.889) |" in table.replace("  ", " ")
+    assert "| 0.879 |" in table.replace("  ", " ")
