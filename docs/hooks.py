@@ -227,7 +227,7 @@ QUALITY_ARMS = {
     "baseline": "TF-IDF char 1-3 grams + logistic regression",
     "scratch": "BERT from scratch, recipe defaults",
     "mlm": "masked-LM on the unlabeled texts, then fine-tune (offline recipe)",
-    "hp": "the same, fine-tuning settings from --hp_search",
+    "hp": "the offline recipe, fine-tuning settings from --hp_search",
 }
 
 

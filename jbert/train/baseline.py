@@ -24,9 +24,9 @@ BASELINE_NAME = "TF-IDF char 1-3 grams + logistic regression"
 PAIR_SEPARATOR = " ||| "
 SUPPORTED_PROBLEMS = ("single_label_classification", "multi_label_classification")
 ADVICE = (
-    "try: masked-LM pretraining on your unlabeled in-domain text first (--task mlm, then fine-tune its "
-    "output with --model_name_or_path), --hp_search N, or a pretrained checkpoint (--model_name_or_path "
-    "cl-tohoku/bert-base-japanese-v3) instead of --from_scratch"
+    "try: masked-LM pretraining (--task mlm) on all the unlabeled text you have first (configs/mlm-scratch.yaml, then "
+    "configs/finetune-from-mlm.yaml; on JRTE rhr that beat this baseline), --hp_search N, or a pretrained "
+    "checkpoint (--model_name_or_path cl-tohoku/bert-base-japanese-v3) instead of --from_scratch"
 )
 
 
