@@ -183,9 +183,9 @@ def _inference(result: dict, view: str | None) -> str:
     ratios = result["ratios"]
     text = _table(["contender", "texts", "texts/s (best round)", "per round"], rows)
     text += (f"\n\nRatios in the same run: jbert int8 = **{_num(ratios['jbert_int8_vs_pytorch_pipeline'])}x** the PyTorch "
-             f"pipeline (target 8x), **{_num(ratios['jbert_int8_vs_optimum_int8_pipeline'])}x** Optimum's int8 pipeline "
-             f"(target 1.5x); jbert fp32 = {_num(ratios['jbert_fp32_vs_optimum_fp32_pipeline'])}x Optimum's fp32 pipeline; "
-             f"fast tokenizer = **{_num(ratios['fast_tokenizer_vs_reference'])}x** the reference (target 3x). "
+             f"pipeline, **{_num(ratios['jbert_int8_vs_optimum_int8_pipeline'])}x** Optimum's int8 pipeline "
+             f"; jbert fp32 = {_num(ratios['jbert_fp32_vs_optimum_fp32_pipeline'])}x Optimum's fp32 pipeline; "
+             f"fast tokenizer = **{_num(ratios['fast_tokenizer_vs_reference'])}x** the reference. "
              f"Label agreement with PyTorch: " + ", ".join(f"{k} {_pct(v)}" for k, v in result["label_agreement_with_pytorch"].items()) + ".")
     data = result["data"]
     return (f"{result['model']}; {_num(data['texts'])} texts from {data['source']} (mean {data.get('mean_chars')} characters, "
@@ -364,7 +364,98 @@ def _legacy(config) -> str:
     raise PluginError("docs hook: jbert/_legacy.py has no LEGACY_MODULES dict")
 
 
+# --- figures written in the text, checked against their JSON ---------------------------------------
+
+# A figure written by hand (in the README, which no build renders, or in a sentence of a page) carries
+# a marker right after it: `**3.44x**<!-- figure:inference/ratios/jbert_int8_vs_optimum_int8_pipeline -->`.
+# The marker names docs/data/NAME.json and the path to the value inside its "result"; a trailing `%`
+# says the text shows the fraction as a percentage. The written figure must equal the JSON value
+# rounded to the decimals written, so a rerun benchmark that moves the figure fails the build and
+# tests/test_docs.py until the sentence is updated.
+FIGURE = re.compile(r"<!--\s*figure:(?P<name>[a-z0-9_]+)/(?P<path>[^<>]+?)(?P<percent>\s+%)?\s*-->")
+WRITTEN_NUMBER = re.compile(r"(?P<number>\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?)[^\d<>]{0,12}$")
+
+
+def _lookup(document: dict, path: str):
+    """The value at a '/'-separated path inside a JSON document ('candidates/1/speedup')."""
+    value = document
+    for key in path.split("/"):
+        value = value[int(key)] if isinstance(value, list) else value[key]
+    return value
+
+
+def _as_written(value: float, written: str) -> str:
+    """The value rounded and printed the way `written` prints its figure (decimals, exponent, commas)."""
+    if "e" in written:
+        mantissa = written.split("e")[0]
+        decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        return f"{value:.{decimals}e}"
+    decimals = len(written.split(".")[1]) if "." in written else 0
+    return f"{value:,.{decimals}f}" if "," in written else f"{value:.{decimals}f}"
+
+
+def figure_problems(markdown: str, data_dir: Path) -> list[str]:
+    """Every `<!-- figure:... -->` marker whose written figure differs from its JSON value, as messages."""
+    problems = []
+    for marker in FIGURE.finditer(markdown):
+        where = f"figure:{marker.group('name')}/{marker.group('path')}"
+        written = WRITTEN_NUMBER.search(markdown[max(0, marker.start() - 40):marker.start()])
+        if not written:
+            problems.append(f"{where}: no figure written right before the marker")
+            continue
+        path = data_dir / f"{marker.group('name')}.json"
+        try:
+            value = _lookup(json.loads(path.read_text(encoding="utf-8"))["result"], marker.group("path"))
+        except (OSError, KeyError, IndexError, ValueError, TypeError) as err:
+            problems.append(f"{where}: {path.name} has no such value ({err!r})")
+            continue
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            problems.append(f"{where}: {value!r} in {path.name} is not a number")
+            continue
+        number = written.group("number")
+        expected = _as_written(100 * value if marker.group("percent") else value, number)
+        if expected != number:
+            problems.append(f"{where}: the text says {number}, {path.name} says {expected}")
+    return problems
+
+
+def figure_markers(markdown: str) -> int:
+    """How many figure markers a text carries (the README test asks for its headline figures)."""
+    return len(FIGURE.findall(markdown))
+
+
+# --- the machine each benchmark ran on, as its JSON recorded it ---------------------------------------
+
+MACHINES = re.compile(r"<!--\s*machines\s*-->")
+
+
+def _machine_text(doc: dict) -> str:
+    """The machine description a data file carries: the hand-written one, then what the script read."""
+    parts = []
+    if isinstance(doc.get("machine"), str):
+        parts.append(doc["machine"])
+    recorded = (doc.get("result") or {}).get("machine")
+    if isinstance(recorded, dict):
+        recorded = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in recorded.items()
+                             if value is not None and not isinstance(value, (list, dict)))
+    if recorded:
+        parts.append(f"recorded by the script: {recorded}")
+    return "; ".join(parts) or "-"
+
+
+def _machines(config) -> str:
+    rows = []
+    for path in sorted(_data_dir(config).glob("*.json")):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        rows.append([f"`{path.name}`", doc["date"], _machine_text(doc)])
+    return _table(["data file", "date", "machine"], rows)
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    problems = figure_problems(markdown, _data_dir(config))
+    if problems:
+        raise PluginError(f"docs hook: {page.file.src_path}: written figures differ from docs/data: " + "; ".join(problems))
+    markdown = MACHINES.sub(lambda m: _machines(config), markdown)
     markdown = MARKER.sub(lambda m: render(config, m.group("name"), m.group("view")), markdown)
     markdown = REFERENCE.sub(lambda m: _reference(config, m.group("package")), markdown)
     markdown = LEGACY.sub(lambda m: _legacy(config), markdown)
@@ -407,7 +498,8 @@ def _plots(config) -> dict[str, bytes]:
         names = {"pytorch_pipeline": "PyTorch pipeline", "optimum_pipeline_fp32": "Optimum pipeline fp32",
                  "optimum_pipeline_int8": "Optimum pipeline int8", "jbert_runtime_fp32": "jbert runtime fp32",
                  "jbert_runtime_int8": "jbert runtime int8"}
-        plots["inference"] = _bars("Inference, base-shaped Japanese BERT, 2 CPU cores", [names.get(k, k) for k in results],
+        cpus = (doc["result"].get("machine") or {}).get("logical_cpus")
+        plots["inference"] = _bars(f"Inference, base-shaped Japanese BERT, {cpus} CPU cores", [names.get(k, k) for k in results],
                                    [v["texts_per_s"] for v in results.values()], "texts/s (log scale)", log=True, doc=doc)
     if (data / "tokenizer.json").is_file():
         doc = _load(config, "tokenizer")
@@ -423,7 +515,7 @@ def _plots(config) -> dict[str, bytes]:
     if (data / "scaling.json").is_file():
         doc = _load(config, "scaling")
         modes = doc["result"]["modes"]
-        plots["scaling"] = _bars("Launch modes on 2 CPU cores (overhead, not speed-up)", list(modes),
+        plots["scaling"] = _bars("Launch modes on the same CPU cores (overhead, not speed-up)", list(modes),
                                  [m["train_samples_per_second"] for m in modes.values()], "samples/s in the loop", doc=doc)
     return plots
 
