@@ -68,16 +68,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _source(doc: dict) -> str:
-    """The line under every table: command, date, commit, and whether the figures were transcribed."""
+    """The line under every table: command, date, commit, a link to the machine, whether transcribed."""
     line = f"*Measured with `{doc['command']}` on {doc['date']}"
     if doc.get("git_commit"):
         line += f" (commit `{doc['git_commit']}`)"
-    machine = doc.get("machine") or (doc.get("result") or {}).get("machine")
-    if isinstance(machine, dict):  # as some benchmarks record it: {"cpu": ..., "logical_cpus": 2, ...}
-        machine = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in machine.items() if value is not None)
-    if machine:
-        line += f"; {machine}"
-    line += ".*"
+    # The machine is described once, in the table on the benchmarks page (all pages sit in docs/).
+    line += " on [the benchmark machine](benchmarks.md#the-machine).*"
     if doc.get("transcribed"):
         line += " *Transcribed from the README of that day; rerun with `--json-out` to replace.*"
     if doc.get("note"):

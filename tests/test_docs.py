@@ -53,6 +53,8 @@ def test_mkdocs_build_strict(tmp_path):
         assert (site / "img" / "bench" / f"{plot}.png").stat().st_size > 1000
     benchmarks = (site / "benchmarks" / "index.html").read_text(encoding="utf-8")
     assert "bench:" not in benchmarks and "Measured with" in benchmarks
+    # The machine table is drawn from every docs/data file.
+    assert "<code>export_int8.json</code>" in benchmarks and "<!-- machines -->" not in benchmarks
     # The reference lists the modules of each stage, read from the package.
     serve_reference = (site / "reference" / "serve" / "index.html").read_text(encoding="utf-8")
     assert 'id="jbert.serve.runtime.OnnxClassifier"' in serve_reference
@@ -127,3 +129,79 @@ def test_quality_bench_reports_the_seed_mean_and_the_docs_show_the_spread():
     table = hooks.RENDERERS["quality"](result, None)
     assert "| 0.883 (2 seeds: 0.877-0.889) |" in table.replace("  ", " ")
     assert "| 0.879 |" in table.replace("  ", " ")
+
+
+# --- figures that cannot drift ---------------------------------------------------------------------
+
+DOCS_PAGES = sorted((REPO_ROOT / "docs").glob("*.md"))
+DATA_DIR = REPO_ROOT / "docs" / "data"
+# The README's headline rows: each must carry a figure marker, so a row cannot lose its check unseen.
+README_HEADLINES = ("training loop vs Hugging Face `Trainer`", "fast serving tokenizer vs", "ONNX fp32 vs PyTorch",
+                    "jbert int8 runtime vs transformers pipeline", "batch scoring on Ray", "HTTP service, 32")
+# Words from the team's own bookkeeping that mean nothing to a reader of the docs.
+INTERNAL_WORDS = re.compile(
+    r"\bissues? #?\d+|\bthe issue's\b|\btargets? (?:is |are |was |were )?(?:met|held)\b|\(target \d|"
+    r"\bthe target was\b|\bthe team'?s?\b|\bcolleague|\bengineers'", re.IGNORECASE)
+# A suite size written down goes stale with the next test: pytest prints the count of each run.
+STATIC_TEST_COUNT = re.compile(r"\b\d+ passed\b[^|\n]{0,40}\b(?:skipped|xfailed|in \d)")
+
+
+def _hooks():
+    return _load_module("docs_hooks_figures", REPO_ROOT / "docs" / "hooks.py")
+
+
+def test_readme_headline_figures_equal_their_json():
+    hooks = _hooks()
+    text = README.read_text(encoding="utf-8")
+    problems = hooks.figure_problems(text, DATA_DIR)
+    assert not problems, "README figures differ from docs/data (rerun or fix the sentence):\n" + "\n".join(problems)
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    for headline in README_HEADLINES:
+        row = next((line for name, line in rows.items() if name.startswith(headline)), None)
+        assert row is not None, f"README headline row {headline!r} is gone (update README_HEADLINES)"
+        assert hooks.figure_markers(row), f"README headline row {headline!r} has no figure marker"
+
+
+def test_docs_page_figures_equal_their_json():
+    hooks = _hooks()
+    problems = [f"{page.name}: {problem}" for page in DOCS_PAGES
+                for problem in hooks.figure_problems(page.read_text(encoding="utf-8"), DATA_DIR)]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_figure_that_drifted_from_its_json_is_reported(tmp_path):
+    hooks = _hooks()
+    (tmp_path / "inference.json").write_text(json.dumps({"result": {"ratios": {"x": 3.44, "share": 0.991}}}))
+    marker = "<!-- figure:inference/ratios/x -->"
+    assert hooks.figure_problems(f"**3.4x**{marker} and 3.44{marker}", tmp_path) == []
+    assert hooks.figure_problems(f"99.1 %<!-- figure:inference/ratios/share % -->", tmp_path) == []
+    drifted = hooks.figure_problems(f"jbert is **3.7x**{marker} faster", tmp_path)
+    assert len(drifted) == 1 and "says 3.7" in drifted[0] and "3.4" in drifted[0]
+    assert hooks.figure_problems("5<!-- figure:inference/ratios/gone -->", tmp_path)  # a value the JSON lacks
+    assert hooks.figure_problems("fast<!-- figure:inference/ratios/x -->", tmp_path)  # a marker without a figure
+
+
+def test_docs_and_readme_use_no_internal_words_or_static_test_counts():
+    for path in [README, *DOCS_PAGES]:
+        text = path.read_text(encoding="utf-8")
+        internal = INTERNAL_WORDS.findall(text)
+        assert not internal, f"{path.name} uses internal words a reader cannot follow: {internal}"
+        counts = STATIC_TEST_COUNT.findall(text)
+        assert not counts, f"{path.name} writes a test-suite size down ({counts}); pytest prints it on every run"
+    assert INTERNAL_WORDS.search("the four issue 13 lists") and STATIC_TEST_COUNT.search("254 passed and 4 skipped in 2 min")
+
+
+def test_the_machine_is_described_once():
+    # The CPU vendor is stated only on the benchmarks page, beside the table drawn from docs/data.
+    for path in [README, *DOCS_PAGES]:
+        if path.name != "benchmarks.md":
+            vendors = re.findall(r"\b(?:Xeon|EPYC|Ryzen|Core i\d)\b", path.read_text(encoding="utf-8"))
+            assert not vendors, f"{path.name} describes the machine ({vendors}); link to benchmarks.md#the-machine"
+    assert "<!-- machines -->" in (REPO_ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+
+
+def test_readme_and_getting_started_export_the_same_way():
+    def export_line(path):
+        return next(line.split("#")[0].split() for line in path.read_text(encoding="utf-8").splitlines()
+                    if line.startswith("python export.py outputs/quickstart"))
+    assert export_line(README) == export_line(REPO_ROOT / "docs" / "getting-started.md")
