@@ -1,49 +1,35 @@
-"""Reading inputs to score, tolerantly: every record comes back, a bad one with the reason it is bad.
+"""Which inputs to score and opening one of them: every record comes back, a bad one with its reason.
 
-CSV / TSV / JSON lines in UTF-8, UTF-8 with BOM or cp932 (detected as `jbert.core.readers` does
-for training), Parquet, or standard input ("-"). Paths may be local or remote: anything
-`fsspec` opens (s3://, gs://, abfs://, hdfs://, ... with the matching fsspec package installed).
-
-Unlike the training reader, which stops at the first bad row (right for training data), this
-one yields a `Record` with an `error` for a line that does not decode, bad JSON or too many
-cells, and goes on: the scorer writes one output row per input record.
+An input is a file, a glob (`reviews/*.parquet`) or a directory (every CSV/TSV/JSONL/Parquet
+file below it, hidden files and `_SUCCESS`-style markers skipped), scored in sorted path order,
+or standard input ("-"). Files are CSV / TSV / JSON lines in UTF-8, UTF-8 with BOM or cp932
+(detected as `jbert.core.readers` does for training) or Parquet. Paths may be local or remote:
+anything `fsspec` opens (s3://, gs://, abfs://, hdfs://, ... with the matching fsspec package
+installed), so nothing here knows a storage service. Text files are read into records by
+`jbert.serve.scoring.records`, which keeps a bad line as a record with an `error`.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
+import posixpath
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Iterator
 
 from jbert.core.errors import UserError
-from jbert.core.readers import (
-    csv_dialect, detect_encoding, detect_format, detect_sample_encoding, iter_rows,
-    resolve_encoding, suggest_column,
+from jbert.core.readers import detect_format, iter_rows, suggest_column
+from jbert.serve.scoring.records import (
+    ByteCounter, DecodedLines, Record, choose_encoding, delimited_records, jsonl_records, peek_columns,
 )
 
 INPUT_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 # Bytes sniffed for the encoding (standard input and remote files cannot be re-read for detection).
 SAMPLE_BYTES = 1024 * 1024
 PARQUET_EXTENSIONS = (".parquet", ".pq")
-
-
-@dataclass
-class Record:
-    """One input record: where it starts, its columns (None if unreadable) and why it is bad."""
-
-    line: int | None  # the 1-based line it starts on (text files), its row number (Parquet), or None
-    row: dict | None
-    error: str | None = None
-    unit: str = "line"
-
-    @property
-    def where(self) -> str:
-        """"line 12: " or "row 12: " to start an error message ("" when the position is unknown)."""
-        return f"{self.unit} {self.line}: " if self.line is not None else ""
+INPUT_EXTENSIONS = (".csv", ".tsv", ".txt", ".jsonl", ".json", ".ndjson", ".parquet", ".pq")
+_GLOB_CHARACTERS = "*?["
 
 
 def is_remote(path: str) -> bool:
@@ -154,7 +140,7 @@ def _open_parquet(source: str, chunk_rows: int) -> OpenedInput:
 def _open_text(source: str, fmt: str, requested_encoding: str) -> OpenedInput:
     if source == "-":
         raw, total, sample = _stdin_with_sample()
-        encoding = _choose_encoding(None, sample[: sample.rfind(b"\n") + 1] or sample, requested_encoding, "<stdin>")
+        encoding = choose_encoding(None, sample[: sample.rfind(b"\n") + 1] or sample, requested_encoding, "<stdin>")
         name = "<stdin>"
         close = lambda: None  # never close the process's standard input  # noqa: E731
     else:
@@ -162,10 +148,10 @@ def _open_text(source: str, fmt: str, requested_encoding: str) -> OpenedInput:
         sample = stream.read(SAMPLE_BYTES)
         stream.seek(0)
         local = None if is_remote(source) else Path(source.removeprefix("file://"))
-        encoding = _choose_encoding(local, sample, requested_encoding, source)
+        encoding = choose_encoding(local, sample, requested_encoding, source)
         raw, name, close = stream, source, stream.close
-    lines_source = _ByteCounter(raw)
-    decoded = _DecodedLines(lines_source, encoding, name)
+    lines_source = ByteCounter(raw)
+    decoded = DecodedLines(lines_source, encoding, name)
     try:
         if fmt == "jsonl" and sample.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"["):
             # One JSON array (a .json file): tabular streams it; it is one value, so a syntax error
@@ -173,29 +159,15 @@ def _open_text(source: str, fmt: str, requested_encoding: str) -> OpenedInput:
             if source == "-" or is_remote(source):
                 raise UserError(f"{name} holds a JSON array; send JSON lines (one object per line) instead")
             records = (Record(line, row) for line, row in iter_rows(source, encoding, "jsonl"))
-            columns, records = _peek_columns(records)
+            columns, records = peek_columns(records)
         elif fmt == "jsonl":
-            columns, records = _peek_columns(_iter_jsonl_records(decoded))
+            columns, records = peek_columns(jsonl_records(decoded))
         else:
-            columns, records = _iter_delimited_records(decoded, fmt, name)
+            columns, records = delimited_records(decoded, fmt, name)
     except BaseException:
         close()
         raise
     return OpenedInput(name, fmt, columns, records, total, lambda: lines_source.bytes_read, close, encoding)
-
-
-def _peek_columns(records: Iterator[Record]) -> tuple[list[str], Iterator[Record]]:
-    """The first record's keys as the columns (JSON objects have no header), records unchanged."""
-    first = next(records, None)
-    if first is None:
-        return [], iter(())
-    columns = list(first.row) if first.row is not None else []
-
-    def chained() -> Iterator[Record]:
-        yield first
-        yield from records
-
-    return columns, chained()
 
 
 def _stdin_with_sample() -> tuple[IO[bytes], None, bytes]:
@@ -217,168 +189,51 @@ def _stdin_with_sample() -> tuple[IO[bytes], None, bytes]:
     return io.BufferedReader(_Prefixed()), None, sample
 
 
-# ---------------------------------------------------------------------- tolerant line reading
-class _ByteCounter:
-    """Binary line iterator that counts bytes read, for the progress bar's file percentage."""
+def filesystem_for(path: str):
+    """(fsspec filesystem, path inside it) for a local path or URL; a missing fsspec driver is a UserError."""
+    import fsspec
 
-    def __init__(self, stream: IO[bytes]):
-        self.stream = stream
-        self.bytes_read = 0
-
-    def __iter__(self) -> Iterator[bytes]:
-        for raw in self.stream:
-            self.bytes_read += len(raw)
-            yield raw
-
-
-class _DecodedLines:
-    """Decode byte lines one by one; a bad line is decoded with U+FFFD and its error remembered.
-
-    Per-line decoding is what keeps one corrupt row from ending the run (jbert.core.readers's strict
-    reader stops at the first undecodable byte, which is right for training data, wrong here).
-    """
-
-    def __init__(self, raw_lines, encoding: str, source: str):
-        self.raw_lines = raw_lines
-        self.encoding = encoding
-        self.source = source
-        self.line_number = 0
-        self.errors: list[str] = []  # errors since the last record was taken
-
-    def __iter__(self) -> Iterator[str]:
-        strip_bom = self.encoding.replace("_", "-").lower() in ("utf-8", "utf8", "utf-8-sig")
-        for raw in self.raw_lines:
-            self.line_number += 1
-            if self.line_number == 1 and strip_bom and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]
-            try:
-                yield raw.decode(self.encoding)
-            except UnicodeDecodeError as err:
-                bad = raw[max(err.start - 2, 0) : err.end + 2]
-                self.errors.append(
-                    f"line {self.line_number}: bytes {bad!r} cannot be decoded as {self.encoding}"
-                )
-                yield raw.decode(self.encoding, errors="replace")
-
-    def take_errors(self) -> str | None:
-        """Errors of the lines read since the last call (i.e. of the record just parsed)."""
-        if not self.errors:
-            return None
-        message = "; ".join(self.errors) + " (row kept but not scored; check the file's encoding or pass --encoding)"
-        self.errors = []
-        return message
-
-
-def _iter_delimited_records(lines: _DecodedLines, fmt: str, source: str) -> tuple[list[str], Iterator[Record]]:
-    reader = csv.reader(lines, **csv_dialect(fmt))
     try:
-        header = next(reader, None)
-        while header == []:  # blank lines above the header hold nothing
-            header = next(reader, None)
-    except csv.Error as err:
-        raise UserError(f"{source}, line 1: malformed {fmt.upper()} header ({err})") from None
-    if not header:
-        return [], iter(())
-    columns = [name.strip() for name in header]
-    header_error = lines.take_errors()
-    if header_error:
-        raise UserError(f"{source}: the header row cannot be decoded: {header_error}")
-    width = len(columns)
-
-    def records() -> Iterator[Record]:
-        start = lines.line_number + 1
-        while True:
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as err:  # e.g. a NUL byte; the reader resumes on the next line
-                yield Record(start, None, f"line {start}: malformed {fmt.upper()} ({err})")
-                lines.take_errors()
-                start = lines.line_number + 1
-                continue
-            line, start = start, lines.line_number + 1
-            decode_error = lines.take_errors()
-            if not cells:
-                continue  # a blank line is not a record; a line holding only "" is a row with empty cells
-            row = dict(zip(columns, cells))
-            for missing in columns[len(cells):]:
-                row[missing] = None
-            error = decode_error
-            if error is None and len(cells) > width and any(c.strip() for c in cells[width:]):
-                error = (
-                    f"line {line}: {len(cells)} cells but the header has {width}; quote cells that "
-                    f"contain {'a tab' if fmt == 'tsv' else 'a comma'} or a line break"
-                )
-            yield Record(line, row, error)
-
-    return columns, records()
+        return fsspec.core.url_to_fs(path)
+    except ImportError as err:
+        raise UserError(f"cannot open {path}: {err} (install the fsspec package for that scheme, e.g. s3fs, gcsfs)") from None
+    except ValueError as err:
+        raise UserError(f"cannot open {path}: {err}") from None
 
 
-def _iter_jsonl_records(lines: _DecodedLines) -> Iterator[Record]:
-    for text in lines:
-        line = lines.line_number
-        decode_error = lines.take_errors()
-        if not text.strip():
-            continue
-        if decode_error:
-            yield Record(line, None, decode_error)
-            continue
+def expand_inputs(spec: str) -> list[str]:
+    """The input files named by a file, glob or directory (sorted); UserError when none match."""
+    filesystem, path = filesystem_for(spec)
+    remote = is_remote(spec)
+
+    def name(found: str) -> str:
+        return filesystem.unstrip_protocol(found) if remote else found
+
+    if any(ch in path for ch in _GLOB_CHARACTERS):
+        found = sorted(p for p in filesystem.glob(path) if not filesystem.isdir(p))
+        if not found:
+            raise UserError(f"input {spec!r} matches no file; check the pattern (quote it so the shell leaves it alone)")
+        return [name(p) for p in found]
+    if filesystem.isdir(path):
+        found = sorted(
+            p for p in filesystem.find(path)
+            if p.lower().endswith(INPUT_EXTENSIONS) and not posixpath.basename(p).startswith((".", "_"))
+        )
+        if not found:
+            raise UserError(f"input directory {spec} holds no {', '.join(INPUT_EXTENSIONS)} file")
+        return [name(p) for p in found]
+    if not filesystem.exists(path):
+        raise UserError(f"input {spec} does not exist; check the path")
+    return [spec]
+
+
+def check_formats(files: list[str], input_format: str | None) -> None:
+    """Every file's format is known (from --input-format or its extension): one error lists all others."""
+    problems = []
+    for path in files:
         try:
-            row = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield Record(line, None, f"line {line}: not valid JSON ({err})")
-            continue
-        if not isinstance(row, dict):
-            yield Record(line, None, f"line {line}: a JSON {type(row).__name__} where an object was expected")
-            continue
-        yield Record(line, row)
-
-
-def _mostly_utf8(sample: bytes) -> bool:
-    """True when most lines with non-ASCII bytes are valid UTF-8: a UTF-8 file with a few bad rows.
-
-    Japanese cp932 text almost never forms valid UTF-8, so in a cp932 file this fraction is ~0.
-    """
-    non_ascii = [line for line in sample.split(b"\n") if any(byte >= 0x80 for byte in line)]
-    if not non_ascii:
-        return True
-    valid = 0
-    for line in non_ascii:
-        try:
-            line.decode("utf-8")
-            valid += 1
-        except UnicodeDecodeError:
-            pass
-    return valid >= 0.5 * len(non_ascii)
-
-
-def _choose_encoding(path: Path | None, sample: bytes, requested: str, where: str) -> str:
-    """The input's encoding: as requested, else tabular's detection made tolerant of a few bad rows."""
-    if requested not in (None, "", "auto"):
-        return resolve_encoding(path, requested) if path is not None else resolve_encoding_name(requested)
-    try:
-        if path is not None:
-            detected = detect_encoding(path)
-        else:  # a stream: decide on the sample's complete lines
-            detected = detect_sample_encoding(sample[: sample.rfind(b"\n") + 1] or sample, complete=True, where=where)
-    except UserError:
-        if _mostly_utf8(sample):
-            return "utf-8"  # undecodable rows become error rows instead of stopping the run
-        raise
-    # tabular decides for the whole sample: a UTF-8 file with one corrupt row fails UTF-8 there and
-    # may pass as cp932, which would garble every row. Per line, such a file is plainly UTF-8.
-    if detected == "cp932" and _mostly_utf8(sample):
-        return "utf-8"
-    return detected
-
-
-def resolve_encoding_name(encoding: str) -> str:
-    """Check that an encoding name exists (for standard input, which has no path to check)."""
-    import codecs
-
-    try:
-        codecs.lookup(encoding)
-    except LookupError:
-        raise UserError(f"--encoding {encoding!r} is not a known encoding; use auto, utf-8, utf-8-sig or cp932") from None
-    return encoding
+            input_format_of(path, input_format)
+        except UserError as err:
+            problems.append(str(err))
+    if problems:
+        raise UserError("; ".join(problems[:5]) + (f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""))
