@@ -214,6 +214,28 @@ def test_broken_export_dirs(tmp_path, single_export):
         OnnxClassifier.from_export_dir(copy)
 
 
+def test_export_dir_is_read_once_and_makes_every_choice(single_export, classifier):
+    """ExportDir: the model file, the label names and the text/pair columns the runtime and scoring use."""
+    import pickle
+
+    from jbert.core.export_dir import ExportDir
+
+    export = ExportDir.open(single_export[1])
+    assert export.labels == classifier.labels and export.max_length == classifier.max_length
+    key, path = export.model_file("default")
+    assert key == export.manifest.default_model and path.is_file()
+    assert export.model_file("fp32") == ("fp32", classifier.model_path)
+    with pytest.raises(UserError, match="model must be one of"):
+        export.model_file("fp16")
+    assert export.text_columns() == (export.settings.text_column, None)
+    assert export.text_columns("review") == ("review", None)
+    with pytest.raises(UserError, match="--text-pair-column was given but this model classifies single texts"):
+        export.text_columns(text_pair_column="other")
+    # The Ray engine ships it from a node to the driver.
+    assert pickle.loads(pickle.dumps(export)) == export
+    assert classifier.export_dir.text_columns() == export.text_columns()
+
+
 def test_runtime_never_imports_torch(single_export):
     code = f"""
 import sys
