@@ -31,6 +31,7 @@ import sys
 from dataclasses import MISSING, fields
 from typing import Sequence
 
+from jbert.core.errors import run_cli
 from jbert.serve.http.app import serve
 from jbert.serve.http.options import ServeOptions
 from jbert.serve.scoring.options import ScoreOptions
@@ -98,6 +99,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def console_main() -> None:
     """Entry point of the `jbert-serve` console script: as `python serve_onnx.py` (a UserError exits 2)."""
-    from jbert.core.errors import run_cli
-
     sys.exit(run_cli(main))
