@@ -1,96 +1,17 @@
 """Serve a jbert export directory with onnxruntime (no torch): score files, or run an HTTP service.
 
     python serve_onnx.py score outputs/onnx reviews.csv scored.csv
-    python serve_onnx.py score outputs/onnx reviews.jsonl scored.jsonl --all-scores --model fp32
-    python serve_onnx.py score outputs/onnx big.tsv scored.tsv --resume        # continue an interrupted run
-    cat reviews.jsonl | python serve_onnx.py score outputs/onnx - - --input-format jsonl > scored.jsonl
-    python serve_onnx.py score outputs/onnx 'reviews/*.parquet' scored/                    # shards + manifest.json
-    python serve_onnx.py score outputs/onnx 'reviews/*.parquet' scored/ --engine ray        # local Ray, all cores
-    python serve_onnx.py score outputs/onnx s3://bucket/day=2026-11-24/ scored/ --engine ray --address auto
+    python serve_onnx.py score outputs/onnx 'reviews/*.parquet' scored/ --engine ray
     python serve_onnx.py http outputs/onnx --port 8000
-    python serve_onnx.py http outputs/onnx --host 0.0.0.0 --api-key-file /run/secrets/jbert-key
-    curl -s localhost:8000/predict -H 'content-type: application/json' \\
-         -d '{"inputs": ["この商品はとても良いです。"], "top_k": 3}'
+    python serve_onnx.py --help        # every subcommand, flag and example (jbert/serve/cli.py)
 
-`score` writes one output row per input row (a row that cannot be scored gets an `error`), to a
-temporary file renamed into place at the end; several inputs (a glob, a directory) or an output
-directory give Parquet (or JSONL) shards with `source_file`/`source_row` and a manifest.json, on
-this process or, with --engine ray, on Ray Data. `http` listens on 127.0.0.1 unless --host says
-otherwise (then it prints a warning); POST /predict, GET /health, GET /info, GET /metrics, and the
-OpenAPI schema at /openapi.json. With --api-key-file every route but /health needs
-`Authorization: Bearer <key>`. On SIGTERM it drains (/health 503, new requests 503, accepted ones
-answered) and exits 0. Bad input exits with code 2.
-Flags accept dashes or underscores (--text-column or --text_column).
+The same commands run as `jbert-serve score ...` / `jbert-serve http ...` once the package is installed.
 """
 
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-from dataclasses import MISSING, fields
-from typing import Sequence
 
 from jbert.core.errors import run_cli
-from jbert.serve.scoring import ScoreOptions, score_file
-from jbert.serve.http import ServeOptions, serve
-
-
-def _flag_names(name: str) -> list[str]:
-    dashed = "--" + name.replace("_", "-")
-    underscored = "--" + name
-    return [dashed] if dashed == underscored else [dashed, underscored]
-
-
-def _add_options(parser: argparse.ArgumentParser, options_class) -> None:
-    """Add one flag per dataclass field (positionals first), each with its one-line help."""
-    for option in fields(options_class):
-        default = option.default if option.default is not MISSING else None
-        help_text = option.metadata["help"]
-        type_name = str(option.type)
-        if option.metadata.get("positional"):
-            parser.add_argument(option.name, metavar=option.name.upper(), help=help_text)
-        elif option.metadata.get("negative_flag"):
-            parser.add_argument(option.metadata["negative_flag"], dest=option.name, action="store_false",
-                                help=option.metadata["negative_help"])
-        elif type_name == "bool":
-            parser.add_argument(*_flag_names(option.name), dest=option.name, action="store_true", help=help_text)
-        else:
-            value_type = {"int": int, "Optional[int]": int, "float": float}.get(type_name, str)
-            parser.add_argument(*_flag_names(option.name), dest=option.name, type=value_type, default=default,
-                                help=help_text if default is None else f"{help_text} (default: {default})")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The `score` and `http` subcommands with flags generated from ScoreOptions / ServeOptions."""
-    parser = argparse.ArgumentParser(prog="serve_onnx.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{score,http}")
-    score = commands.add_parser("score", help="Score CSV/TSV/JSONL/Parquet files (or standard input) into a file or a shard directory.",
-                                description="Score files: one output row per input row, streamed in chunks, here or on Ray.")
-    _add_options(score, ScoreOptions)
-    http = commands.add_parser("http", help="Run the HTTP service (micro-batched, Prometheus /metrics).",
-                               description="Serve POST /predict, GET /health, /info and /metrics with uvicorn.")
-    _add_options(http, ServeOptions)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Parse the command line and run `score` or `http`."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.command == "score":
-        options = ScoreOptions(**{f.name: getattr(args, f.name) for f in fields(ScoreOptions)})
-        summary = score_file(options)
-        print(
-            f"scored {summary.scored} of {summary.rows} rows ({summary.errors} errors, {summary.truncated} truncated"
-            + (f", {summary.resumed_rows} taken over from the interrupted run" if summary.resumed_rows else "")
-            + f") in {summary.seconds:.1f} s, {summary.texts_per_second:.0f} texts/s -> {summary.output}",
-            file=sys.stderr,
-        )
-    else:
-        serve(ServeOptions(**{f.name: getattr(args, f.name) for f in fields(ServeOptions)}))
-
+from jbert.serve.cli import main
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -121,7 +121,8 @@ def main(argv=None) -> dict:
     import torch
 
     from jbert.tokenization import load_serving_tokenizer
-    from jbert.serve.runtime import OnnxClassifier, physical_core_count
+    from jbert.serve.runtime.classifier import OnnxClassifier
+    from jbert.serve.runtime.session import physical_core_count
     from jbert.core.normalize import NormalizationConfig, normalize_text
 
     all_texts, source = load_texts()

@@ -95,7 +95,8 @@ def write_inputs(directory: Path, texts: list[str], rows: int, files: int) -> No
 
 def run_contender(name: str, export_dir: Path, inputs: Path, output: Path, cores: int, batch_size: int) -> dict:
     """Score every input row once with one contender; its seconds and rows per second."""
-    from jbert.serve.scoring import ScoreOptions, score_file
+    from jbert.serve.scoring.options import ScoreOptions
+    from jbert.serve.scoring.run import score_file
 
     engine = {"local": {}, "ray_1_worker": {"engine": "ray", "num_workers": 1, "num_threads": cores},
               "ray_2_workers": {"engine": "ray", "num_workers": 2, "num_threads": max(1, cores // 2)}}[name]
@@ -126,7 +127,7 @@ def main(argv=None) -> dict:
     import ray
 
     from inference import load_texts
-    from jbert.serve.session import physical_core_count
+    from jbert.serve.runtime.session import physical_core_count
 
     texts, source = load_texts()
     work = Path(args.work_dir)

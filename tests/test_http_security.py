@@ -18,9 +18,9 @@ from conftest import REPO_ROOT
 from test_runtime import TEXTS
 
 from jbert.core.errors import UserError
-from jbert.serve.batching import BatcherConfig
-from jbert.serve.http import create_app
-from jbert.serve.http_security import bind_warning, load_api_key
+from jbert.serve.http.microbatch import BatcherConfig
+from jbert.serve.http.app import create_app
+from jbert.serve.http.security import bind_warning, load_api_key
 
 KEY = "k3y-for-tests-0123456789abcdef"
 

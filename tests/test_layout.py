@@ -27,6 +27,10 @@ ALLOWED = {
     "serve": {"core", "tokenization", "serve"},
 }
 TORCH_FREE_STAGES = ("core", "tokenization", "serve")
+# Inside serve, three rooms: http and scoring both run the runtime and never each other; the runtime
+# runs neither. Only serve's own door (cli.py, __init__.py) may see every room.
+SERVE_ROOMS = {"runtime": {"runtime"}, "http": {"runtime", "http"}, "scoring": {"runtime", "scoring"}}
+SERVE_DOOR = {"__init__.py", "cli.py"}
 MAX_MODULE_LINES = 400
 LONG_MODULE_REASON = "Longer than 400 lines because"
 
@@ -71,6 +75,40 @@ def test_every_stage_imports_only_the_stages_before_it():
             if len(parts) > 1 and parts[1] in ALLOWED and parts[1] not in ALLOWED[stage]:
                 problems.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {imported} ({stage} may use {sorted(ALLOWED[stage])})")
     assert not problems, "\n".join(problems)
+
+
+def test_serve_rooms_never_import_each_other():
+    serve = PACKAGE / "serve"
+    loose = sorted(p.name for p in serve.glob("*.py") if p.name not in SERVE_DOOR)
+    assert not loose, f"jbert/serve/ modules outside the rooms {sorted(SERVE_ROOMS)}: {loose}"
+    assert sorted(p.name for p in serve.iterdir() if p.is_dir() and (p / "__init__.py").is_file()) == sorted(SERVE_ROOMS)
+    problems = []
+    for path in sorted(serve.rglob("*.py")):
+        parts = path.relative_to(serve).parts
+        if len(parts) == 1:
+            continue
+        room = parts[0]
+        for line, imported in _jbert_imports(path, module_level_only=False):
+            names = imported.split(".")
+            if names[:2] == ["jbert", "serve"] and len(names) > 2 and names[2] not in SERVE_ROOMS[room]:
+                problems.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {imported} "
+                                f"(serve/{room} may use {sorted(SERVE_ROOMS[room])})")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_module_only_forwards_names():
+    """A module (not a package's __init__) holds code of its own, not only imports of names defined elsewhere."""
+    forwarding = []
+    for path in _stage_modules():
+        if path.name == "__init__.py":
+            continue
+        body = ast.parse(path.read_text(encoding="utf-8")).body
+        own = [n for n in body if not isinstance(n, (ast.Import, ast.ImportFrom))
+               and not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))  # the docstring
+               and not (isinstance(n, ast.Assign) and any(getattr(t, "id", None) == "__all__" for t in n.targets))]
+        if not own:
+            forwarding.append(str(path.relative_to(REPO_ROOT)))
+    assert not forwarding, f"modules that only forward names defined elsewhere: {forwarding}"
 
 
 def test_no_import_cycles_between_modules():

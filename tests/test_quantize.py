@@ -21,7 +21,7 @@ from jbert.core.errors import UserError, run_cli
 from jbert.export import export_model
 from jbert.export.agreement import AGREEMENT_MEASURES, REGRESSION_TOLERANCE, agreement_figures
 from jbert.export.int8_search import format_table
-from jbert.serve import cpu
+from jbert.serve.runtime import cpu
 
 CALIBRATION_TEXTS = [
     "この商品はとても良いです。",  # also a held-out text (examples.jsonl): left out of calibration

@@ -27,7 +27,8 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from jbert.core.errors import UserError  # noqa: E402
-from jbert.serve.scoring import ScoreOptions, score_file  # noqa: E402
+from jbert.serve.scoring.options import ScoreOptions  # noqa: E402
+from jbert.serve.scoring.run import score_file  # noqa: E402
 
 SERVE = str(REPO_ROOT / "serve_onnx.py")
 
@@ -133,7 +134,7 @@ def test_ray_equals_local_scorer_row_for_row(tmp_path, export_dir, ray_runtime):
 
 
 def test_score_dataset_from_python(export_dir, classifier, ray_runtime):
-    from jbert.serve.ray_engine import score_dataset
+    from jbert.serve.scoring.ray_engine import score_dataset
 
     texts = TEXTS + ["", "猫が寝る"]
     dataset = ray.data.from_items([{"review_id": i, "text": t} for i, t in enumerate(texts)])

@@ -85,7 +85,8 @@ def test_int8_agrees_with_fp32_and_is_default(single_export):
 def test_session_options_are_deliberate(single_export):
     import onnxruntime as ort
 
-    from jbert.serve.runtime import OnnxClassifier, physical_core_count
+    from jbert.serve.runtime import OnnxClassifier
+    from jbert.serve.runtime.session import physical_core_count
 
     default = OnnxClassifier.from_export_dir(single_export[1], model="fp32")
     options = default.session.get_session_options()
@@ -150,7 +151,7 @@ def test_regression_returns_raw_values(tmp_path_factory):
 
 
 def test_bad_inputs_raise_clear_errors(classifier):
-    from jbert.serve.runtime import InputError
+    from jbert.serve.runtime.batch_inputs import InputError
 
     with pytest.raises(InputError, match="input 1: text is empty") as caught:
         classifier.predict(["良い", ""])
@@ -167,7 +168,7 @@ def test_bad_inputs_raise_clear_errors(classifier):
 
 
 def test_hundred_thousand_characters(classifier):
-    from jbert.serve.runtime import InputError
+    from jbert.serve.runtime.batch_inputs import InputError
 
     long_text = "この商品はとても良いです。" * 7700  # ~100,000 characters
     assert len(long_text) >= 100_000
@@ -213,6 +214,28 @@ def test_broken_export_dirs(tmp_path, single_export):
         OnnxClassifier.from_export_dir(copy)
 
 
+def test_export_dir_is_read_once_and_makes_every_choice(single_export, classifier):
+    """ExportDir: the model file, the label names and the text/pair columns the runtime and scoring use."""
+    import pickle
+
+    from jbert.core.export_dir import ExportDir
+
+    export = ExportDir.open(single_export[1])
+    assert export.labels == classifier.labels and export.max_length == classifier.max_length
+    key, path = export.model_file("default")
+    assert key == export.manifest.default_model and path.is_file()
+    assert export.model_file("fp32") == ("fp32", classifier.model_path)
+    with pytest.raises(UserError, match="model must be one of"):
+        export.model_file("fp16")
+    assert export.text_columns() == (export.settings.text_column, None)
+    assert export.text_columns("review") == ("review", None)
+    with pytest.raises(UserError, match="--text-pair-column was given but this model classifies single texts"):
+        export.text_columns(text_pair_column="other")
+    # The Ray engine ships it from a node to the driver.
+    assert pickle.loads(pickle.dumps(export)) == export
+    assert classifier.export_dir.text_columns() == export.text_columns()
+
+
 def test_runtime_never_imports_torch(single_export):
     code = f"""
 import sys
@@ -220,7 +243,7 @@ sys.path.insert(0, {str(REPO_ROOT)!r})
 from jbert.serve.runtime import OnnxClassifier
 classifier = OnnxClassifier.from_export_dir({str(single_export[1])!r})
 print(classifier.predict(["この商品はとても良いです。"], top_k=2)[0]["label"])
-import jbert.serve.scoring, jbert.serve.batching, jbert.serve.http
+import jbert.serve.scoring.run, jbert.serve.scoring.shards, jbert.serve.http.app, jbert.serve.cli
 banned = sorted(m for m in ("torch", "transformers", "optimum") if m in sys.modules)
 print("BANNED", banned)
 """

@@ -15,9 +15,10 @@ import pytest
 from conftest import REPO_ROOT, SHARED_DATA
 from test_runtime import TEXTS
 
-import jbert.serve.scoring as scoring
+import jbert.serve.scoring.run as scoring
 from jbert.core.errors import UserError
-from jbert.serve.scoring import ScoreOptions, score_file
+from jbert.serve.scoring.options import ScoreOptions
+from jbert.serve.scoring.run import score_file
 
 
 
@@ -226,7 +227,13 @@ class _CountingClassifier:
     model_path = Path("fake.onnx")
 
     def __init__(self, settings):
+        from jbert.core.artifacts import Manifest, ManifestModelFile
+        from jbert.core.export_dir import ExportDir
+
         self.settings = settings
+        manifest = Manifest(task=self.problem_type, labels=self.labels, max_length=self.max_length, is_pair=False,
+                            default_model="fp32", models={"fp32": ManifestModelFile(file="fake.onnx", precision="fp32")})
+        self.export_dir = ExportDir(Path("."), manifest, settings, self.labels)
 
     def input_problem(self, text, text_pair=None):
         return None if isinstance(text, str) and text else "text is empty"

@@ -20,8 +20,10 @@ from conftest import REPO_ROOT
 from conftest import cached_export
 from test_runtime import PAIRS, TEXTS
 
-from jbert.serve.batching import BatcherConfig, MicroBatcher, QueueFullError
-from jbert.serve.http import ServeLimits, create_app, is_loopback
+from jbert.serve.http.microbatch import BatcherConfig, MicroBatcher, QueueFullError
+from jbert.serve.http.app import create_app
+from jbert.serve.http.request import ServeLimits
+from jbert.serve.http.security import is_loopback
 
 
 
@@ -285,7 +287,7 @@ def test_not_blank_pattern_reads_the_same_in_python_and_rust_and_matches_the_ser
 
     import jsonschema_rs
 
-    from jbert.serve.http_schema import blank_characters
+    from jbert.serve.http.schema import blank_characters
 
     body = client.get("/openapi.json").json()["components"]["schemas"]["PredictRequest"]
     pattern = body["properties"]["inputs"]["anyOf"][0]["pattern"]

@@ -5,5 +5,6 @@
     readers         streaming CSV/TSV/JSONL readers (utf-8, utf-8-sig, cp932) that name bad lines
     encodings       which encoding a file is in, and its lines decoded one by one (readers' half)
     artifacts       the contracts between stages: jbert.json, manifest.json, atomic directories
+    export_dir      ExportDir: an export directory read once (manifest, settings, labels, model file, columns)
     postprocessing  logits -> probabilities -> decisions (softmax, sigmoid, the decision rule)
 """

@@ -10,7 +10,7 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
     examples.jsonl         a few validation texts (+ labels) used by export to check parity
     README.md, *.png       model card and plots
 
-EXPORT DIR (written by export, read by serving)
+EXPORT DIR (written by export, read by serving through `jbert.core.export_dir.ExportDir`)
     model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
     config.json, tokenizer files, jbert.json   copied from the model dir
     manifest.json          Manifest: files, default file, task, labels, parity figures, versions,

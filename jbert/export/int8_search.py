@@ -91,7 +91,8 @@ class RuntimeMeter:
     def _classifier(self, path: Path):
         import onnxruntime
 
-        from jbert.serve.runtime import OnnxClassifier, make_session_options
+        from jbert.serve.runtime.classifier import OnnxClassifier
+        from jbert.serve.runtime.session import make_session_options
 
         session = onnxruntime.InferenceSession(str(path), make_session_options(), providers=["CPUExecutionProvider"])
         return OnnxClassifier(session, self.tokenizer, self.info.settings, self.manifest, self.info.labels, "fp32", path)
@@ -335,7 +336,7 @@ class Int8Search:
 
     def finish(self, chosen: Candidate, validation_source: str) -> tuple[dict, dict]:
         """Move the chosen file into place; return (its manifest quantization record, the search record)."""
-        from jbert.serve.cpu import cpu_description
+        from jbert.serve.runtime.cpu import cpu_description
 
         chosen.path.replace(self.work_dir / QUANTIZED_FILE)
         shutil.rmtree(self.scratch_dir, ignore_errors=True)

@@ -68,7 +68,7 @@ def resolve_target(quantize: str) -> tuple[str, str]:
     """(target, how it was chosen) for --quantize TARGET or --quantize auto (this machine's CPU)."""
     if quantize != AUTO_TARGET:
         return quantize, "given (--quantize)"
-    from jbert.serve.cpu import cpu_description
+    from jbert.serve.runtime.cpu import cpu_description
 
     detected = cpu_description()["detected_target"]
     if detected is None:

@@ -34,7 +34,7 @@ def onnx_sessions(work_dir: Path, keys: Sequence[str]) -> dict:
     """One CPU session per ONNX file, with the options serving uses (jbert.serve.runtime)."""
     import onnxruntime
 
-    from jbert.serve.runtime import make_session_options
+    from jbert.serve.runtime.session import make_session_options
 
     sessions = {}
     for key in keys:

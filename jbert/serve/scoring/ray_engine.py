@@ -4,13 +4,13 @@
     python serve_onnx.py score EXPORT_DIR s3://bucket/day=2026-11-24/ scored/ --engine ray --address auto
 
     # inside your own Ray pipeline:
-    from jbert.serve.ray_engine import score_dataset
+    from jbert.serve.scoring.ray_engine import score_dataset
     scored = score_dataset(ray.data.read_parquet("s3://bucket/reviews/"), "/models/export", num_workers=8)
 
 The pipeline: one read task per input file (the local scorer's tolerant readers, so a bad row
 becomes an error row here too; a file's rows travel as one Ray block, so files are the unit of
 parallelism) -> an actor pool where each actor opens the ONNX session and the
-tokenizer once and scores Arrow batches (`jbert.serve.score_tables`, the code the local engine
+tokenizer once and scores Arrow batches (`jbert.serve.scoring.tables`, the code the local engine
 runs) -> write tasks that put each batch into a shard named by its first row. Block order is
 preserved, and every shard carries `source_file` / `source_row`, so input order is recoverable.
 
@@ -34,11 +34,12 @@ from pathlib import Path
 
 from jbert.core.errors import UserError
 from jbert.core.progress import Progress
-from jbert.serve.score_shards import build_manifest, check_complete, prepare_output_directory, write_json_atomically
-from jbert.serve.score_shards import MANIFEST_NAME
-from jbert.serve.score_sources import read_file_tables
-from jbert.serve.score_tables import score_table, write_shard
-from jbert.serve.session import physical_core_count
+from jbert.core.export_dir import ExportDir
+from jbert.serve.runtime.session import physical_core_count
+from jbert.serve.scoring.shards import (
+    MANIFEST_NAME, build_manifest, check_complete, prepare_output_directory, write_json_atomically,
+)
+from jbert.serve.scoring.tables import read_file_tables, score_table, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +62,11 @@ class ScoreBatches:
     def __init__(self, export_dir: str, model: str = "default", num_threads: int = 1, text_column: str | None = None,
                  text_pair_column: str | None = None, batch_size: int = 32, truncate: bool = True,
                  all_scores: bool = False, chunk_size: int | None = None):
-        """Load the export (on the worker: the path must exist there)."""
-        from jbert.serve.runtime import OnnxClassifier
+        """Load the export (on the worker, which opens it again there: the path must exist on every node)."""
+        from jbert.serve.runtime.classifier import OnnxClassifier
 
         self.classifier = OnnxClassifier.from_export_dir(export_dir, model=model, num_threads=num_threads)
-        settings = self.classifier.settings
-        self.text_column = text_column or settings.text_column
-        self.pair_column = (text_pair_column or settings.text_pair_column) if self.classifier.is_pair else None
+        self.text_column, self.pair_column = self.classifier.export_dir.text_columns(text_column, text_pair_column)
         self.options = {"batch_size": batch_size, "truncate": truncate, "all_scores": all_scores, "chunk_size": chunk_size}
 
     def __call__(self, table):
@@ -200,23 +199,12 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
 
 
 def describe_export(export_dir: str, model: str) -> dict:
-    """What the driver needs from an export (text columns, model file), checked as the runtime would, without
-    loading onnxruntime: fast enough to run on every node. UserError when it is missing or incomplete."""
-    from jbert.core.artifacts import JbertSettings, Manifest
-    from jbert.serve.runtime import MODEL_CHOICES
-
-    manifest = Manifest.load(export_dir)
-    if model not in MODEL_CHOICES:
-        raise UserError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
-    key = manifest.default_model if model == "default" else model
-    if key not in manifest.models:
-        raise UserError(f"{export_dir} has no {key!r} model (it has: {', '.join(manifest.models)})")
-    model_file = Path(export_dir) / manifest.models[key].file
-    if not model_file.is_file():
-        raise UserError(f"{model_file} is listed in {Path(export_dir) / 'manifest.json'} but missing")
-    settings = JbertSettings.load(export_dir)
-    return {"text_column": settings.text_column, "text_pair_column": settings.text_pair_column if manifest.is_pair else None,
-            "info": {"model": key, "model_file": model_file.name}}
+    """The export as a node sees it: {"export": its ExportDir, "info": the model file chosen}, checked as the
+    runtime would, without loading onnxruntime (fast enough to run on every node). UserError when it is
+    missing or incomplete. The ExportDir travels back to the driver, which may not have the directory itself."""
+    export = ExportDir.open(export_dir)
+    key, model_file = export.model_file(model)
+    return {"export": export, "info": {"model": key, "model_file": model_file.name}}
 
 
 def _probe_export(export_dir: str, model: str) -> dict:
@@ -271,10 +259,7 @@ def score_files_with_ray(files: list[str], options, output_format: str) -> dict:
         # A local Ray shares this machine's files: no need to ask a worker.
         probe = (probe_export_on_nodes(options.export_dir, options.model) if options.address
                  else describe_export(options.export_dir, options.model))
-        text_column = options.text_column or probe["text_column"]
-        pair_column = (options.text_pair_column or probe["text_pair_column"]) if probe["text_pair_column"] else None
-        if options.text_pair_column and not probe["text_pair_column"]:
-            raise UserError("--text-pair-column was given but this model classifies single texts")
+        text_column, pair_column = probe["export"].text_columns(options.text_column, options.text_pair_column)
         workers = options.num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
         filesystem, path = prepare_output_directory(options.output, options.overwrite, resume=False)
         context = ray.data.DataContext.get_current()

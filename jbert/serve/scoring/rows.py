@@ -1,6 +1,6 @@
 """Records -> scored rows: the one place that decides what a scored row holds, for every engine.
 
-The local scorer (`jbert.serve.scoring`) and the Ray engine (`jbert.serve.ray_engine`) both call
+The local scorer (`jbert.serve.scoring.run`) and the Ray engine (`jbert.serve.scoring.ray_engine`) both call
 `score_records`, so a row gets the same label, score and error message whichever runs it.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from jbert.serve.score_input import Record
+from jbert.serve.scoring.records import Record
 
 
 def score_records(classifier, records: Iterable[Record], text_column: str, pair_column: str | None, *,

@@ -1,7 +1,7 @@
 """Reading and validating a /predict request: body size, JSON, fields, limits (no FastAPI routes here).
 
 A client's mistake becomes a `ClientError` with the HTTP status and a message saying what to fix.
-The statuses follow the OpenAPI schema (`jbert.serve.http_schema`): a body that is not JSON is
+The statuses follow the OpenAPI schema (`jbert.serve.http.schema`): a body that is not JSON is
 400; a JSON body outside the schema (wrong types, unknown fields, empty or too many inputs, a too
 long or blank text) is 422; 413 is kept for what a schema cannot state: the body's size in bytes
 (and, in the route, a text over the model's max_length tokens with "truncate": false).
@@ -41,6 +41,10 @@ class ServeLimits:
             problems.append(f"max_text_chars must be at least 1, got {self.max_text_chars}")
         if problems:
             raise UserError("invalid request limits: " + "; ".join(problems))
+
+    def __post_init__(self):
+        # Checked where they are made, once: the app takes its limits as valid.
+        self.validate()
 
 
 class ClientError(Exception):

@@ -1,16 +1,17 @@
-"""ONNX Runtime inference for an export directory: the classifier composing encoding, session and post-processing.
+"""OnnxClassifier: an export directory served with onnxruntime (normalise, tokenize, run, post-process).
 
-No torch, no transformers, no HTTP: this is the one module the batch scorer and the HTTP service
-share, and it runs from a serving-only install (`requirements-serve.txt`).
+No torch, no transformers, no HTTP: the batch scorer and the HTTP service both run it, from a
+serving-only install (`requirements-serve.txt`).
 
     from jbert.serve.runtime import OnnxClassifier
     classifier = OnnxClassifier.from_export_dir("outputs/export", model="int8")
     classifier.predict(["この商品はとても良いです。"], top_k=3)
     # [{"label": "positive", "score": 0.97, "truncated": False, "scores": [...]}]
 
-The parts live apart: `jbert.serve.encoding` (normalise, tokenize, pad, bucket by length),
-`jbert.serve.session` (onnxruntime session options, threads, loading) and
-`jbert.core.postprocessing` (softmax / sigmoid, shared with training).
+The parts live beside it: `batch_inputs` (normalise, tokenize, pad, bucket by length), `session`
+(onnxruntime options, threads, loading), `cpu` (int8 instruction sets), and
+`jbert.core.postprocessing` (softmax / sigmoid, shared with training); `jbert.core.export_dir`
+reads the export directory.
 """
 
 from __future__ import annotations
@@ -22,24 +23,18 @@ from typing import Sequence
 
 import numpy as np
 
-from jbert.core.artifacts import JbertSettings, Manifest, read_json
+from jbert.core.artifacts import JbertSettings, Manifest
 from jbert.core.errors import UserError
+from jbert.core.export_dir import ExportDir
 from jbert.core.postprocessing import sigmoid, softmax
-from jbert.serve.encoding import SORT_WINDOW_BATCHES, InputError, TextEncoder, length_sorted_batches
-from jbert.serve.session import make_session_options, open_session, physical_core_count, session_io_names
+from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
+from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
+from jbert.serve.runtime.session import open_session, session_io_names
 from jbert.tokenization.files import EncodedText
 from jbert.tokenization.loading import load_serving_tokenizer
-from jbert.serve.cpu import warn_if_cpu_lacks_int8_target
-
-# Kept importable from here (`from jbert.serve.runtime import InputError, physical_core_count`).
-__all__ = [
-    "DEFAULT_BATCH_SIZE", "MODEL_CHOICES", "SORT_WINDOW_BATCHES", "InputError", "OnnxClassifier",
-    "make_session_options", "physical_core_count",
-]
 
 logger = logging.getLogger(__name__)
 
-MODEL_CHOICES = ("default", "fp32", "optimized", "int8")
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -55,18 +50,24 @@ class OnnxClassifier:
         labels: list[str],
         model_key: str,
         model_path: Path,
+        export_dir: ExportDir | None = None,
     ):
-        """Use `from_export_dir`; this constructor takes already loaded parts."""
+        """Use `from_export_dir`; this constructor takes already loaded parts.
+
+        `export_dir`: the ExportDir they were read from; without one (a model being measured during
+        export, before its directory exists) it is made from the parts, rooted at the model's folder.
+        """
         self.session = session
         self.tokenizer = tokenizer
+        self.export_dir = export_dir or ExportDir(Path(model_path).parent, manifest, settings, labels)
         self.settings = settings
         self.manifest = manifest
         self.labels = labels
         self.model_key = model_key
         self.model_path = model_path
-        self.problem_type = manifest.task
-        self.max_length = int(manifest.max_length or settings.max_length)
-        self.is_pair = bool(manifest.is_pair)
+        self.problem_type = self.export_dir.problem_type
+        self.max_length = self.export_dir.max_length
+        self.is_pair = self.export_dir.is_pair
         self.threshold = float(settings.multi_label_threshold)
         self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair)
         self.pad_token_id = self.encoder.pad_token_id
@@ -75,57 +76,28 @@ class OnnxClassifier:
     @classmethod
     def from_export_dir(
         cls,
-        export_dir: str | os.PathLike,
+        export_dir: str | os.PathLike | ExportDir,
         model: str = "default",
         num_threads: int | None = None,
         graph_optimization: str = "all",
         prefer_fast_tokenizer: bool = True,
         allow_spinning: bool = True,
     ) -> "OnnxClassifier":
-        """Load an export directory through its manifest.json.
+        """Load an export directory (a path, or an ExportDir already read) through its manifest.json.
 
         `model`: "default" (the manifest's choice), "fp32", "optimized" or "int8".
         `num_threads`: onnxruntime intra-op threads (None: one per physical core).
-        `graph_optimization`, `allow_spinning`: see `make_session_options`.
+        `graph_optimization`, `allow_spinning`: see `jbert.serve.runtime.session.make_session_options`.
         """
-        export_dir = Path(export_dir)
-        manifest = Manifest.load(export_dir)
-        if model not in MODEL_CHOICES:
-            raise UserError(f"model must be one of {', '.join(MODEL_CHOICES)}, got {model!r}")
-        model_key = manifest.default_model if model == "default" else model
-        if model_key not in manifest.models:
-            raise UserError(
-                f"{export_dir} has no {model_key!r} model (it has: {', '.join(manifest.models)}); "
-                f"choose one of those or re-export with the option that makes it "
-                f"(--quantize for int8, --optimize for optimized)"
-            )
-        model_path = export_dir / manifest.models[model_key].file
-        if not model_path.is_file():
-            raise UserError(
-                f"{model_path} is listed in {export_dir / 'manifest.json'} but missing; "
-                f"copy the complete export directory or re-export the model"
-            )
-        manifest.verify_files(export_dir)  # refuse files changed since export (hashes in manifest.json)
-        warn_if_cpu_lacks_int8_target(manifest.models[model_key], model_path)
+        export = export_dir if isinstance(export_dir, ExportDir) else ExportDir.open(export_dir)
+        model_key, model_path = export.model_file(model)
+        export.verify_files()  # refuse files changed since export (hashes in manifest.json)
+        warn_if_cpu_lacks_int8_target(export.manifest.models[model_key], model_path)
         if num_threads is not None and num_threads < 1:
             raise UserError(f"num_threads must be at least 1, got {num_threads}")
-        settings = JbertSettings.load(export_dir)
-        labels = cls._read_labels(export_dir, manifest)
         session = open_session(model_path, num_threads, graph_optimization, allow_spinning)
-        tokenizer = load_serving_tokenizer(export_dir, prefer_fast=prefer_fast_tokenizer)
-        return cls(session, tokenizer, settings, manifest, labels, model_key, model_path)
-
-    @staticmethod
-    def _read_labels(export_dir: Path, manifest: Manifest) -> list[str]:
-        """Label names by class index from config.json id2label (the manifest's list as fallback)."""
-        config_path = export_dir / "config.json"
-        if config_path.is_file():
-            id2label = read_json(config_path).get("id2label") or {}
-            if id2label:
-                return [str(id2label[key]) for key in sorted(id2label, key=int)]
-        if manifest.labels:
-            return list(manifest.labels)
-        raise UserError(f"{export_dir}: neither config.json id2label nor manifest labels name the classes; re-export the model")
+        tokenizer = load_serving_tokenizer(export.path, prefer_fast=prefer_fast_tokenizer)
+        return cls(session, tokenizer, export.settings, export.manifest, export.labels, model_key, model_path, export)
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict:

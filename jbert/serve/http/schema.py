@@ -7,7 +7,7 @@ as Prometheus text. Schemathesis checks the running server against this document
 (tests/test_http_fuzz.py, bench/http_fuzz.py), so a route that answers something undocumented
 fails a test instead of breaking a generated client.
 
-The request body is parsed by hand (`jbert.serve.http_request`) rather than by a pydantic model,
+The request body is parsed by hand (`jbert.serve.http.request`) rather than by a pydantic model,
 to keep the 400 (not JSON) / 422 (outside the schema) / 413 (too many bytes) distinction and to
 refuse an oversized body before reading it all; the schema here describes what that parser accepts.
 """
@@ -23,7 +23,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from jbert.serve.http_request import PREDICT_FIELDS, ServeLimits
+from jbert.serve.http.request import PREDICT_FIELDS, ServeLimits
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -114,7 +114,7 @@ def blank_characters(text_survives: Callable[[str], bool]) -> list[str]:
     blanks = []
     for code in range(sys.maxunicode + 1):
         if 0xD800 <= code <= 0xDFFF:
-            continue  # surrogates are refused before clean-up (jbert.serve.http_request)
+            continue  # surrogates are refused before clean-up (jbert.serve.http.request)
         char = chr(code)
         if (unicodedata.category(char) in ("Cc", "Cf", "Zs", "Zl", "Zp") or char.isspace()
                 or unicodedata.normalize("NFKC", char) != char) and not text_survives(char):

@@ -1,7 +1,7 @@
-"""Scoring in Arrow batches: records -> table, table -> scored table, scored table -> a shard file.
+"""Scoring in Arrow batches: a file -> tables of records, table -> scored table, scored table -> a shard file.
 
-The Ray engine and the local engine's directory output share these three steps, so a row goes
-through the same code whichever engine runs it (and `jbert.serve.score_rows` decides its
+The Ray engine and the local engine's directory output share these steps, so a row goes
+through the same code whichever engine runs it (and `jbert.serve.scoring.rows` decides its
 predictions and errors for both, as for the single-file scorer).
 
 Every batch carries two documented row-id columns, `source_file` (the input file) and
@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import posixpath
 import uuid
+from typing import Iterator
 
 from jbert.core.artifacts import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
-from jbert.serve.score_input import Record
-from jbert.serve.score_output import prediction_columns
-from jbert.serve.score_rows import score_records
+from jbert.serve.scoring.inputs import open_records
+from jbert.serve.scoring.outputs import prediction_columns
+from jbert.serve.scoring.records import Record
+from jbert.serve.scoring.rows import score_records
 
 ROW_ID_COLUMNS = ("source_file", "source_row")
 SHARD_FORMATS = ("parquet", "jsonl")
@@ -89,6 +91,31 @@ def records_to_table(records: list[Record], columns: list[str], source_file: str
     data[_PAIR_TYPE] = pa.array([_type_name((r.row or {}).get(pair_column)) if pair_column else None for r in records],
                                 type=pa.string())
     return pa.table(data)
+
+
+def read_file_tables(source: str, file_index: int, input_format: str | None, encoding: str, text_column: str,
+                     pair_column: str | None, chunk_size: int, skip_rows: int = 0) -> Iterator:
+    """Arrow tables of at most `chunk_size` records of one input file, every record kept.
+
+    `skip_rows`: records already scored by an interrupted run; they are read past, not returned.
+    """
+    opened = open_records(source, input_format, encoding, text_column, pair_column, chunk_rows=chunk_size)
+    all_text = opened.format in ("csv", "tsv")
+    try:
+        chunk: list[Record] = []
+        first_row = skip_rows + 1
+        for number, record in enumerate(opened.records, start=1):
+            if number <= skip_rows:
+                continue
+            chunk.append(record)
+            if len(chunk) == chunk_size:
+                yield records_to_table(chunk, opened.columns, source, file_index, first_row, text_column, pair_column, all_text)
+                first_row += len(chunk)
+                chunk = []
+        if chunk:
+            yield records_to_table(chunk, opened.columns, source, file_index, first_row, text_column, pair_column, all_text)
+    finally:
+        opened.close()
 
 
 def table_to_records(table, text_column: str, pair_column: str | None) -> list[Record]:

@@ -23,8 +23,9 @@ import uuid
 from jbert.core.artifacts import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.core.progress import Progress
-from jbert.serve.score_sources import filesystem_for, read_file_tables
-from jbert.serve.score_tables import score_table, write_shard
+from jbert.serve.scoring.inputs import filesystem_for
+from jbert.serve.scoring.resume import check_same_run, directory_fingerprint
+from jbert.serve.scoring.tables import read_file_tables, score_table, write_shard
 
 logger = logging.getLogger(__name__)
 
@@ -99,16 +100,13 @@ def score_files_locally(files: list[str], options, classifier, text_column: str,
                         output_format: str) -> dict:
     """Score `files` in this process into the shard directory `options.output`; returns the manifest."""
     filesystem, path = prepare_output_directory(options.output, options.overwrite, options.resume)
-    fingerprint = _fingerprint(files, options, classifier, text_column, pair_column, output_format)
+    fingerprint = directory_fingerprint(files, options, classifier, text_column, pair_column, output_format)
     progress_path = posixpath.join(path, PROGRESS_NAME)
     state = {"fingerprint": fingerprint, "rows_done": {}, "shards": []}
     if options.resume and filesystem.exists(progress_path):
         with filesystem.open(progress_path, "rb") as handle:
             earlier = json.loads(handle.read())
-        changed = [k for k, v in fingerprint.items() if earlier.get("fingerprint", {}).get(k) != v]
-        if changed:
-            raise UserError(f"cannot resume {options.output}: {', '.join(changed)} changed since the interrupted run; "
-                            "pass --overwrite to start over")
+        check_same_run(options.output, earlier, fingerprint)
         state = earlier
     elif options.resume:
         logger.warning("nothing to resume in %s: starting from the beginning", options.output)
@@ -153,17 +151,3 @@ def score_files_locally(files: list[str], options, classifier, text_column: str,
     write_json_atomically(filesystem, path, MANIFEST_NAME, manifest)
     filesystem.rm(progress_path)
     return manifest
-
-
-def _fingerprint(files, options, classifier, text_column, pair_column, output_format) -> dict:
-    """What must be identical for --resume to continue a directory run."""
-    sizes = []
-    for source in files:
-        filesystem, path = filesystem_for(source)
-        info = filesystem.info(path)
-        sizes.append([source, info.get("size"), str(info.get("mtime") or info.get("LastModified") or "")])
-    return {
-        "inputs": sizes, "model_file": str(classifier.model_path), "text_column": text_column,
-        "text_pair_column": pair_column, "format": output_format, "chunk_size": options.chunk_size,
-        "all_scores": options.all_scores, "truncate": options.truncate,
-    }

@@ -14,10 +14,10 @@ long or blank text) 422; too long a body, or a too long text with "truncate": fa
 full or draining 503 with Retry-After; no or a wrong bearer token 401 (with --api-key-file).
 A 500 means a bug in jbert. /openapi.json lists all of it, and a fuzzer checks that it is true.
 
-Where a change belongs: routes and the CLI options here; request parsing and limits in
-http_request; the OpenAPI document and response models in http_schema; Prometheus metrics in
-http_metrics; the bearer token and the bind warning in http_security; SIGTERM draining in
-http_shutdown.
+Where a change belongs: routes and `serve` here; the options in `options`; request parsing and
+limits in `request`; the OpenAPI document and response models in `schema`; Prometheus metrics in
+`metrics`; the bearer token and the bind warning in `security`; SIGTERM draining in `shutdown`; the
+bounded queue and micro-batcher in `microbatch`.
 """
 
 from __future__ import annotations
@@ -26,29 +26,23 @@ import contextlib
 import functools
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jbert.core.errors import UserError, format_problems
-from jbert.serve.batching import BatcherConfig, MicroBatcher, QueueFullError, ShuttingDownError
-from jbert.serve.http_metrics import MetricsMiddleware, ServiceMetrics
-from jbert.serve.http_request import (
-    ClientError, ServeLimits, error_response, parse_predict_body, read_body,
-)
-from jbert.serve.http_schema import PROMETHEUS_CONTENT_TYPE, blank_characters, install_openapi, not_blank_pattern
-from jbert.serve.http_security import BearerAuthMiddleware, bind_warning, is_loopback, load_api_key
-from jbert.serve.http_shutdown import DrainGate, DrainingServer
-from jbert.serve.runtime import InputError
+from jbert.serve.http.metrics import MetricsMiddleware, ServiceMetrics
+from jbert.serve.http.microbatch import BatcherConfig, MicroBatcher, QueueFullError, ShuttingDownError
+from jbert.serve.http.options import ServeOptions
+from jbert.serve.http.request import ClientError, ServeLimits, error_response, parse_predict_body, read_body
+from jbert.serve.http.schema import PROMETHEUS_CONTENT_TYPE, blank_characters, install_openapi, not_blank_pattern
+from jbert.serve.http.security import BearerAuthMiddleware, bind_warning
+from jbert.serve.http.shutdown import DrainGate, DrainingServer
+from jbert.serve.runtime.batch_inputs import InputError
 
 logger = logging.getLogger("jbert.serve.http")
-
-# Names users import from here (and from the old `jbert.serving`).
-__all__ = ["ServeLimits", "ServeOptions", "create_app", "is_loopback", "serve"]
 
 
 def create_app(
@@ -61,11 +55,10 @@ def create_app(
     """The FastAPI app serving `model` (a `jbert.serve.runtime.OnnxClassifier`) through a MicroBatcher.
 
     The batcher starts with the app's lifespan. `app.state.drain()` refuses new work, answers
-    every accepted request and stops the batcher (what SIGTERM runs, see http_shutdown). With
+    every accepted request and stops the batcher (what SIGTERM runs, see `shutdown`). With
     `api_key`, every route but /health requires `Authorization: Bearer <api_key>`.
     """
-    limits = limits or ServeLimits()
-    limits.validate()
+    limits = limits or ServeLimits()  # BatcherConfig and ServeLimits check their values when made
     metrics = ServiceMetrics()
     batcher = MicroBatcher(model, batcher_config, observer=metrics)
     gate = DrainGate()
@@ -182,88 +175,22 @@ def create_app(
     return app
 
 
-def _option(default, help_text: str, **extra):
-    """A dataclass field with its one-line help (the CLI flags come from these)."""
-    return field(default=default, metadata={"help": help_text, **extra})
-
-
-@dataclass
-class ServeOptions:
-    """Every option of `serve_onnx.py http`: the single source for `serve` and the CLI flags."""
-
-    export_dir: str = _option(None, "Export directory written by export.py.", positional=True)
-    host: str = _option("127.0.0.1", "Address to listen on. The default accepts local clients only; any other address prints a warning (and without --api-key-file, anyone who reaches it can use it).")
-    port: int = _option(8000, "TCP port (0: any free port).")
-    api_key_file: Optional[str] = _option(None, "File holding a bearer token (one line, at least 16 characters); when given, every route but /health requires 'Authorization: Bearer <token>'.")
-    model: str = _option("default", "Which ONNX file of the export to serve: default, fp32, optimized or int8.")
-    num_threads: Optional[int] = _option(None, "onnxruntime threads (default: one per physical core).")
-    max_batch_tokens: int = _option(BatcherConfig.max_batch_tokens, "Padded tokens (texts x longest text) per model call.")
-    max_batch_texts: int = _option(BatcherConfig.max_batch_texts, "Texts per model call.")
-    max_wait_ms: float = _option(BatcherConfig.max_wait_ms, "How long a request may wait for others to share its model call.")
-    max_queue_texts: int = _option(BatcherConfig.max_queue_texts, "Texts waiting or running; beyond this, requests get 503 with Retry-After.")
-    max_client_batch_size: int = _option(ServeLimits.max_client_batch_size, "Inputs per request; more gets 422.")
-    max_body_bytes: int = _option(ServeLimits.max_body_bytes, "Request body size in bytes; more gets 413.")
-    max_text_chars: int = _option(ServeLimits.max_text_chars, "Characters per text; more gets 422.")
-    ort_spinning: bool = _option(False, "Let onnxruntime's idle threads busy-wait between model calls (off: on small machines they would take CPU from tokenization and HTTP).")
-    shutdown_timeout_s: float = _option(30.0, "On SIGTERM/SIGINT, how long to drain: /health turns 503, new requests get 503, accepted ones are answered.")
-    log_level: str = _option("info", "uvicorn log level: critical, error, warning, info or debug (debug adds an access log).")
-
-    def batcher_config(self) -> BatcherConfig:
-        """The micro-batcher limits of these options."""
-        return BatcherConfig(
-            max_batch_tokens=self.max_batch_tokens, max_batch_texts=self.max_batch_texts,
-            max_wait_ms=self.max_wait_ms, max_queue_texts=self.max_queue_texts,
-        )
-
-    def limits(self) -> ServeLimits:
-        """The per-request limits of these options."""
-        return ServeLimits(max_client_batch_size=self.max_client_batch_size, max_body_bytes=self.max_body_bytes,
-                           max_text_chars=self.max_text_chars)
-
-    def validate(self) -> None:
-        """Check every option; one UserError lists all problems."""
-        problems = []
-        if not self.export_dir:
-            problems.append("EXPORT_DIR is required")
-        if not 0 <= self.port <= 65535:
-            problems.append(f"--port must be between 0 and 65535, got {self.port}")
-        if self.num_threads is not None and self.num_threads < 1:
-            problems.append(f"--num-threads must be at least 1, got {self.num_threads}")
-        if self.shutdown_timeout_s < 0:
-            problems.append(f"--shutdown-timeout-s must not be negative, got {self.shutdown_timeout_s}")
-        if self.log_level not in ("critical", "error", "warning", "info", "debug"):
-            problems.append(f"--log-level {self.log_level!r} is not one of critical, error, warning, info, debug")
-        checks = [self.batcher_config().validate, self.limits().validate]
-        if self.api_key_file is not None:
-            checks.append(lambda: load_api_key(self.api_key_file))
-        for check in checks:
-            try:
-                check()
-            except UserError as err:
-                problems.append(str(err))
-        if problems:
-            raise UserError(format_problems("cannot serve", problems))
-
-
 def serve(options: ServeOptions) -> None:
     """Load an export directory and serve it with uvicorn until SIGTERM/SIGINT, then drain and exit."""
     import uvicorn
 
-    from jbert.serve.runtime import OnnxClassifier
+    from jbert.serve.runtime.classifier import OnnxClassifier
 
-    options.validate()
-    api_key = None
-    if options.api_key_file is not None:
-        api_key, key_warnings = load_api_key(options.api_key_file)
-        for warning in key_warnings:
-            logger.warning(warning)
-    warning = bind_warning(options.host, api_key is not None)
+    setup = options.validate()
+    for warning in setup.key_warnings:
+        logger.warning(warning)
+    warning = bind_warning(options.host, setup.api_key is not None)
     if warning:
         logger.warning(warning)
     classifier = OnnxClassifier.from_export_dir(
         options.export_dir, model=options.model, num_threads=options.num_threads, allow_spinning=options.ort_spinning
     )
-    app = create_app(classifier, options.batcher_config(), options.limits(), options.shutdown_timeout_s, api_key)
+    app = create_app(classifier, setup.batcher_config, setup.limits, options.shutdown_timeout_s, setup.api_key)
     config = uvicorn.Config(
         app, host=options.host, port=options.port, log_level=options.log_level,
         timeout_graceful_shutdown=int(math.ceil(options.shutdown_timeout_s)), access_log=options.log_level == "debug",

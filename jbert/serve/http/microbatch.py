@@ -1,4 +1,4 @@
-"""Micro-batching of concurrent requests: a bounded queue, a token budget per batch, a maximum wait.
+"""Micro-batching of concurrent HTTP requests: a bounded queue, a token budget per batch, a maximum wait.
 
 Requests arrive one by one (an HTTP handler awaits `MicroBatcher.predict`). Each is tokenized
 (short ones right away, long ones on a tokenizer thread), queued with its token count, and a single batch loop packs queued requests into
@@ -11,7 +11,7 @@ This layer knows nothing of HTTP and nothing of ONNX: it needs a model with
 `encode(texts, text_pairs, truncate)`, `run_logits(encodings, batch_size)`,
 `scores_from_logits(logits)` and `format_predictions(scores, truncated, top_k)` (see
 `jbert.serve.runtime.OnnxClassifier`), and reports what it does to an optional observer
-(`jbert.serve.http_metrics` turns that into Prometheus metrics).
+(`jbert.serve.http.metrics` turns that into Prometheus metrics).
 """
 
 from __future__ import annotations
@@ -92,6 +92,10 @@ class BatcherConfig:
         if problems:
             raise UserError("invalid batching limits: " + "; ".join(problems))
 
+    def __post_init__(self):
+        # Checked where it is made, once: the batcher and the service take a config as valid.
+        self.validate()
+
 
 @dataclass
 class _Request:
@@ -112,7 +116,6 @@ class MicroBatcher:
         """`model`: a `jbert.serve.runtime.OnnxClassifier` (or anything with the same four methods)."""
         self.model = model
         self.config = config or BatcherConfig()
-        self.config.validate()
         self.observer = observer or _NullObserver()
         self._queue: asyncio.Queue[_Request | None] | None = None
         self._loop_task: asyncio.Task | None = None

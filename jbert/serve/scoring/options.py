@@ -1,0 +1,127 @@
+"""The options of `serve_onnx.py score`, checked together, and what a finished run reports.
+
+    from jbert.serve.scoring.options import ScoreOptions
+    from jbert.serve.scoring.run import score_file
+    score_file(ScoreOptions(export_dir="outputs/onnx", input="reviews.csv", output="scored.csv"))
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from jbert.core.errors import UserError, format_problems
+from jbert.serve.scoring.inputs import INPUT_FORMATS
+from jbert.serve.scoring.outputs import TEXT_OUTPUT_FORMATS
+from jbert.serve.scoring.tables import SHARD_FORMATS
+
+OUTPUT_FORMATS = TEXT_OUTPUT_FORMATS
+ENGINES = ("local", "ray")
+
+
+def _option(default, help_text: str, **extra):
+    """A dataclass field with its one-line help (the CLI flags come from these)."""
+    return field(default=default, metadata={"help": help_text, **extra})
+
+
+@dataclass
+class ScoreOptions:
+    """Every option of `serve_onnx.py score`: the single source for `score_file` and the CLI flags."""
+
+    export_dir: str = _option(None, "Export directory written by export.py.", positional=True)
+    input: str = _option(None, "CSV/TSV/JSONL/Parquet file, glob ('in/*.parquet') or directory, local or an fsspec URL (s3://...), or - for standard input.", positional=True)
+    output: str = _option(None, "Output file: .jsonl, .csv or .tsv (format from the extension), - for standard output, or a directory (scored/) for Parquet/JSONL shards + manifest.json.", positional=True)
+    text_column: Optional[str] = _option(None, "Column holding the text (default: the model's training text column).")
+    text_pair_column: Optional[str] = _option(None, "Column holding the second text of pair models (default: the model's training pair column).")
+    input_format: Optional[str] = _option(None, "csv, tsv, jsonl or parquet; default: from the input's extension (needed for standard input).")
+    output_format: Optional[str] = _option(None, "jsonl, csv or tsv for a file (default: from its extension; jsonl for standard output); parquet (default) or jsonl for a directory.")
+    encoding: str = _option("auto", "Input encoding: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, cp932, ...")
+    output_encoding: str = _option("utf-8", "Output encoding; utf-8-sig writes a BOM so that Excel opens a CSV correctly.")
+    model: str = _option("default", "Which ONNX file of the export to use: default, fp32, optimized or int8.")
+    num_threads: Optional[int] = _option(None, "onnxruntime threads (default: one per physical core; with --engine ray: per worker, physical cores / workers on a local Ray, 1 on a cluster).")
+    all_scores: bool = _option(False, "Add every class's score (JSONL: a 'scores' object; CSV/TSV: one score_<label> column per class).")
+    truncate: bool = _option(True, "Cut texts longer than the model's max_length.", negative_flag="--no-truncate", negative_help="Mark texts longer than the model's max_length as errors instead of cutting them.")
+    batch_size: int = _option(32, "Texts per onnxruntime call (sorted by length within each chunk).")
+    chunk_size: int = _option(4096, "Rows read, scored and written at a time (bounds memory; resume granularity).")
+    resume: bool = _option(False, "Continue an interrupted run from its .partial file instead of starting over.")
+    overwrite: bool = _option(False, "Replace an existing output file (and any interrupted run's leftovers).")
+    engine: str = _option("local", "local (this process) or ray (Ray Data: an actor pool on a local Ray or the cluster at --address; output is a directory).")
+    address: Optional[str] = _option(None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray and stop it at the end).")
+    num_workers: Optional[int] = _option(None, "Ray scoring actors (default: the cluster's CPUs / --num-threads).")
+    show_progress: bool = _option(True, "Progress bar with texts per second.", negative_flag="--quiet", negative_help="No progress bar (the summary line is still printed).")
+
+    def validate(self) -> None:
+        """Check the options together; one UserError lists every problem."""
+        problems = []
+        for name in ("export_dir", "input", "output"):
+            if not getattr(self, name):
+                problems.append(f"{name.upper()} is required")
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            problems.append(f"--input-format {self.input_format!r} is not one of {', '.join(INPUT_FORMATS)}")
+        if self.output_format is not None and self.output_format not in OUTPUT_FORMATS + SHARD_FORMATS:
+            problems.append(f"--output-format {self.output_format!r} is not one of {', '.join(OUTPUT_FORMATS + ('parquet',))}")
+        if self.engine not in ENGINES:
+            problems.append(f"--engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.engine != "ray":
+            problems += [f"{flag} needs --engine ray" for flag, value in (("--address", self.address), ("--num-workers", self.num_workers)) if value]
+        else:
+            if self.input == "-" or self.output == "-":
+                problems.append("--engine ray reads files and writes a directory: standard input/output are for the local engine")
+            if self.resume:
+                problems.append("--resume is for the local engine (Ray retries failed batches itself); rerun with --overwrite")
+        if self.num_workers is not None and self.num_workers < 1:
+            problems.append(f"--num-workers must be at least 1, got {self.num_workers}")
+        if self.input == "-" and self.input_format is None:
+            problems.append("reading standard input needs --input-format csv, tsv or jsonl")
+        if self.input == "-" and self.resume:
+            problems.append("--resume needs an input file: standard input cannot be read again")
+        if self.output == "-" and self.resume:
+            problems.append("--resume needs an output file, not standard output")
+        if self.input not in (None, "-") and self.output not in (None, "-"):
+            if Path(self.input).absolute() == Path(self.output).absolute():
+                problems.append("the output file must differ from the input file")
+        for name in ("batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.num_threads is not None and self.num_threads < 1:
+            problems.append(f"--num-threads must be at least 1, got {self.num_threads}")
+        try:
+            "".encode(self.output_encoding)
+        except LookupError:
+            problems.append(f"--output-encoding {self.output_encoding!r} is not a known encoding")
+        if problems:
+            raise UserError(format_problems("cannot score", problems))
+
+
+@dataclass
+class ScoreSummary:
+    """What a scoring run did."""
+
+    output: str
+    rows: int  # records read (== rows written)
+    scored: int
+    errors: int
+    truncated: int
+    resumed_rows: int  # rows taken over from an interrupted run
+    seconds: float
+
+    @property
+    def texts_per_second(self) -> float:
+        """Scoring throughput of this run (resumed rows not counted)."""
+        done = self.rows - self.resumed_rows
+        return done / self.seconds if self.seconds > 0 else 0.0
+
+
+def writes_directory(options: ScoreOptions) -> bool:
+    """True when the output is a directory of shards rather than one file (see `score_file`)."""
+    if options.engine == "ray":
+        return True
+    if options.output == "-" or options.input == "-":
+        return False
+    output = options.output
+    name = output.rstrip("/").rsplit("/", 1)[-1]
+    return (output.endswith(("/", os.sep)) or Path(output).is_dir() or "." not in name
+            or any(ch in options.input for ch in "*?[") or Path(options.input).is_dir()
+            or options.output_format == "parquet")
