@@ -6,4 +6,5 @@
     encodings       which encoding a file is in, and its lines decoded one by one (readers' half)
     artifacts       the contracts between stages: jbert.json, manifest.json, atomic directories
     postprocessing  logits -> probabilities -> decisions (softmax, sigmoid, the decision rule)
+    cli             options dataclasses -> argparse flags (`option`, `add_options`), for every CLI
 """
