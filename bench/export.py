@@ -188,7 +188,7 @@ def runtime_throughput(export_dir: Path, model_key: str, texts: list[str]) -> fl
 def export_recipes(model_dir: Path, work_dir: Path, validation_file: Path, throughput_texts: list[str], recipes=RECIPES) -> dict:
     """Export one model with every recipe; collect timings, sizes and parity figures."""
     from jbert.core.errors import ValidationError
-    from jbert.export import MODEL_FILES, export_model
+    from jbert.export import MODEL_FILES, ExportOptions, export_model
 
     results = {}
     for name, options in recipes:
@@ -197,10 +197,9 @@ def export_recipes(model_dir: Path, work_dir: Path, validation_file: Path, throu
         timings, restore = _timed_steps()
         started = time.perf_counter()
         try:
-            manifest = export_model(
-                model_dir, export_dir, validation_file=validation_file, overwrite=True, show_progress=True,
-                min_agreement=0.0, **options,
-            )
+            manifest = export_model(model_dir, export_dir, ExportOptions(
+                validation_file=validation_file, overwrite=True, show_progress=True, min_agreement=0.0, **options,
+            ))
         except ValidationError as err:
             # A recipe export.py would refuse is a result too (e.g. O3's GELU approximation on real weights).
             results[name] = {"step_seconds": dict(timings), "validation_error": str(err)}
@@ -230,15 +229,16 @@ def int8_search(model_dir: Path, work_dir: Path, validation_file: Path, calibrat
                 min_agreement: float = DEFAULT_MIN_AGREEMENT, calibration_methods=None) -> dict:
     """export.py --quantize auto on one model: the candidates table (agreement, accuracy, texts/s, size) and the choice."""
     from jbert.core.errors import ValidationError
-    from jbert.export import export_model
+    from jbert.export import ExportOptions, export_model
 
     export_dir = work_dir / f"{model_dir.name}-int8-search"
     log(f"int8 search on {model_dir.name} (min_agreement {min_agreement})")
     started = time.perf_counter()
     try:
-        manifest = export_model(model_dir, export_dir, quantize="auto", validation_file=validation_file,
-                                calibration_file=calibration_file, calibration_method=calibration_methods,
-                                min_agreement=min_agreement, max_validation_texts=1000, overwrite=True, show_progress=True)
+        manifest = export_model(model_dir, export_dir, ExportOptions(
+            quantize="auto", validation_file=validation_file, calibration_file=calibration_file,
+            calibration_method=calibration_methods, min_agreement=min_agreement, max_validation_texts=1000,
+            overwrite=True, show_progress=True))
     except ValidationError as err:  # no candidate met it: the message holds the table
         return {"refused": str(err), "seconds": round(time.perf_counter() - started, 1)}
     search = manifest.quantization

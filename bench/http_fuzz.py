@@ -172,7 +172,7 @@ def tiny_exports(work_dir: Path) -> dict[str, Path]:
     sys.path.insert(0, str(REPO_ROOT / "tests"))
     from conftest import make_tiny_model_dir
 
-    from jbert.export.exporting import export_model
+    from jbert.export import ExportOptions, export_model
 
     exports = {}
     for name, pair in (("single", False), ("pair", True)):
@@ -180,7 +180,7 @@ def tiny_exports(work_dir: Path) -> dict[str, Path]:
         if not (export_dir / "manifest.json").is_file():
             log(f"building a tiny {name} export in {export_dir}")
             model_dir = make_tiny_model_dir(work_dir / name / "model", text_pair=pair)
-            export_model(model_dir, export_dir, quantize=None, show_progress=False)
+            export_model(model_dir, export_dir, ExportOptions(quantize=None, show_progress=False))
         exports[name] = export_dir
     return exports
 

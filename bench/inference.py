@@ -136,10 +136,10 @@ def main(argv=None) -> dict:
         work.mkdir(parents=True, exist_ok=True)
         build_model_dir(model_dir, all_texts)
     if not (export_dir / "manifest.json").is_file():
-        from jbert.export import export_model
+        from jbert.export import ExportOptions, export_model
 
         log(f"exporting to ONNX (fp32 + int8 {quantize})")
-        export_model(model_dir, export_dir, quantize=quantize, overwrite=True, show_progress=False)
+        export_model(model_dir, export_dir, ExportOptions(quantize=quantize, overwrite=True, show_progress=False))
 
     threads = args.threads or physical_core_count()
     torch.set_num_threads(threads)

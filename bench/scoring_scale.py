@@ -56,7 +56,7 @@ def build_export(work: Path, texts: list[str], layers: int, hidden: int, vocab_s
     from transformers import BertConfig, BertForSequenceClassification, BertJapaneseTokenizer
 
     from jbert.core.artifacts import JbertSettings
-    from jbert.export.exporting import export_model
+    from jbert.export import ExportOptions, export_model
     from jbert.tokenization import train_japanese_wordpiece
 
     model_dir = work / f"model-{layers}x{hidden}"
@@ -76,7 +76,7 @@ def build_export(work: Path, texts: list[str], layers: int, hidden: int, vocab_s
     cpu_flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     quantize = "avx512_vnni" if "avx512_vnni" in cpu_flags else "avx2"
     log(f"exporting to ONNX (fp32 + int8 {quantize})")
-    export_model(model_dir, export_dir, quantize=quantize, overwrite=True, show_progress=False)
+    export_model(model_dir, export_dir, ExportOptions(quantize=quantize, overwrite=True, show_progress=False))
     return export_dir
 
 

@@ -11,7 +11,7 @@ The reference and layout pages are drawn from the package itself, so splitting o
 module never leaves a page pointing at a module that is gone: `<!-- reference:jbert.serve -->`
 becomes one mkdocstrings block (`::: jbert.serve.runtime`, ...) per public module of that
 sub-package, `<!-- layout:modules -->` a table of every module with its line count and the
-first line of its docstring, and `<!-- layout:legacy -->` the old module names still aliased.
+first line of its docstring.
 """
 
 from __future__ import annotations
@@ -346,20 +346,6 @@ def _layout(config) -> str:
     return _table(["module", "lines", "what it is (first line of its docstring)"], rows)
 
 
-LEGACY = re.compile(r"<!--\s*layout:legacy\s*-->")
-
-
-def _legacy(config) -> str:
-    """The old flat names and their new homes, read from jbert/_legacy.py's LEGACY_MODULES literal."""
-    tree = ast.parse((_repo_root(config) / "jbert" / "_legacy.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
-        if any(isinstance(t, ast.Name) and t.id == "LEGACY_MODULES" for t in targets):
-            mapping = ast.literal_eval(node.value)
-            return _table(["old name", "imports as"], [[f"`{old}`", f"`{new}`"] for old, new in mapping.items()])
-    raise PluginError("docs hook: jbert/_legacy.py has no LEGACY_MODULES dict")
-
-
 # --- figures written in the text, checked against their JSON ---------------------------------------
 
 # A figure written by hand (in the README, which no build renders, or in a sentence of a page) carries
@@ -454,7 +440,6 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     markdown = MACHINES.sub(lambda m: _machines(config), markdown)
     markdown = MARKER.sub(lambda m: render(config, m.group("name"), m.group("view")), markdown)
     markdown = REFERENCE.sub(lambda m: _reference(config, m.group("package")), markdown)
-    markdown = LEGACY.sub(lambda m: _legacy(config), markdown)
     return LAYOUT.sub(lambda m: _layout(config), markdown)
 
 

@@ -15,8 +15,6 @@ and tokenization), and nothing under jbert.serve, jbert.tokenization or jbert.co
 (tests/test_layout.py keeps it so).
 """
 
-from jbert import _legacy
-
-__version__ = "0.2.0"
-
-_legacy.install()
+# The one place the version is written: pyproject.toml reads it from here (setuptools dynamic
+# version), so `jbert.__version__` is right in a source checkout and in an installed copy alike.
+__version__ = "0.3.0"

@@ -96,13 +96,13 @@ def cached_export(tmp_path_factory, problem_type: str = "single_label_classifica
                   labels=("negative", "neutral", "positive")) -> tuple[Path, Path]:
     """(model_dir, export_dir) of a tiny model exported by export.py's code (fp32 + avx2 int8),
     once per test session and shared by the runtime, scoring and serving tests."""
-    from jbert.export import export_model
+    from jbert.export import ExportOptions, export_model
 
     key = (problem_type, text_pair, tuple(labels))
     if key not in _EXPORTS:
         root = tmp_path_factory.mktemp(f"export-{problem_type}-{'pair' if text_pair else 'single'}")
         model_dir = make_tiny_model_dir(root / "model", problem_type=problem_type, labels=labels, text_pair=text_pair)
-        export_model(model_dir, root / "export", quantize="avx2", show_progress=False)
+        export_model(model_dir, root / "export", ExportOptions(quantize="avx2", show_progress=False))
         _EXPORTS[key] = (model_dir, root / "export")
     return _EXPORTS[key]
 

@@ -19,10 +19,11 @@ import onnxruntime
 import pytest
 import torch
 
-import export as export_cli
 from conftest import make_tiny_model_dir
+from jbert.export import cli as export_cli
 from jbert.export import manifest as manifest_step
 from jbert.export import onnx_export, quantize, texts
+from jbert.core.cli import options_from_args
 from jbert.core.artifacts import EXAMPLES_FILE, MANIFEST_FILE, SETTINGS_FILE, JbertSettings, Manifest
 from jbert.core.errors import UserError, ValidationError, run_cli
 from jbert.export import ExportOptions, export_model
@@ -70,7 +71,7 @@ def _pytorch_and_onnx_logits(model_dir: Path, export_dir: Path, file_name: str):
 def test_every_task_exports_optimises_quantises_and_matches_pytorch(model_dirs, tmp_path, task):
     model_dir = model_dirs[task]
     export_dir = tmp_path / "onnx"
-    manifest = export_model(model_dir, export_dir, optimize="O2", quantize="avx512_vnni", show_progress=False)
+    manifest = export_model(model_dir, export_dir, ExportOptions(optimize="O2", quantize="avx512_vnni", show_progress=False))
 
     assert sorted(p.name for p in export_dir.glob("*.onnx")) == ["model.onnx", "model_optimized.onnx", "model_quantized.onnx"]
     for name in ("config.json", "vocab.txt", "tokenizer_config.json", SETTINGS_FILE, MANIFEST_FILE):
@@ -147,7 +148,7 @@ def test_every_task_exports_optimises_quantises_and_matches_pytorch(model_dirs, 
 def test_each_offered_optimisation_and_quantisation_combination_works(model_dirs, tmp_path, options):
     # One fixed recipe each (--quantize_method dynamic); the search over recipes is tests/test_quantize.py's.
     method = {"quantize_method": "dynamic"} if "quantize" in options else {}
-    manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", show_progress=False, **method, **options)
+    manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", ExportOptions(show_progress=False, **method, **options))
     expected_keys = ["fp32"] + (["optimized"] if "optimize" in options else []) + (["int8"] if "quantize" in options else [])
     assert list(manifest.models) == expected_keys
     assert manifest.default_model == options.get("default_model", expected_keys[-1])
@@ -169,7 +170,7 @@ def test_ort_model_and_pipeline_load_the_export_and_agree_with_pytorch(model_dir
 
     model_dir = model_dirs["single_label"]
     export_dir = tmp_path / "onnx"
-    export_model(model_dir, export_dir, quantize="avx2", show_progress=False)
+    export_model(model_dir, export_dir, ExportOptions(quantize="avx2", show_progress=False))
     texts = [e["text"] for e in _examples(model_dir)]
     tokenizer = AutoTokenizer.from_pretrained(export_dir)
     encoded = tokenizer(texts, padding=True, return_tensors="pt")
@@ -226,11 +227,11 @@ def test_altered_weights_fail_validation_exit_1_and_leave_no_directory(model_dir
 
 def test_failed_overwrite_keeps_the_previous_export(model_dirs, tmp_path, monkeypatch):
     export_dir = tmp_path / "onnx"
-    export_model(model_dirs["single_label"], export_dir, show_progress=False)
+    export_model(model_dirs["single_label"], export_dir, ExportOptions(show_progress=False))
     before = {p.name: p.read_bytes() for p in export_dir.iterdir()}
     _corrupt_classifier_after_export(monkeypatch)
     with pytest.raises(ValidationError, match="max \\|logit diff\\|"):
-        export_model(model_dirs["single_label"], export_dir, overwrite=True, show_progress=False)
+        export_model(model_dirs["single_label"], export_dir, ExportOptions(overwrite=True, show_progress=False))
     assert {p.name: p.read_bytes() for p in export_dir.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx"]
 
@@ -275,8 +276,8 @@ def test_int8_below_min_agreement_fails_with_the_candidates_table(model_dirs, tm
 def test_quantize_ops_matmul_keeps_embeddings_fp32(model_dirs, tmp_path):
     """--quantize_ops matmul: every MatMul is int8, the embedding tables stay float, agreement is reported."""
     export_dir = tmp_path / "onnx"
-    manifest = export_model(model_dirs["single_label"], export_dir, quantize="avx512_vnni", per_channel=True,
-                            quantize_ops="matmul", show_progress=False)
+    manifest = export_model(model_dirs["single_label"], export_dir, ExportOptions(quantize="avx512_vnni", per_channel=True,
+                            quantize_ops="matmul", show_progress=False))
     int8 = Manifest.load(export_dir).models["int8"]
     assert int8.quantization["quantize_ops"] == "matmul"
     assert int8.quantization["operators"] == ["MatMul", "Attention"] and int8.quantization["per_channel"] is True
@@ -306,7 +307,7 @@ def test_validation_file_with_labels_gives_accuracy(model_dirs, tmp_path, caplog
     rows.append("\uff21\uff22\uff23の商品は最高です,positive")  # full-width: normalised like training
     validation_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
     with caplog.at_level("WARNING", logger="jbert.export"):
-        manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", quantize="avx2", validation_file=validation_file, show_progress=False)
+        manifest = export_model(model_dirs["single_label"], tmp_path / "onnx", ExportOptions(quantize="avx2", validation_file=validation_file, show_progress=False))
     assert "1 label(s) in the validation file" in caplog.text and "'sideways'" in caplog.text
     assert manifest.validation["source"] == f"validation file {validation_file}"
     assert manifest.validation["n_texts"] == 7
@@ -327,7 +328,7 @@ def test_plain_hugging_face_directory_uses_builtin_texts_and_gets_settings(model
     shutil.copytree(model_dirs["multi_label"], plain)
     (plain / SETTINGS_FILE).unlink()
     (plain / EXAMPLES_FILE).unlink()
-    manifest = export_model(plain, tmp_path / "onnx", show_progress=False)
+    manifest = export_model(plain, tmp_path / "onnx", ExportOptions(show_progress=False))
     assert manifest.validation["source"] == "built-in sentences"
     assert manifest.validation["n_texts"] == len(texts.BUILTIN_TEXTS) + 1
     settings = JbertSettings.load(tmp_path / "onnx")
@@ -339,10 +340,11 @@ def test_cli_flags_come_from_export_options():
     """One source of options: every ExportOptions field is a flag with help and the same default."""
     parser = export_cli.build_parser()
     args = parser.parse_args(["m", "e"])
-    defaults = inspect.signature(export_model).parameters
+    assert list(inspect.signature(export_model).parameters) == ["model_dir", "export_dir", "options"]
     for option in dataclasses.fields(ExportOptions):
-        assert getattr(args, option.name) == option.default == defaults[option.name].default, option.name
+        assert getattr(args, option.name) == option.default, option.name
         assert option.metadata["help"].endswith((".", ")")), option.name
+    assert options_from_args(ExportOptions, args) == ExportOptions()
     args = parser.parse_args(["m", "e", "--min-agreement", "0.9", "--per-channel", "--quiet", "--reduce_range", "--quantize-ops", "matmul"])
     assert (args.min_agreement, args.per_channel, args.show_progress, args.reduce_range, args.quantize_ops) == (0.9, True, False, True, "matmul")
 

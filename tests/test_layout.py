@@ -172,24 +172,6 @@ def test_torch_free_stages_import_without_torch_or_transformers():
     assert "LOADED []" in done.stdout, f"serving-side modules pulled in heavy packages: {done.stdout}"
 
 
-def test_old_flat_module_names_still_import_with_a_warning():
-    code = (
-        "import warnings\n"
-        "warnings.simplefilter('always')\n"
-        "with warnings.catch_warnings(record=True) as caught:\n"
-        "    from jbert.runtime import OnnxClassifier\n"
-        "    from jbert.text import normalize_text\n"
-        "    from jbert.fast_tokenizer import load_serving_tokenizer\n"
-        "import jbert.serve.runtime, jbert.runtime\n"
-        "assert OnnxClassifier is jbert.serve.runtime.OnnxClassifier\n"
-        "assert jbert.runtime.__spec__.name == 'jbert.serve.runtime'\n"
-        "print('WARNED', sum('moved to' in str(w.message) for w in caught))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "WARNED 3" in done.stdout
-
-
 @pytest.mark.parametrize(
     "argv, expected",
     [
@@ -204,10 +186,3 @@ def test_each_cli_answers_help(argv, expected):
     done = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout
-
-
-def test_old_module_name_still_runs_with_python_dash_m():
-    """`python -m jbert.launch` (documented before the layout change) runs jbert.train.launch."""
-    done = subprocess.run([sys.executable, "-m", "jbert.launch"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
-    assert done.returncode == 2, done.stderr
-    assert "usage: python -m jbert.train.launch --config_file" in done.stderr

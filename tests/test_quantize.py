@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 import pytest
 
-import export as export_cli
+from jbert.export import cli as export_cli
 from conftest import make_tiny_model_dir
 from jbert.core.artifacts import MANIFEST_FILE, Manifest
 from jbert.core.errors import UserError, run_cli
-from jbert.export import export_model
+from jbert.export import ExportOptions, export_model
 from jbert.export.agreement import AGREEMENT_MEASURES, REGRESSION_TOLERANCE, agreement_figures
 from jbert.export.int8_search import format_table
 from jbert.serve.runtime import cpu
@@ -48,8 +48,8 @@ def calibration_file(tmp_path_factory):
 
 def test_static_int8_is_calibrated_qdq_per_channel_on_texts_that_are_not_held_out(model_dir, calibration_file, tmp_path):
     export_dir = tmp_path / "onnx"
-    manifest = export_model(model_dir, export_dir, quantize="avx512_vnni", quantize_method="static",
-                            calibration_method="entropy", calibration_file=calibration_file, show_progress=False)
+    manifest = export_model(model_dir, export_dir, ExportOptions(quantize="avx512_vnni", quantize_method="static",
+                            calibration_method="entropy", calibration_file=calibration_file, show_progress=False))
     record = manifest.models["int8"].quantization
     assert record["mode"] == "static" and record["format"] == "QDQ" and record["per_channel"] is True
     assert record["recipe"] == "static-entropy" and record["operators"] == ["MatMul", "Gather"]
@@ -67,7 +67,7 @@ def test_static_int8_is_calibrated_qdq_per_channel_on_texts_that_are_not_held_ou
 
 def test_auto_search_measures_every_candidate_and_keeps_the_fastest_that_agrees(model_dir, calibration_file, tmp_path, capsys):
     export_dir = tmp_path / "onnx"
-    manifest = export_model(model_dir, export_dir, quantize="auto", calibration_file=calibration_file)
+    manifest = export_model(model_dir, export_dir, ExportOptions(quantize="auto", calibration_file=calibration_file))
     search = manifest.quantization
     assert search["target"] == cpu.detect_cpu_target() and search["target_source"].startswith("detected")
     assert search["cpu"]["detected_target"] == search["target"]
@@ -94,7 +94,7 @@ def test_calibration_texts_default_to_the_training_file(model_dir, tmp_path):
     train_file = tmp_path / "train.csv"
     train_file.write_text("text,label\n" + "".join(f"{text},positive\n" for text in CALIBRATION_TEXTS), encoding="utf-8")
     (trained / "training_config.yaml").write_text(f"train_file: {train_file}\nlabel_column: label\n", encoding="utf-8")
-    manifest = export_model(trained, tmp_path / "onnx", quantize="avx2", quantize_method="static", show_progress=False)
+    manifest = export_model(trained, tmp_path / "onnx", ExportOptions(quantize="avx2", quantize_method="static", show_progress=False))
     calibration = manifest.models["int8"].quantization["calibration"]
     assert calibration["source"] == f"train_file {train_file} (training_config.yaml)"
     assert calibration["n_texts"] == 16 and calibration["held_out_texts_left_out"] == 1
@@ -155,7 +155,7 @@ def test_multi_label_and_regression_use_the_fitting_agreement_measure(tmp_path):
     assert near_zero["agreement"] == 1.0 and near_zero["label_range"] == 4.0  # 0.002 off on a 0.5-4.5 scale
 
     model = make_tiny_model_dir(tmp_path / "multi", problem_type="multi_label_classification", labels=("food", "service", "price"))
-    manifest = export_model(model, tmp_path / "onnx", quantize="avx2", quantize_method="dynamic", show_progress=False)
+    manifest = export_model(model, tmp_path / "onnx", ExportOptions(quantize="avx2", quantize_method="dynamic", show_progress=False))
     assert manifest.quantization["agreement_measure"].startswith("per-label decision agreement")
     assert manifest.models["int8"].parity["agreement_measure"] == manifest.quantization["agreement_measure"]
     assert manifest.quantization["candidates"][0]["n"] == 4 * 3  # decisions, not texts
@@ -176,7 +176,7 @@ def test_runtime_refuses_an_export_whose_files_changed(model_dir, tmp_path):
     from jbert.serve.runtime import OnnxClassifier
 
     export_dir = tmp_path / "onnx"
-    manifest = export_model(model_dir, export_dir, show_progress=False)
+    manifest = export_model(model_dir, export_dir, ExportOptions(show_progress=False))
     assert set(manifest.files) == {p.name for p in export_dir.iterdir()} - {MANIFEST_FILE}
     assert "model.onnx" in manifest.files and "vocab.txt" in manifest.files and "jbert.json" in manifest.files
     OnnxClassifier.from_export_dir(export_dir)  # untouched: loads
@@ -205,7 +205,7 @@ def test_cpu_target_detection_and_the_serving_warning(model_dir, tmp_path, monke
     from jbert.serve.runtime import OnnxClassifier
 
     export_dir = tmp_path / "onnx"
-    export_model(model_dir, export_dir, quantize="avx512_vnni", quantize_method="dynamic", show_progress=False)
+    export_model(model_dir, export_dir, ExportOptions(quantize="avx512_vnni", quantize_method="dynamic", show_progress=False))
     monkeypatch.setattr(cpu, "cpu_flags", lambda *args: {"sse4_2", "avx2"})
     with caplog.at_level(logging.WARNING, logger="jbert.serve"):
         OnnxClassifier.from_export_dir(export_dir, model="int8")

@@ -64,15 +64,15 @@ def finetuned_minilm() -> tuple[Path, Path]:
 
 
 def test_auto_int8_keeps_the_decisions_of_a_real_fine_tuned_minilm(finetuned_minilm, tmp_path, capsys):
-    from jbert.export import export_model
+    from jbert.export import ExportOptions, export_model
     from jbert.serve.runtime import OnnxClassifier
 
     model_dir, test_csv = finetuned_minilm
     export_dir = tmp_path / "onnx"
     # min-max calibration only: the percentile and entropy calibrations add minutes on 2 cores; the
     # benchmark runs the full search.
-    manifest = export_model(model_dir, export_dir, quantize="auto", calibration_method="minmax",
-                            validation_file=test_csv, max_validation_texts=1000, show_progress=False)
+    manifest = export_model(model_dir, export_dir, ExportOptions(quantize="auto", calibration_method="minmax",
+                            validation_file=test_csv, max_validation_texts=1000, show_progress=False))
     search = manifest.quantization
     with capsys.disabled():  # the candidates in the test log: what the search measured on real weights
         print("\n" + "\n".join(f"{c['name']}: agreement {c['agreement']:.4f}, accuracy {c.get('accuracy', float('nan')):.4f} "

@@ -1,15 +1,17 @@
 """Export options: every flag of export.py, its default, its help and the checks across them.
 
-`ExportOptions` is the single source: `export_model`'s keywords, the CLI flags and `--help` all
-come from its fields.
+`ExportOptions` is the single source: `export_model(model_dir, export_dir, options)` takes it, and
+the CLI flags and `--help` (`jbert.export.cli`) are generated from its fields by `jbert.core.cli`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from jbert.core.cli import option
 from jbert.core.errors import UserError, format_problems
 
 ONNX_TASK = "text-classification"
@@ -42,35 +44,36 @@ QUANTIZED_FILE = "model_quantized.onnx"
 MODEL_FILES = {"fp32": FP32_FILE, "optimized": OPTIMIZED_FILE, "int8": QUANTIZED_FILE}
 
 
-def _option(default, help_text: str, **extra):
-    """A dataclass field with its one-line help (shown by export.py --help)."""
-    return field(default=default, metadata={"help": help_text, **extra})
-
-
 @dataclass
 class ExportOptions:
-    """Every option of an export: the single source for `export_model`'s keywords and the CLI flags."""
+    """Every option of an export: what `export_model` takes, and the single source of the CLI flags."""
 
-    optimize: Optional[str] = _option(None, f"Also write an onnxruntime graph-optimised copy, model_optimized.onnx: O1 (basic), O2 (plus BERT fusions), O3 (plus fast GELU approximation). Choices: {', '.join(OPTIMIZATION_LEVELS)}.", metavar="LEVEL")
-    quantize: Optional[str] = _option(None, f"Also write an int8 copy, model_quantized.onnx, for this CPU instruction set (made from the fp32 graph); auto: the instruction set of this machine. Choices: {AUTO_TARGET}, {', '.join(QUANTIZATION_TARGETS)}.", metavar="TARGET")
-    quantize_method: str = _option("auto", f"How int8 is made: auto (try dynamic, static with each calibration method, matmul-only, then excluding the nodes that hurt most; keep the fastest that meets --min_agreement on the held-out texts), dynamic or static (one recipe). Choices: {', '.join(QUANTIZE_METHODS)}.", metavar="METHOD")
-    calibration_method: Optional[str] = _option(None, f"Static int8 calibration: {', '.join(CALIBRATION_METHODS)} (default: all three with --quantize_method auto, minmax with static).", metavar="METHOD")
-    calibration_file: Optional[str] = _option(None, "CSV/TSV/JSONL file of texts to calibrate static int8 on (the model's text column); default: the training file of the run (training_config.yaml). Texts also in the held-out validation texts are left out.", metavar="FILE")
-    calibration_texts: int = _option(200, "Use at most this many calibration texts, spread over the file.")
-    max_quantize_seconds: float = _option(1800.0, "Fail (exit 2, nothing written) when making and measuring the int8 candidates takes longer than this.")
-    per_channel: bool = _option(False, "Quantize weights per output channel in dynamic int8 (static int8 is always per channel): more accurate at a slightly larger file.")
-    reduce_range: Optional[bool] = _option(None, "Quantize weights to 7 bits, which avoids overflow on AVX2/AVX512 CPUs without VNNI (avx2 and avx512 targets only).")
-    quantize_ops: str = _option("all", f"Which ops int8 quantises: all (Optimum's preset, embeddings included: smallest file) or matmul (MatMul only; embeddings stay fp32: a larger file, closer to fp32 together with --per_channel). Choices: {', '.join(QUANTIZE_OPS)}.", metavar="OPS")
-    validation_file: Optional[str] = _option(None, "CSV/TSV/JSONL file of texts (the model's text column, its pair column for pair models, and optionally the label column) to check parity on; default: examples.jsonl of the model directory.", metavar="FILE")
-    max_accuracy_change: float = _option(0.005, "Where the held-out texts have labels, an int8 candidate must also keep its accuracy (subset accuracy for multi-label) within this of fp32's, either way (0.005 = half a point).")
-    atol: float = _option(1e-4, "Largest absolute logit difference allowed between PyTorch and the fp32/optimised ONNX graphs.")
-    min_agreement: float = _option(0.99, "Smallest agreement of int8 with fp32 on the held-out texts: the fraction of same labels (single-label), of same per-label decisions (multi-label), of scores within 2 percent of the fp32 score range (regression).")
-    opset: Optional[int] = _option(None, f"ONNX opset to export with (at least {MIN_OPSET}; default: Optimum's choice for the architecture).")
-    overwrite: bool = _option(False, "Replace EXPORT_DIR if it exists and is not empty.")
-    default_model: Optional[str] = _option(None, "Which file serving loads by default: fp32, optimized or int8 (default: int8 if made, else optimized, else fp32).", metavar="MODEL")
-    validation_batch_size: int = _option(8, "The larger, padded batch size used in the parity check (batch size 1 is always checked too).")
-    max_validation_texts: int = _option(256, "Use at most this many texts from the validation file (PyTorch runs them all, twice).")
-    show_progress: bool = _option(True, "Print a line for each slow step and a progress bar for validation.", negative_flag="--quiet", negative_help="Print no step lines and no progress bar (errors are still printed).")
+    optimize: Optional[str] = option(None, f"Also write an onnxruntime graph-optimised copy, model_optimized.onnx: O1 (basic), O2 (plus BERT fusions), O3 (plus fast GELU approximation). Choices: {', '.join(OPTIMIZATION_LEVELS)}.", metavar="LEVEL")
+    quantize: Optional[str] = option(None, f"Also write an int8 copy, model_quantized.onnx, for this CPU instruction set (made from the fp32 graph); auto: the instruction set of this machine. Choices: {AUTO_TARGET}, {', '.join(QUANTIZATION_TARGETS)}.", metavar="TARGET")
+    quantize_method: str = option("auto", f"How int8 is made: auto (try dynamic, static with each calibration method, matmul-only, then excluding the nodes that hurt most; keep the fastest that meets --min_agreement on the held-out texts), dynamic or static (one recipe). Choices: {', '.join(QUANTIZE_METHODS)}.", metavar="METHOD")
+    calibration_method: Optional[str] = option(None, f"Static int8 calibration: {', '.join(CALIBRATION_METHODS)} (default: all three with --quantize_method auto, minmax with static).", metavar="METHOD")
+    calibration_file: Optional[str] = option(None, "CSV/TSV/JSONL file of texts to calibrate static int8 on (the model's text column); default: the training file of the run (training_config.yaml). Texts also in the held-out validation texts are left out.", metavar="FILE")
+    calibration_texts: int = option(200, "Use at most this many calibration texts, spread over the file.")
+    max_quantize_seconds: float = option(1800.0, "Fail (exit 2, nothing written) when making and measuring the int8 candidates takes longer than this.")
+    per_channel: bool = option(False, "Quantize weights per output channel in dynamic int8 (static int8 is always per channel): more accurate at a slightly larger file.")
+    reduce_range: Optional[bool] = option(None, "Quantize weights to 7 bits, which avoids overflow on AVX2/AVX512 CPUs without VNNI (avx2 and avx512 targets only).")
+    quantize_ops: str = option("all", f"Which ops int8 quantises: all (Optimum's preset, embeddings included: smallest file) or matmul (MatMul only; embeddings stay fp32: a larger file, closer to fp32 together with --per_channel). Choices: {', '.join(QUANTIZE_OPS)}.", metavar="OPS")
+    validation_file: Optional[str] = option(None, "CSV/TSV/JSONL file of texts (the model's text column, its pair column for pair models, and optionally the label column) to check parity on; default: examples.jsonl of the model directory.", metavar="FILE")
+    max_accuracy_change: float = option(0.005, "Where the held-out texts have labels, an int8 candidate must also keep its accuracy (subset accuracy for multi-label) within this of fp32's, either way (0.005 = half a point).")
+    atol: float = option(1e-4, "Largest absolute logit difference allowed between PyTorch and the fp32/optimised ONNX graphs.")
+    min_agreement: float = option(0.99, "Smallest agreement of int8 with fp32 on the held-out texts: the fraction of same labels (single-label), of same per-label decisions (multi-label), of scores within 2 percent of the fp32 score range (regression).")
+    opset: Optional[int] = option(None, f"ONNX opset to export with (at least {MIN_OPSET}; default: Optimum's choice for the architecture).")
+    overwrite: bool = option(False, "Replace EXPORT_DIR if it exists and is not empty.")
+    default_model: Optional[str] = option(None, "Which file serving loads by default: fp32, optimized or int8 (default: int8 if made, else optimized, else fp32).", metavar="MODEL")
+    validation_batch_size: int = option(8, "The larger, padded batch size used in the parity check (batch size 1 is always checked too).")
+    max_validation_texts: int = option(256, "Use at most this many texts from the validation file (PyTorch runs them all, twice).")
+    show_progress: bool = option(True, "Print a line for each slow step and a progress bar for validation.", negative_flag="--quiet", negative_help="Print no step lines and no progress bar (errors are still printed).")
+
+    def __post_init__(self) -> None:
+        # Callers pass pathlib.Path as readily as str; the manifest records these as JSON strings.
+        for name in ("calibration_file", "validation_file"):
+            if getattr(self, name) is not None:
+                setattr(self, name, os.fspath(getattr(self, name)))
 
     def validate(self) -> None:
         """Check all options together; raise one UserError that lists every problem."""

@@ -1,6 +1,6 @@
 """Export a model directory to ONNX with Optimum, optimise, quantise, and check it against PyTorch.
 
-    export_model("outputs/model", "outputs/onnx", optimize="O2", quantize="avx512_vnni")
+    export_model("outputs/model", "outputs/onnx", ExportOptions(optimize="O2", quantize="avx512_vnni"))
 
 `export_model` is the sequence of named steps, each in its own module, all inside a temporary
 directory that is renamed to EXPORT_DIR only when every check passed:
@@ -26,7 +26,7 @@ from jbert.core.artifacts import Manifest, atomic_directory, check_output_dir
 from jbert.core.errors import UserError
 from jbert.export import manifest as manifest_step
 from jbert.export import int8_search, onnx_export, validate
-from jbert.export import optimize as optimize_step  # export_model's keywords are named optimize/quantize
+from jbert.export import optimize as optimize_step  # `optimize` reads as ExportOptions.optimize here
 from jbert.export.model_dir import check_export_path, inspect_model_dir, load_model_tokenizer, resolve_max_length
 from jbert.export.options import MODEL_FILES, ExportOptions
 from jbert.export.progress import Progress
@@ -37,44 +37,16 @@ from jbert.export.texts import load_validation_examples
 def export_model(
     model_dir: str | os.PathLike,
     export_dir: str | os.PathLike,
-    *,
-    optimize: Optional[str] = None,
-    quantize: Optional[str] = None,
-    quantize_method: str = "auto",
-    calibration_method: Optional[str] = None,
-    calibration_file: Optional[str | os.PathLike] = None,
-    calibration_texts: int = 200,
-    max_quantize_seconds: float = 1800.0,
-    per_channel: bool = False,
-    reduce_range: Optional[bool] = None,
-    quantize_ops: str = "all",
-    validation_file: Optional[str | os.PathLike] = None,
-    max_accuracy_change: float = 0.005,
-    atol: float = 1e-4,
-    min_agreement: float = 0.99,
-    opset: Optional[int] = None,
-    overwrite: bool = False,
-    default_model: Optional[str] = None,
-    show_progress: bool = True,
-    validation_batch_size: int = 8,
-    max_validation_texts: int = 256,
+    options: Optional[ExportOptions] = None,
 ) -> Manifest:
     """Export MODEL_DIR to a checked, self-contained ONNX directory at EXPORT_DIR and return its manifest.
 
-    Raises `UserError` for bad input (nothing is written) and `ValidationError` when an ONNX
+    `options` says what to make and how strictly to check it (default: `ExportOptions()`, fp32
+    only). Raises `UserError` for bad input (nothing is written) and `ValidationError` when an ONNX
     graph does not match PyTorch (nothing is left at EXPORT_DIR; an existing directory there is
     untouched).
     """
-    options = ExportOptions(
-        optimize=optimize, quantize=quantize, quantize_method=quantize_method, calibration_method=calibration_method,
-        calibration_file=None if calibration_file is None else str(calibration_file), calibration_texts=calibration_texts,
-        max_quantize_seconds=max_quantize_seconds, per_channel=per_channel, reduce_range=reduce_range,
-        quantize_ops=quantize_ops,
-        validation_file=None if validation_file is None else str(validation_file), max_accuracy_change=max_accuracy_change, atol=atol,
-        min_agreement=min_agreement, opset=opset, overwrite=overwrite, default_model=default_model,
-        show_progress=show_progress, validation_batch_size=validation_batch_size,
-        max_validation_texts=max_validation_texts,
-    )
+    options = ExportOptions() if options is None else options
     options.validate()
     progress = Progress(options.show_progress)
     model_dir = Path(model_dir)
