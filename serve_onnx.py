@@ -10,8 +10,7 @@ The same commands run as `jbert-serve score ...` / `jbert-serve http ...` once t
 
 import sys
 
-from jbert.core.errors import run_cli
-from jbert.serve.cli import main
+from jbert.serve.cli import run
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run())

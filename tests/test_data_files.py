@@ -10,7 +10,7 @@ import json
 import datasets
 import pytest
 
-from jbert.core import readers as tabular
+from jbert.core import file_encodings, readers
 from jbert.data.prepare import prepare_data
 from data_helpers import ROWS, config, decoded, write_csv, write_jsonl
 from jbert.core.errors import UserError
@@ -50,8 +50,8 @@ def test_every_input_format_gives_the_same_data(tmp_path, fmt):
 def test_encodings_are_detected_and_read(tmp_path, encoding, expected):
     rows = ROWS + [{"text": "ﾊﾝｶｸｶﾅと①丸数字", "label": "neutral"}] if encoding == "cp932" else ROWS
     path = write_csv(tmp_path / "train.csv", rows, encoding=encoding)
-    assert tabular.detect_encoding(path) == expected
-    assert tabular.read_columns(path) == ["text", "label"]  # no BOM glued to the first column name
+    assert file_encodings.detect_encoding(path) == expected
+    assert readers.read_columns(path) == ["text", "label"]  # no BOM glued to the first column name
     data = prepare_data(config(tmp_path, train_file=str(path), validation_file=str(path)))
     texts = [text for text, _ in decoded(data)]
     assert texts[:len(ROWS)] == [row["text"] for row in ROWS]
@@ -88,34 +88,34 @@ def test_auto_detection_keeps_a_utf8_file_with_one_broken_line_utf8(tmp_path):
     path = write_csv(tmp_path / "train.csv", ROWS * 3)
     with open(path, "ab") as handle:
         handle.write("壊れた行,positive\n".encode("cp932"))  # line 20; cp932 would read the rest as mojibake
-    assert tabular.detect_encoding(path) == "utf-8"
+    assert file_encodings.detect_encoding(path) == "utf-8"
     with pytest.raises(UserError, match=r"line 20: .*--encoding cp932"):
-        list(tabular.iter_rows(path))
+        list(readers.iter_rows(path))
 
 
 def test_auto_detection_of_a_file_neither_utf8_nor_cp932(tmp_path):
     path = tmp_path / "train.csv"
     path.write_bytes(b"text,label\n\x81\x7f\xff\xfe,a\n")
     with pytest.raises(UserError, match=r"line 2.*--encoding"):
-        tabular.detect_encoding(path)
+        file_encodings.detect_encoding(path)
 
 
 def test_detect_sample_encoding_for_streams():
     text = "価格は１，９８０円でした。ｻｲｺｰ\n" * 3
-    assert tabular.detect_sample_encoding(text.encode("utf-8")) == "utf-8"
-    assert tabular.detect_sample_encoding(text.encode("cp932")) == "cp932"
-    assert tabular.detect_sample_encoding(b"\xef\xbb\xbf" + text.encode("utf-8")) == "utf-8-sig"
+    assert file_encodings.detect_sample_encoding(text.encode("utf-8")) == "utf-8"
+    assert file_encodings.detect_sample_encoding(text.encode("cp932")) == "cp932"
+    assert file_encodings.detect_sample_encoding(b"\xef\xbb\xbf" + text.encode("utf-8")) == "utf-8-sig"
     cut = text.encode("utf-8")[:-2]  # a sample that stops inside a multi-byte character
-    assert tabular.detect_sample_encoding(cut, complete=False) == "utf-8"
+    assert file_encodings.detect_sample_encoding(cut, complete=False) == "utf-8"
     with pytest.raises(UserError, match="<stdin>.*UTF-16"):
-        tabular.detect_sample_encoding(text.encode("utf-16"), where="<stdin>")
+        file_encodings.detect_sample_encoding(text.encode("utf-16"), where="<stdin>")
 
 
 def test_utf16_is_refused_with_a_fix(tmp_path):
     path = tmp_path / "train.txt"
     path.write_text("text\tlabel\nよい\tpos\n", encoding="utf-16")
     with pytest.raises(UserError, match="UTF-16"):
-        tabular.detect_encoding(path)
+        file_encodings.detect_encoding(path)
 
 
 # --------------------------------------------------------------------------- tabular reader
@@ -124,7 +124,7 @@ def test_utf16_is_refused_with_a_fix(tmp_path):
 def test_quoted_line_breaks_and_line_numbers(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text('text,label\n"一行目\n二行目",a\n\nふつう,b\n"引用""符""",c\n', encoding="utf-8")
-    rows = list(tabular.iter_rows(path))
+    rows = list(readers.iter_rows(path))
     assert rows == [
         (2, {"text": "一行目\n二行目", "label": "a"}),
         (5, {"text": "ふつう", "label": "b"}),
@@ -135,7 +135,7 @@ def test_quoted_line_breaks_and_line_numbers(tmp_path):
 def test_short_rows_get_none_and_long_rows_are_an_error(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("text,label\nだけ\n多すぎ,a,b\n", encoding="utf-8")
-    rows = tabular.iter_rows(path)
+    rows = readers.iter_rows(path)
     assert next(rows) == (2, {"text": "だけ", "label": None})
     with pytest.raises(UserError, match=r"line 3: 3 cells but the header has 2"):
         next(rows)
@@ -144,7 +144,7 @@ def test_short_rows_get_none_and_long_rows_are_an_error(tmp_path):
 def test_trailing_empty_cells_from_excel_are_ignored(tmp_path):
     path = tmp_path / "rows.csv"
     path.write_text("text,label\nよい,a,,\n", encoding="utf-8")
-    assert list(tabular.iter_rows(path)) == [(2, {"text": "よい", "label": "a"})]
+    assert list(readers.iter_rows(path)) == [(2, {"text": "よい", "label": "a"})]
 
 
 @pytest.mark.parametrize("content,pattern", [
@@ -156,18 +156,18 @@ def test_bad_json_lines_name_their_line(tmp_path, content, pattern):
     path = tmp_path / "rows.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(UserError, match=pattern):
-        list(tabular.iter_rows(path))
+        list(readers.iter_rows(path))
 
 
 def test_json_array_is_streamed_with_line_numbers(tmp_path):
     path = tmp_path / "rows.json"
     path.write_text('[\n  {"text": "a",\n   "label": 1},\n  {"text": "b", "label": 2}\n]\n', encoding="utf-8")
-    assert list(tabular.iter_rows(path)) == [(2, {"text": "a", "label": 1}), (4, {"text": "b", "label": 2})]
+    assert list(readers.iter_rows(path)) == [(2, {"text": "a", "label": 1}), (4, {"text": "b", "label": 2})]
     path.write_text('[{"text": "a"},\n{"text": "b"}', encoding="utf-8")
     with pytest.raises(UserError, match="not closed"):
-        list(tabular.iter_rows(path))
+        list(readers.iter_rows(path))
     path.write_text('\n[{"text": "a"},\n {"text": "b",, "label": 1},\n{"text": "c"}]', encoding="utf-8")
-    rows = tabular.iter_rows(path)
+    rows = readers.iter_rows(path)
     assert next(rows) == (2, {"text": "a"})
     with pytest.raises(UserError, match="line 3: not valid JSON"):
         next(rows)
@@ -180,7 +180,7 @@ def test_iter_rows_streams_without_reading_everything(tmp_path):
         for i in range(50_000):
             handle.write(f"文{i}\tx\n")
         handle.write("壊れ\t\"未閉じ\n")
-    rows = tabular.iter_rows(path)
+    rows = readers.iter_rows(path)
     assert next(rows) == (2, {"text": "文0", "label": "x"})  # the first row comes before the end is read
 
 
@@ -189,9 +189,9 @@ def test_unknown_extension(tmp_path, name):
     path = tmp_path / name
     path.write_text("x", encoding="utf-8")
     with pytest.raises(UserError, match=r"\.csv.*\.tsv"):
-        tabular.detect_format(path)
+        readers.detect_format(path)
 
 
 def test_missing_file_in_tabular(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        list(tabular.iter_rows(tmp_path / "nope.csv"))
+        list(readers.iter_rows(tmp_path / "nope.csv"))

@@ -189,7 +189,7 @@ def test_scoring_out_of_space_is_one_clear_message(exported, tmp_path):
 def test_a_full_disk_is_recognised_through_each_writer_s_wrapping():
     import errno
 
-    from jbert.core.artifacts import is_storage_full
+    from jbert.core.storage import is_storage_full
 
     assert is_storage_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     assert is_storage_full(OSError(errno.EFBIG, os.strerror(errno.EFBIG)))
@@ -207,7 +207,7 @@ def test_a_full_disk_is_recognised_through_each_writer_s_wrapping():
 def test_the_message_names_the_limit_that_refused_the_write(tmp_path):
     import errno
 
-    from jbert.core.artifacts import storage_full_error
+    from jbert.core.storage import storage_full_error
 
     def message(err):
         return str(storage_full_error(err, tmp_path / "out", left="nothing was left behind"))

@@ -22,7 +22,7 @@ from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
 from hypothesis_profiles import examples
-from jbert.core import readers
+from jbert.core import file_encodings, readers
 from jbert.core.errors import UserError
 
 ENCODINGS = ("utf-8", "utf-8-sig", "cp932")
@@ -152,7 +152,7 @@ def test_delimited_rows_kept_or_bad_line_named(scratch_dir, case, auto_encoding)
     if auto_encoding and encoding == "cp932" and _ambiguous_with_utf8(path.read_bytes()):
         # These bytes are also valid UTF-8 (half-width katakana pairs such as ﾂ｡ are the UTF-8 of
         # ¡): no detector can know which was meant, and UTF-8 is the documented choice.
-        assert readers.detect_encoding(path) == "utf-8"
+        assert file_encodings.detect_encoding(path) == "utf-8"
         return
     if outcome == "rows":
         assert _read(path, read_encoding) == expected
@@ -307,11 +307,11 @@ def test_stray_quote_is_an_error_not_a_merge(tmp_path, content, where):
 def test_detection_of_any_bytes_is_an_encoding_or_a_user_error(sample):
     for complete in (True, False):
         try:
-            encoding = readers.detect_sample_encoding(sample, complete=complete)
+            encoding = file_encodings.detect_sample_encoding(sample, complete=complete)
         except UserError as err:
             assert "line" in str(err) or "UTF-16" in str(err)
             continue
-        assert encoding in readers.AUTO_ENCODINGS
+        assert encoding in file_encodings.AUTO_ENCODINGS
 
 
 @settings(max_examples=examples(200))
@@ -321,11 +321,11 @@ def test_detection_names_the_encoding_written(encoding, text, cut):
     text = "".join(char for char in text if _encodable(char, encoding)) or "日本"
     content = text.encode(encoding)
     if content.isascii():
-        assert readers.detect_sample_encoding(content) == "utf-8"
+        assert file_encodings.detect_sample_encoding(content) == "utf-8"
     elif encoding == "cp932" and _ambiguous_with_utf8(content):
-        assert readers.detect_sample_encoding(content) == "utf-8"  # see test_delimited_rows_kept_...
+        assert file_encodings.detect_sample_encoding(content) == "utf-8"  # see test_delimited_rows_kept_...
     else:
-        assert readers.detect_sample_encoding(content) == encoding
+        assert file_encodings.detect_sample_encoding(content) == encoding
     # A stream sniffed in blocks: a sample ending inside its last character must be read as the
     # characters before it are (the BOM itself always fits: samples are kilobytes).
     sample = content[: max(len(content) - cut, 3 if encoding == "utf-8-sig" else 0)]
@@ -333,9 +333,9 @@ def test_detection_names_the_encoding_written(encoding, text, cut):
     prefix = text[:whole].encode(encoding)
     if encoding == "utf-8-sig" and not whole:
         prefix = codecs.BOM_UTF8
-    expected = readers.detect_sample_encoding(prefix) if prefix.strip(bytes(range(128))) or encoding == "utf-8-sig" else None
-    detected = readers.detect_sample_encoding(sample, complete=False)
+    expected = file_encodings.detect_sample_encoding(prefix) if prefix.strip(bytes(range(128))) or encoding == "utf-8-sig" else None
+    detected = file_encodings.detect_sample_encoding(sample, complete=False)
     if expected is not None:
         assert detected == expected, (sample, prefix)
     else:  # only ASCII before the cut: the cut bytes alone decide, and both readings are valid so far
-        assert detected in readers.AUTO_ENCODINGS
+        assert detected in file_encodings.AUTO_ENCODINGS

@@ -3,7 +3,7 @@
     errors          UserError (exit 2, a message that says what, where and how to fix it), run_cli
     normalize       the text clean-up applied before tokenisation, in training and in serving
     readers         streaming CSV/TSV/JSONL readers (utf-8, utf-8-sig, cp932) that name bad lines
-    encodings       which encoding a file is in, and its lines decoded one by one (readers' half)
+    file_encodings  which encoding a file is in, and its lines decoded one by one (readers' half)
     artifacts       the contracts between stages: jbert.json, manifest.json, atomic directories
     export_dir      ExportDir: an export directory read once (manifest, settings, labels, model file, columns)
     postprocessing  logits -> probabilities -> decisions (softmax, sigmoid, the decision rule)

@@ -32,9 +32,7 @@ from typing import Iterator
 from jbert.core.errors import UserError
 from jbert.core.file_hashes import hash_directory, mismatched_files
 from jbert.core.normalize import NormalizationConfig
-# The storage helpers stay importable from here, where the writers that use them live.
-from jbert.core.storage import (StorageFullError, is_storage_full, storage_full_error,  # noqa: F401
-                                sync_directory, sync_tree)
+from jbert.core.storage import is_storage_full, storage_full_error, sync_directory, sync_tree
 
 SETTINGS_FILE = "jbert.json"
 MANIFEST_FILE = "manifest.json"

@@ -19,14 +19,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from jbert.core.encodings import (  # noqa: F401  (re-exported: the readers' public names)
-    AUTO_ENCODINGS,
-    ENCODING_SAMPLE_BYTES,
-    decoded_lines,
-    detect_encoding,
-    detect_sample_encoding,
-    resolve_encoding,
-)
+from jbert.core.file_encodings import decoded_lines, resolve_encoding
 from jbert.core.errors import UserError
 
 # Extension -> format. `.txt` exports from Excel ("Unicode text") and most corpora are tab-separated.

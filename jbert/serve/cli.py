@@ -28,9 +28,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import MISSING, fields
 from typing import Sequence
 
+from jbert.core.cli import add_options, options_from_args
 from jbert.core.errors import run_cli
 from jbert.serve.http.app import serve
 from jbert.serve.http.options import ServeOptions
@@ -39,43 +39,18 @@ from jbert.serve.scoring.run import score_file
 
 
 
-def _flag_names(name: str) -> list[str]:
-    dashed = "--" + name.replace("_", "-")
-    underscored = "--" + name
-    return [dashed] if dashed == underscored else [dashed, underscored]
-
-
-def _add_options(parser: argparse.ArgumentParser, options_class) -> None:
-    """Add one flag per dataclass field (positionals first), each with its one-line help."""
-    for option in fields(options_class):
-        default = option.default if option.default is not MISSING else None
-        help_text = option.metadata["help"]
-        type_name = str(option.type)
-        if option.metadata.get("positional"):
-            parser.add_argument(option.name, metavar=option.name.upper(), help=help_text)
-        elif option.metadata.get("negative_flag"):
-            parser.add_argument(option.metadata["negative_flag"], dest=option.name, action="store_false",
-                                help=option.metadata["negative_help"])
-        elif type_name == "bool":
-            parser.add_argument(*_flag_names(option.name), dest=option.name, action="store_true", help=help_text)
-        else:
-            value_type = {"int": int, "Optional[int]": int, "float": float}.get(type_name, str)
-            parser.add_argument(*_flag_names(option.name), dest=option.name, type=value_type, default=default,
-                                help=help_text if default is None else f"{help_text} (default: {default})")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `score` and `http` subcommands with flags generated from ScoreOptions / ServeOptions."""
     # This module's docstring is the usage text: its first paragraph the description, the rest the epilog.
-    parser = argparse.ArgumentParser(prog="serve_onnx.py", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     commands = parser.add_subparsers(dest="command", required=True, metavar="{score,http}")
     score = commands.add_parser("score", help="Score CSV/TSV/JSONL/Parquet files (or standard input) into a file or a shard directory.",
                                 description="Score files: one output row per input row, streamed in chunks, here or on Ray.")
-    _add_options(score, ScoreOptions)
+    add_options(score, ScoreOptions)
     http = commands.add_parser("http", help="Run the HTTP service (micro-batched, Prometheus /metrics).",
                                description="Serve POST /predict, GET /health, /info and /metrics with uvicorn.")
-    _add_options(http, ServeOptions)
+    add_options(http, ServeOptions)
     return parser
 
 
@@ -84,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "score":
-        options = ScoreOptions(**{f.name: getattr(args, f.name) for f in fields(ScoreOptions)})
+        options = options_from_args(ScoreOptions, args)
         summary = score_file(options)
         print(
             f"scored {summary.scored} of {summary.rows} rows ({summary.errors} errors, {summary.truncated} truncated"
@@ -93,10 +68,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
     else:
-        serve(ServeOptions(**{f.name: getattr(args, f.name) for f in fields(ServeOptions)}))
+        serve(options_from_args(ServeOptions, args))
 
 
-
-def console_main() -> None:
-    """Entry point of the `jbert-serve` console script: as `python serve_onnx.py` (a UserError exits 2)."""
-    sys.exit(run_cli(main))
+def run(argv: Sequence[str] | None = None) -> int:
+    """Console-script entry point (`jbert-serve`): `main` with a UserError turned into its message and exit 2."""
+    return run_cli(main, argv)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from jbert.core.cli import option
 from jbert.core.errors import UserError, format_problems
 from jbert.serve.http.microbatch import BatcherConfig
 from jbert.serve.http.request import ServeLimits
@@ -27,31 +28,28 @@ class ServeSetup:
     key_warnings: list[str] = field(default_factory=list)  # e.g. the key file is readable by others
 
 
-def _option(default, help_text: str, **extra):
-    """A dataclass field with its one-line help (the CLI flags come from these)."""
-    return field(default=default, metadata={"help": help_text, **extra})
 
 
 @dataclass
 class ServeOptions:
     """Every option of `serve_onnx.py http`: the single source for `serve` and the CLI flags."""
 
-    export_dir: str = _option(None, "Export directory written by export.py.", positional=True)
-    host: str = _option("127.0.0.1", "Address to listen on. The default accepts local clients only; any other address prints a warning (and without --api-key-file, anyone who reaches it can use it).")
-    port: int = _option(8000, "TCP port (0: any free port).")
-    api_key_file: Optional[str] = _option(None, "File holding a bearer token (one line, at least 16 characters); when given, every route but /health requires 'Authorization: Bearer <token>'.")
-    model: str = _option("default", "Which ONNX file of the export to serve: default, fp32, optimized or int8.")
-    num_threads: Optional[int] = _option(None, "onnxruntime threads (default: one per physical core).")
-    max_batch_tokens: int = _option(BatcherConfig.max_batch_tokens, "Padded tokens (texts x longest text) per model call.")
-    max_batch_texts: int = _option(BatcherConfig.max_batch_texts, "Texts per model call.")
-    max_wait_ms: float = _option(BatcherConfig.max_wait_ms, "How long a request may wait for others to share its model call.")
-    max_queue_texts: int = _option(BatcherConfig.max_queue_texts, "Texts waiting or running; beyond this, requests get 503 with Retry-After.")
-    max_client_batch_size: int = _option(ServeLimits.max_client_batch_size, "Inputs per request; more gets 422.")
-    max_body_bytes: int = _option(ServeLimits.max_body_bytes, "Request body size in bytes; more gets 413.")
-    max_text_chars: int = _option(ServeLimits.max_text_chars, "Characters per text; more gets 422.")
-    ort_spinning: bool = _option(False, "Let onnxruntime's idle threads busy-wait between model calls (off: on small machines they would take CPU from tokenization and HTTP).")
-    shutdown_timeout_s: float = _option(30.0, "On SIGTERM/SIGINT, how long to drain: /health turns 503, new requests get 503, accepted ones are answered.")
-    log_level: str = _option("info", "uvicorn log level: critical, error, warning, info or debug (debug adds an access log).")
+    export_dir: str = option(None, "Export directory written by export.py.", positional=True)
+    host: str = option("127.0.0.1", "Address to listen on. The default accepts local clients only; any other address prints a warning (and without --api-key-file, anyone who reaches it can use it).")
+    port: int = option(8000, "TCP port (0: any free port).")
+    api_key_file: Optional[str] = option(None, "File holding a bearer token (one line, at least 16 characters); when given, every route but /health requires 'Authorization: Bearer <token>'.")
+    model: str = option("default", "Which ONNX file of the export to serve: default, fp32, optimized or int8.")
+    num_threads: Optional[int] = option(None, "onnxruntime threads (default: one per physical core).")
+    max_batch_tokens: int = option(BatcherConfig.max_batch_tokens, "Padded tokens (texts x longest text) per model call.")
+    max_batch_texts: int = option(BatcherConfig.max_batch_texts, "Texts per model call.")
+    max_wait_ms: float = option(BatcherConfig.max_wait_ms, "How long a request may wait for others to share its model call.")
+    max_queue_texts: int = option(BatcherConfig.max_queue_texts, "Texts waiting or running; beyond this, requests get 503 with Retry-After.")
+    max_client_batch_size: int = option(ServeLimits.max_client_batch_size, "Inputs per request; more gets 422.")
+    max_body_bytes: int = option(ServeLimits.max_body_bytes, "Request body size in bytes; more gets 413.")
+    max_text_chars: int = option(ServeLimits.max_text_chars, "Characters per text; more gets 422.")
+    ort_spinning: bool = option(False, "Let onnxruntime's idle threads busy-wait between model calls (off: on small machines they would take CPU from tokenization and HTTP).")
+    shutdown_timeout_s: float = option(30.0, "On SIGTERM/SIGINT, how long to drain: /health turns 503, new requests get 503, accepted ones are answered.")
+    log_level: str = option("info", "uvicorn log level: critical, error, warning, info or debug (debug adds an access log).")
 
     def batcher_config(self) -> BatcherConfig:
         """The micro-batcher limits of these options."""

@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from jbert.core.cli import option
 from jbert.core.errors import UserError, format_problems
 from jbert.serve.scoring.inputs import INPUT_FORMATS
 from jbert.serve.scoring.outputs import TEXT_OUTPUT_FORMATS
@@ -21,36 +22,33 @@ OUTPUT_FORMATS = TEXT_OUTPUT_FORMATS
 ENGINES = ("local", "ray")
 
 
-def _option(default, help_text: str, **extra):
-    """A dataclass field with its one-line help (the CLI flags come from these)."""
-    return field(default=default, metadata={"help": help_text, **extra})
 
 
 @dataclass
 class ScoreOptions:
     """Every option of `serve_onnx.py score`: the single source for `score_file` and the CLI flags."""
 
-    export_dir: str = _option(None, "Export directory written by export.py.", positional=True)
-    input: str = _option(None, "CSV/TSV/JSONL/Parquet file, glob ('in/*.parquet') or directory, local or an fsspec URL (s3://...), or - for standard input.", positional=True)
-    output: str = _option(None, "Output file: .jsonl, .csv or .tsv (format from the extension), - for standard output, or a directory (scored/) for Parquet/JSONL shards + manifest.json.", positional=True)
-    text_column: Optional[str] = _option(None, "Column holding the text (default: the model's training text column).")
-    text_pair_column: Optional[str] = _option(None, "Column holding the second text of pair models (default: the model's training pair column).")
-    input_format: Optional[str] = _option(None, "csv, tsv, jsonl or parquet; default: from the input's extension (needed for standard input).")
-    output_format: Optional[str] = _option(None, "jsonl, csv or tsv for a file (default: from its extension; jsonl for standard output); parquet (default) or jsonl for a directory.")
-    encoding: str = _option("auto", "Input encoding: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, cp932, ...")
-    output_encoding: str = _option("utf-8", "Output encoding; utf-8-sig writes a BOM so that Excel opens a CSV correctly.")
-    model: str = _option("default", "Which ONNX file of the export to use: default, fp32, optimized or int8.")
-    num_threads: Optional[int] = _option(None, "onnxruntime threads (default: one per physical core; with --engine ray: per worker, physical cores / workers on a local Ray, 1 on a cluster).")
-    all_scores: bool = _option(False, "Add every class's score (JSONL: a 'scores' object; CSV/TSV: one score_<label> column per class).")
-    truncate: bool = _option(True, "Cut texts longer than the model's max_length.", negative_flag="--no-truncate", negative_help="Mark texts longer than the model's max_length as errors instead of cutting them.")
-    batch_size: int = _option(32, "Texts per onnxruntime call (sorted by length within each chunk).")
-    chunk_size: int = _option(4096, "Rows read, scored and written at a time (bounds memory; resume granularity).")
-    resume: bool = _option(False, "Continue an interrupted run from its .partial file instead of starting over.")
-    overwrite: bool = _option(False, "Replace an existing output file (and any interrupted run's leftovers).")
-    engine: str = _option("local", "local (this process) or ray (Ray Data: an actor pool on a local Ray or the cluster at --address; output is a directory).")
-    address: Optional[str] = _option(None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray and stop it at the end).")
-    num_workers: Optional[int] = _option(None, "Ray scoring actors (default: the cluster's CPUs / --num-threads).")
-    show_progress: bool = _option(True, "Progress bar with texts per second.", negative_flag="--quiet", negative_help="No progress bar (the summary line is still printed).")
+    export_dir: str = option(None, "Export directory written by export.py.", positional=True)
+    input: str = option(None, "CSV/TSV/JSONL/Parquet file, glob ('in/*.parquet') or directory, local or an fsspec URL (s3://...), or - for standard input.", positional=True)
+    output: str = option(None, "Output file: .jsonl, .csv or .tsv (format from the extension), - for standard output, or a directory (scored/) for Parquet/JSONL shards + manifest.json.", positional=True)
+    text_column: Optional[str] = option(None, "Column holding the text (default: the model's training text column).")
+    text_pair_column: Optional[str] = option(None, "Column holding the second text of pair models (default: the model's training pair column).")
+    input_format: Optional[str] = option(None, "csv, tsv, jsonl or parquet; default: from the input's extension (needed for standard input).")
+    output_format: Optional[str] = option(None, "jsonl, csv or tsv for a file (default: from its extension; jsonl for standard output); parquet (default) or jsonl for a directory.")
+    encoding: str = option("auto", "Input encoding: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, cp932, ...")
+    output_encoding: str = option("utf-8", "Output encoding; utf-8-sig writes a BOM so that Excel opens a CSV correctly.")
+    model: str = option("default", "Which ONNX file of the export to use: default, fp32, optimized or int8.")
+    num_threads: Optional[int] = option(None, "onnxruntime threads (default: one per physical core; with --engine ray: per worker, physical cores / workers on a local Ray, 1 on a cluster).")
+    all_scores: bool = option(False, "Add every class's score (JSONL: a 'scores' object; CSV/TSV: one score_<label> column per class).")
+    truncate: bool = option(True, "Cut texts longer than the model's max_length.", negative_flag="--no-truncate", negative_help="Mark texts longer than the model's max_length as errors instead of cutting them.")
+    batch_size: int = option(32, "Texts per onnxruntime call (sorted by length within each chunk).")
+    chunk_size: int = option(4096, "Rows read, scored and written at a time (bounds memory; resume granularity).")
+    resume: bool = option(False, "Continue an interrupted run from its .partial file instead of starting over.")
+    overwrite: bool = option(False, "Replace an existing output file (and any interrupted run's leftovers).")
+    engine: str = option("local", "local (this process) or ray (Ray Data: an actor pool on a local Ray or the cluster at --address; output is a directory).")
+    address: Optional[str] = option(None, "Ray cluster to join: auto, HOST:PORT or ray://HOST:PORT (default: start a local Ray and stop it at the end).")
+    num_workers: Optional[int] = option(None, "Ray scoring actors (default: the cluster's CPUs / --num-threads).")
+    show_progress: bool = option(True, "Progress bar with texts per second.", negative_flag="--quiet", negative_help="No progress bar (the summary line is still printed).")
 
     def validate(self) -> None:
         """Check the options together; one UserError lists every problem."""

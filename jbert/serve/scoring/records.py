@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from jbert.core.errors import UserError
-from jbert.core.readers import csv_dialect, detect_encoding, detect_sample_encoding, resolve_encoding
+from jbert.core.file_encodings import detect_encoding, detect_sample_encoding, resolve_encoding
+from jbert.core.readers import csv_dialect
 
 
 @dataclass

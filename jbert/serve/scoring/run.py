@@ -35,7 +35,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from jbert.core.artifacts import is_storage_full, read_json, storage_full_error, write_json
+from jbert.core.artifacts import read_json, write_json
+from jbert.core.storage import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.core.progress import Progress
 from jbert.core.readers import detect_format

@@ -20,7 +20,7 @@ import posixpath
 import time
 import uuid
 
-from jbert.core.artifacts import is_storage_full, storage_full_error
+from jbert.core.storage import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.core.progress import Progress
 from jbert.serve.scoring.inputs import filesystem_for

@@ -17,7 +17,7 @@ import posixpath
 import uuid
 from typing import Iterator
 
-from jbert.core.artifacts import is_storage_full, storage_full_error
+from jbert.core.storage import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.serve.scoring.inputs import open_records
 from jbert.serve.scoring.outputs import prediction_columns

@@ -1,6 +1,6 @@
 """Which encoding a text file is in (utf-8, utf-8 with BOM, cp932) and its lines decoded one by one.
 
-Split from `jbert.core.readers`, which re-exports these names: detection reads only the start of a
+The readers' half (`jbert.core.readers` reads rows from what this decodes): detection reads only the start of a
 file, and decoding works line by line so that every decoding error names its line. Standard
 library only (torch-free, as everything in core).
 """
