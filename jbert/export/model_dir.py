@@ -11,6 +11,7 @@ from typing import Any
 
 from jbert.core.artifacts import SETTINGS_FILE, JbertSettings
 from jbert.core.errors import UserError
+from jbert.tokenization.tokenizer_dir import NO_LENGTH_LIMIT, known_length_limit
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
@@ -90,7 +91,7 @@ def inspect_model_dir(model_dir: Path) -> ModelDirInfo:
 
 def resolve_max_length(info: ModelDirInfo, tokenizer) -> None:
     """Training's max_length from jbert.json; a plain directory gets the longest the model takes."""
-    positions = getattr(info.config, "max_position_embeddings", None) or 10**9
+    positions = getattr(info.config, "max_position_embeddings", None) or NO_LENGTH_LIMIT
     if info.has_settings:
         if info.settings.max_length > positions:
             raise UserError(
@@ -98,7 +99,7 @@ def resolve_max_length(info: ModelDirInfo, tokenizer) -> None:
                 f"has only {positions} positions; fix max_length in {SETTINGS_FILE}"
             )
         return
-    tokenizer_limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**6 else 10**9  # HF's "no limit" sentinel
+    tokenizer_limit = known_length_limit(tokenizer.model_max_length) or NO_LENGTH_LIMIT
     info.settings.max_length = int(min(positions, tokenizer_limit, 512))
 
 

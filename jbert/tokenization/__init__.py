@@ -7,18 +7,20 @@ the torch-free fast path (`fast`), which reproduces `BertJapaneseTokenizer` ids 
 back to transformers only for tokenizers it cannot reproduce (`loading`). Both sides start MeCab
 through `mecab`, so a model never sees other words at serving time than in training.
 
-    files      tokenizer file names, tokenizer_config.json, the truncation rule, EncodedText
-    mecab      MeCab dictionaries, tagger options, word splitting
-    fast       FastBertJapaneseTokenizer, FastJsonTokenizer (no torch, no transformers)
-    pretrained load_tokenizer (transformers), ReferenceTokenizer
-    wordpiece  train_japanese_wordpiece
-    loading    load_serving_tokenizer: the fast path or the reference fallback
+    tokenizer_dir  a tokenizer directory's file names, vocab.txt, tokenizer_config.json, length limits
+    encoded        EncodedText and the rules every tokenizer shares to make it (special tokens, truncation)
+    mecab          MeCab dictionaries, tagger options, word splitting
+    fast           FastBertJapaneseTokenizer, FastJsonTokenizer (no torch, no transformers)
+    pretrained     load_tokenizer (transformers), ReferenceTokenizer
+    wordpiece      train_japanese_wordpiece
+    loading        load_serving_tokenizer: the fast path or the reference fallback
 
 Nothing here imports torch; transformers is imported only when a training-side tokenizer is built.
 """
 
 from jbert.tokenization.fast import FastBertJapaneseTokenizer, FastJsonTokenizer
-from jbert.tokenization.files import EncodedText, read_tokenizer_config
+from jbert.tokenization.encoded import EncodedText
+from jbert.tokenization.tokenizer_dir import read_tokenizer_config
 from jbert.tokenization.loading import load_serving_tokenizer
 from jbert.tokenization.mecab import MECAB_DICTIONARIES, MecabWordSplitter, create_mecab_tagger, mecab_tagger_options
 from jbert.tokenization.pretrained import ReferenceTokenizer, bert_japanese_mecab_kwargs, load_tokenizer

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Sequence
 
 from jbert.core.errors import UserError
-from jbert.tokenization.files import (
+from jbert.tokenization.encoded import EncodedText, build_encoding, check_inputs
+from jbert.tokenization.tokenizer_dir import (
     TOKENIZER_JSON_FILE,
     VOCAB_FILE,
-    EncodedText,
     Unsupported,
-    build_encoding,
-    check_inputs,
     is_bert_japanese_config,
+    known_length_limit,
     load_vocab,
     read_tokenizer_config,
     token_content,
@@ -110,9 +109,7 @@ class FastBertJapaneseTokenizer:
             if protected else None
         )
         self.truncation_side = config.get("truncation_side", "right")
-        self.model_max_length = int(config.get("model_max_length") or 0) or None
-        if self.model_max_length and self.model_max_length > 10**9:
-            self.model_max_length = None  # transformers' "no limit" sentinel
+        self.model_max_length = known_length_limit(config.get("model_max_length"))
 
         self.unk_token = self.special_tokens["unk_token"]
         if self.unk_token not in self.vocab:
@@ -307,9 +304,7 @@ class FastJsonTokenizer:
                     state.update(wanted)
                     self.tokenizer.normalizer = normalizers.BertNormalizer(**state)
         self.truncation_side = config.get("truncation_side", "right")
-        self.model_max_length = int(config.get("model_max_length") or 0) or None
-        if self.model_max_length and self.model_max_length > 10**9:
-            self.model_max_length = None
+        self.model_max_length = known_length_limit(config.get("model_max_length"))
         pad_token = token_content(config.get("pad_token"))
         pad_id = self.tokenizer.token_to_id(pad_token) if pad_token else None
         self.pad_token_id = int(pad_id) if pad_id is not None else 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jbert.core.errors import UserError
 from jbert.tokenization.fast import FastBertJapaneseTokenizer, FastJsonTokenizer
-from jbert.tokenization.files import (
+from jbert.tokenization.tokenizer_dir import (
     ADDED_TOKENS_FILE,
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_JSON_FILE,

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Sequence
 
 from jbert.core.errors import UserError
-from jbert.tokenization.files import (
+from jbert.tokenization.encoded import EncodedText, check_inputs
+from jbert.tokenization.tokenizer_dir import (
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_JSON_FILE,
     VOCAB_FILE,
-    EncodedText,
-    check_inputs,
+    known_length_limit,
     read_tokenizer_config,
 )
 from jbert.tokenization.mecab import (
@@ -189,7 +189,7 @@ class ReferenceTokenizer:
         self.directory = Path(directory)
         self.tokenizer = load_tokenizer(str(directory))
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.model_max_length = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 10**9 else None
+        self.model_max_length = known_length_limit(self.tokenizer.model_max_length)
 
     def encode_batch(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from jbert.core.errors import UserError
-from jbert.tokenization.files import VOCAB_FILE
+from jbert.tokenization.tokenizer_dir import VOCAB_FILE
 from jbert.tokenization.mecab import MecabWordSplitter
 from jbert.tokenization.pretrained import BERT_SPECIAL_TOKENS, CONTINUING_SUBWORD_PREFIX, bert_japanese_mecab_kwargs
 

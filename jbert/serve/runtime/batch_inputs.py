@@ -13,7 +13,7 @@ import numpy as np
 
 from jbert.core.errors import UserError
 from jbert.core.normalize import normalize_text
-from jbert.tokenization.files import EncodedText, find_unpaired_surrogate
+from jbert.tokenization.encoded import EncodedText, find_unpaired_surrogate
 
 # Sorting window, in batches: large enough to group similar lengths, small enough that a
 # million-text call does not hold every encoding at once (scoring streams chunks anyway).

@@ -30,7 +30,7 @@ from jbert.core.postprocessing import sigmoid, softmax
 from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
 from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
 from jbert.serve.runtime.session import open_session, session_io_names
-from jbert.tokenization.files import EncodedText
+from jbert.tokenization.encoded import EncodedText
 from jbert.tokenization.loading import load_serving_tokenizer
 
 logger = logging.getLogger(__name__)

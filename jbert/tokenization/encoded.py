@@ -1,26 +1,14 @@
-"""Tokenizer directory files and the encoding contract every jbert tokenizer returns.
+"""The encoding contract every jbert tokenizer returns (`EncodedText`) and the rules shared to make it.
 
-File names, reading `tokenizer_config.json`, and the truncation rule shared by the fast tokenizers
-(`build_encoding` reproduces `tokenizer(text, text_pair, truncation=True, max_length=N)` of
-transformers exactly). Standard library only.
+`build_encoding` reproduces `tokenizer(text, text_pair, truncation=True, max_length=N)` of
+transformers exactly (special tokens and truncation); `check_inputs` rejects what no tokenizer can
+take before any work is done. Standard library only.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-from pathlib import Path
-from typing import Any, NamedTuple, Sequence
-
-from jbert.core.errors import UserError
-
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-SPECIAL_TOKENS_MAP_FILE = "special_tokens_map.json"
-ADDED_TOKENS_FILE = "added_tokens.json"
-TOKENIZER_JSON_FILE = "tokenizer.json"
-VOCAB_FILE = "vocab.txt"
-
+from typing import NamedTuple, Sequence
 
 
 class EncodedText(NamedTuple):
@@ -31,55 +19,6 @@ class EncodedText(NamedTuple):
     truncated: bool  # True when tokens were removed to fit max_length
 
 
-# --------------------------------------------------------------------------- tokenizer files
-
-
-def load_vocab(vocab_file: Path) -> dict[str, int]:
-    """vocab.txt -> token ids, with the same rules as transformers' load_vocab (last duplicate wins)."""
-    vocab: dict[str, int] = {}
-    with open(vocab_file, encoding="utf-8") as reader:
-        for index, line in enumerate(reader.readlines()):
-            vocab[line.rstrip("\n")] = index
-    return vocab
-
-
-def token_content(value: Any) -> str | None:
-    """A special token written as a string or as a serialised AddedToken dict."""
-    if isinstance(value, dict):
-        return value.get("content")
-    return value
-
-
-def read_json_object(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            values = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not valid JSON ({err}); was it written completely?") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{path} must hold a JSON object")
-    return values
-
-
-def read_tokenizer_config(directory: str | os.PathLike) -> dict:
-    """tokenizer_config.json of a directory with special_tokens_map.json applied on top, as transformers does."""
-    directory = Path(directory)
-    config_path = directory / TOKENIZER_CONFIG_FILE
-    config = read_json_object(config_path) if config_path.is_file() else {}
-    map_path = directory / SPECIAL_TOKENS_MAP_FILE
-    if map_path.is_file():
-        config.update(read_json_object(map_path))
-    return config
-
-
-def is_bert_japanese_config(config: dict) -> bool:
-    tokenizer_class = config.get("tokenizer_class")
-    if tokenizer_class:
-        return tokenizer_class in ("BertJapaneseTokenizer", "BertJapaneseTokenizerFast")
-    return "word_tokenizer_type" in config or "mecab_kwargs" in config
-
-
-# --------------------------------------------------------------------------- truncation (shared)
 
 
 def build_encoding(
@@ -156,8 +95,3 @@ def find_unpaired_surrogate(text: str) -> int | None:
         return None
     found = _SURROGATE.search(text)
     return found.start() if found else None
-
-
-
-class Unsupported(Exception):
-    """A setting the fast path does not reproduce exactly; the message says which."""
