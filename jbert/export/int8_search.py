@@ -41,7 +41,7 @@ from jbert.export.calibration import CALIBRATION_BATCH_SIZE, CalibrationTexts, c
 from jbert.export.manifest import onnx_size
 from jbert.export.model_dir import ModelDirInfo
 from jbert.export.options import CALIBRATION_METHODS, FP32_FILE, QUANTIZED_FILE, REDUCE_RANGE_TARGETS, ExportOptions
-from jbert.export.progress import Progress
+from jbert.export.steps import StepLog
 from jbert.export.quantize import Int8Recipe
 from jbert.export.texts import ValidationExample, encode
 
@@ -199,10 +199,10 @@ class Int8Search:
     """State of one search: the files made, the calibration ranges, the figures, the time spent."""
 
     def __init__(self, work_dir: Path, info: ModelDirInfo, tokenizer, examples: Sequence[ValidationExample],
-                 calibration: Optional[CalibrationTexts], options: ExportOptions, progress: Progress):
+                 calibration: Optional[CalibrationTexts], options: ExportOptions, steps: StepLog):
         """Resolve the target, load the calibration texts (when static int8 is wanted) and measure fp32."""
         self.started = time.perf_counter()
-        self.work_dir, self.info, self.tokenizer, self.options, self.progress = work_dir, info, tokenizer, options, progress
+        self.work_dir, self.info, self.tokenizer, self.options, self.steps = work_dir, info, tokenizer, options, steps
         self.target, self.target_source = quantize.resolve_target(options.quantize)
         self.reduce_range = options.reduce_range if self.target in REDUCE_RANGE_TARGETS else None
         self.fp32_path = work_dir / FP32_FILE
@@ -214,8 +214,8 @@ class Int8Search:
         self.exclude_rounds = 0
         self.calibration = calibration or CalibrationTexts([], "not used (--quantize_method dynamic)")
         if options.quantize_method == "auto" and not self.calibration.examples:
-            progress.step("static int8 skipped: no calibration texts (" + "; ".join(self.calibration.problems) + "); give --calibration_file")
-        progress.step(f"int8 search for {self.target} ({self.target_source}) on {len(examples)} held-out texts")
+            steps.step("static int8 skipped: no calibration texts (" + "; ".join(self.calibration.problems) + "); give --calibration_file")
+        steps.step(f"int8 search for {self.target} ({self.target_source}) on {len(examples)} held-out texts")
         self.meter = RuntimeMeter(work_dir, info, examples)
         self.input_names = [node.name for node in self.meter.fp32.session.get_inputs()]
 
@@ -227,7 +227,7 @@ class Int8Search:
 
     def _ranges(self, method: str) -> dict:
         if method not in self.ranges:
-            self.progress.step(f"calibrating ({method}) on {len(self.calibration.examples)} texts ({self.calibration.source})")
+            self.steps.step(f"calibrating ({method}) on {len(self.calibration.examples)} texts ({self.calibration.source})")
             dataset = calibration_dataset(self.tokenizer, self.calibration.examples, self.info.settings.max_length, self.input_names)
             batch_size = CALIBRATION_BATCH_SIZE if len(dataset) % CALIBRATION_BATCH_SIZE == 0 else 1
             self.ranges[method] = quantize.calibrate(self.fp32_path, method, dataset, self.scratch_dir, batch_size)
@@ -270,7 +270,7 @@ class Int8Search:
             f["result"] = f"accuracy moved {f['accuracy_change'] * 100:+.2f} pt, past --max_accuracy_change"
         else:
             f["result"] = "meets --min_agreement"
-        self.progress.step(f"int8 {recipe.name}: agreement {f['agreement']:.2%}, {f['texts_per_s']} texts/s ({f['speedup']}x fp32)")
+        self.steps.step(f"int8 {recipe.name}: agreement {f['agreement']:.2%}, {f['texts_per_s']} texts/s ({f['speedup']}x fp32)")
         self._check_time()
         return candidate
 
@@ -323,7 +323,7 @@ class Int8Search:
         if self.exclude_rounds >= MAX_EXCLUDE_ROUNDS:
             return False
         if self.ranked_nodes is None:
-            self.progress.step(f"ranking the quantised nodes of {base.recipe.name} by int8 error (onnxruntime qdq_loss_debug)")
+            self.steps.step(f"ranking the quantised nodes of {base.recipe.name} by int8 error (onnxruntime qdq_loss_debug)")
             self.ranked_nodes = rank_nodes_by_error(self.fp32_path, base.path, self.tokenizer, self.calibration.examples,
                                                     self.input_names, self.scratch_dir, base.recipe.operators())
         excluded = tuple(entry["node"] for entry in self.ranked_nodes[: (self.exclude_rounds + 1) * EXCLUDE_STEP])
@@ -369,14 +369,14 @@ class Int8Search:
 
 
 def search_int8(work_dir: Path, info: ModelDirInfo, tokenizer, examples: Sequence[ValidationExample], validation_source: str,
-                calibration: Optional[CalibrationTexts], options: ExportOptions, progress: Progress) -> tuple[dict, dict]:
+                calibration: Optional[CalibrationTexts], options: ExportOptions, steps: StepLog) -> tuple[dict, dict]:
     """Make model_quantized.onnx in WORK_DIR with the fastest recipe that meets --min_agreement.
 
     Returns (the int8 file's quantization record, the search record with every candidate's figures).
     Raises ValidationError (with the table) when no candidate meets it, UserError when the search
     runs past --max_quantize_seconds or static int8 has no calibration texts.
     """
-    search = Int8Search(work_dir, info, tokenizer, examples, calibration, options, progress)
+    search = Int8Search(work_dir, info, tokenizer, examples, calibration, options, steps)
     chosen = search.run()
     if options.show_progress:
         print(format_table(search.candidates, search.measure_name), flush=True, file=sys.stderr)

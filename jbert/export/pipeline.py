@@ -29,7 +29,7 @@ from jbert.export import int8_search, onnx_export, validate
 from jbert.export import optimize as optimize_step  # `optimize` reads as ExportOptions.optimize here
 from jbert.export.model_dir import check_export_path, inspect_model_dir, load_model_tokenizer, resolve_max_length
 from jbert.export.options import MODEL_FILES, ExportOptions
-from jbert.export.progress import Progress
+from jbert.export.steps import StepLog
 from jbert.export.calibration import load_calibration_texts
 from jbert.export.texts import load_validation_examples
 
@@ -48,14 +48,14 @@ def export_model(
     """
     options = ExportOptions() if options is None else options
     options.validate()
-    progress = Progress(options.show_progress)
+    steps = StepLog(options.show_progress)
     model_dir = Path(model_dir)
     export_dir = Path(export_dir)
     check_export_path(model_dir, export_dir)
     check_output_dir(export_dir, options.overwrite)
 
     info = inspect_model_dir(model_dir)
-    progress.step(f"loading the tokenizer of {model_dir}")
+    steps.step(f"loading the tokenizer of {model_dir}")
     tokenizer = load_model_tokenizer(model_dir)
     resolve_max_length(info, tokenizer)
     examples, validation_source = load_validation_examples(
@@ -70,25 +70,25 @@ def export_model(
     source = manifest_step.source_record(model_dir)
 
     with atomic_directory(export_dir, overwrite=options.overwrite) as work_dir:
-        progress.step("exporting the fp32 graph with Optimum")
+        steps.step("exporting the fp32 graph with Optimum")
         onnx_export.export_fp32(model_dir, work_dir, options.opset)
         onnx_export.save_tokenizer_checked(tokenizer, work_dir, examples, info.settings.max_length)
         onnx_export.copy_settings(model_dir, work_dir, info)
         if options.optimize is not None:
-            progress.step(f"optimising the graph ({options.optimize})")
+            steps.step(f"optimising the graph ({options.optimize})")
             optimize_step.optimize_graph(work_dir, options.optimize)
         quantization, search = None, {}
         if options.quantize is not None:
             quantization, search = int8_search.search_int8(
-                work_dir, info, tokenizer, examples, validation_source, calibration, options, progress
+                work_dir, info, tokenizer, examples, validation_source, calibration, options, steps
             )
 
-        progress.step(f"checking parity with PyTorch on {len(examples)} texts ({validation_source})")
-        parity, validation = validate.check_parity(work_dir, model_dir, tokenizer, examples, info, options, progress)
+        steps.step(f"checking parity with PyTorch on {len(examples)} texts ({validation_source})")
+        parity, validation = validate.check_parity(work_dir, model_dir, tokenizer, examples, info, options, steps)
         validation["source"] = validation_source
         manifest = manifest_step.build_manifest(work_dir, info, options, parity, validation, source, quantization)
         manifest.quantization = search
         manifest.record_files(work_dir)
         manifest.save(work_dir)
-    progress.step(f"wrote {export_dir} (default model: {MODEL_FILES[manifest.default_model]})")
+    steps.step(f"wrote {export_dir} (default model: {MODEL_FILES[manifest.default_model]})")
     return manifest

@@ -15,11 +15,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from jbert.core.progress import Progress as LineProgress
+from jbert.core.progress import Progress
 from jbert.core.errors import ValidationError, format_problems
 from jbert.export.model_dir import ModelDirInfo, load_model_tokenizer
 from jbert.export.options import MODEL_FILES, QUANTIZED_FILE, ExportOptions
-from jbert.export.progress import Progress
+from jbert.export.steps import StepLog
 from jbert.export.agreement import AGREEMENT_MEASURES, agreement_figures, predicted_labels, quality_figures
 from jbert.export.texts import ValidationExample, encode
 
@@ -60,7 +60,7 @@ def check_graph_inputs(session, tokenizer_inputs: Sequence[str], model_file: str
 
 
 def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[ValidationExample], info: ModelDirInfo,
-                  options: ExportOptions, progress: Progress) -> tuple[dict, dict]:
+                  options: ExportOptions, steps: StepLog) -> tuple[dict, dict]:
     """Run PyTorch and every ONNX file on the same batches; return per-model figures or raise."""
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -90,7 +90,7 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
     logits: dict[int, dict[str, np.ndarray]] = {}
     total_batches = sum(math.ceil(len(texts) / size) for size in batch_sizes)
     # core.progress: a bar on a terminal, a line every few seconds in a log (no carriage-return frames).
-    bar = LineProgress(total_batches, "parity check", unit="batch", stream=sys.stderr, enabled=options.show_progress)
+    bar = Progress(total_batches, "parity check", unit="batch", stream=sys.stderr, enabled=options.show_progress)
     for size in batch_sizes:
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in ["pytorch", *keys]}
         for batch in batches(texts, size):
@@ -170,7 +170,7 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
             summary += f", agreement with fp32 {figures['agreement']:.2%}"
         elif "label_agreement" in figures:
             summary += f", label agreement {figures['label_agreement']:.2%}"
-        progress.step(summary)
+        steps.step(summary)
     if failures:
         raise ValidationError(
             format_problems(

@@ -9,7 +9,7 @@ import time
 logger = logging.getLogger("jbert.export")
 
 
-class Progress:
+class StepLog:
     """Announces each slow step of an export with the seconds elapsed since the start."""
 
     def __init__(self, enabled: bool):
