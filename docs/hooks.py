@@ -285,6 +285,25 @@ def render(config, name: str, view: str | None) -> str:
 REFERENCE = re.compile(r"<!--\s*reference:(?P<package>jbert(?:\.[a-z_]+)*)\s*-->")
 FLOW = ["core", "tokenization", "data", "train", "export", "serve"]  # the order data moves through the stages
 LAYOUT = re.compile(r"<!--\s*layout:modules\s*-->")
+ROOMS = re.compile(r"<!--\s*layout:rooms\s*-->")
+ROOMS_PLOT = "img/layout/rooms.png"
+
+
+def _import_graph():
+    """docs/import_graph.py, loaded by path: mkdocs loads this hook file alone, not as a package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("jbert_docs_import_graph", Path(__file__).with_name("import_graph.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rooms(config) -> str:
+    """The drawing of the rooms and, below it, the same arrows as a table (searchable, diffable)."""
+    arrows = _import_graph().room_imports(_repo_root(config) / "jbert")
+    rows = [[f"`{room}`", ", ".join(f"`{t}`" for t in sorted(targets)) or "nothing"] for room, targets in sorted(arrows.items())]
+    return f"![Rooms of the package and their imports]({ROOMS_PLOT})\n\n" + _table(["room", "imports"], rows)
 
 
 def _repo_root(config) -> Path:
@@ -440,6 +459,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
     markdown = MACHINES.sub(lambda m: _machines(config), markdown)
     markdown = MARKER.sub(lambda m: render(config, m.group("name"), m.group("view")), markdown)
     markdown = REFERENCE.sub(lambda m: _reference(config, m.group("package")), markdown)
+    markdown = ROOMS.sub(lambda m: _rooms(config), markdown)
     return LAYOUT.sub(lambda m: _layout(config), markdown)
 
 
@@ -504,4 +524,6 @@ def _plots(config) -> dict[str, bytes]:
 def on_files(files, config):
     for name, content in _plots(config).items():
         files.append(File.generated(config, f"{PLOT_DIR}/{name}.png", content=content))
+    graph = _import_graph()
+    files.append(File.generated(config, ROOMS_PLOT, content=graph.draw_rooms(graph.room_imports(_repo_root(config) / "jbert"))))
     return files

@@ -7,6 +7,7 @@ house plan fails here with the offending import named, before a reviewer has to 
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -44,25 +45,29 @@ def _stage_modules() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE)
 
 
+def _load_import_graph():
+    """docs/import_graph.py: the one reading of the imports, shared with the drawing on docs/layout.md."""
+    spec = importlib.util.spec_from_file_location("jbert_docs_import_graph", REPO_ROOT / "docs" / "import_graph.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+IMPORT_GRAPH = _load_import_graph()
+
+
 def _jbert_imports(path: Path, module_level_only: bool) -> list[tuple[int, str]]:
     """(line, imported jbert module) for every import in a file (function-level ones too unless told)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    nodes = tree.body if module_level_only else list(ast.walk(tree))
-    if module_level_only:  # `if TYPE_CHECKING:` blocks never run; everything else at top level does
-        nodes = [n for n in nodes if not (isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test))]
-        nodes = [child for n in nodes for child in ([n] if not isinstance(n, (ast.If, ast.Try)) else ast.walk(n))]
-    found = []
-    for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jbert"):
-            assert node.level == 0, f"{path}:{node.lineno}: use absolute imports (from jbert.stage.module import ...)"
-            if node.module == "jbert" or node.module.count(".") == 1:
-                # `from jbert.core import readers` names a module; `from jbert.core import X` a name.
-                found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
-            else:
-                found.append((node.lineno, node.module))
-        elif isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names if alias.name.startswith("jbert")]
-    return found
+    return IMPORT_GRAPH.imported_modules(path, module_level_only)
+
+
+def test_drawing_shows_serve_as_three_rooms_without_an_arrow_between_http_and_scoring():
+    arrows = IMPORT_GRAPH.room_imports(PACKAGE)
+    assert {"serve.runtime", "serve.http", "serve.scoring", "serve.cli"} <= set(arrows)
+    assert "serve.scoring" not in arrows["serve.http"] and "serve.http" not in arrows["serve.scoring"]
+    assert not arrows["serve.runtime"] & {"serve.http", "serve.scoring", "serve.cli"}
+    assert {"serve.http", "serve.scoring"} <= arrows["serve.cli"]
+    assert set(arrows) <= set(IMPORT_GRAPH.ROOM_POSITIONS), "a new room needs a place in the drawing (docs/import_graph.py)"
 
 
 def test_every_stage_imports_only_the_stages_before_it():
