@@ -324,7 +324,7 @@ def test_resume_restores_the_best_weights_its_checkpoint_recorded(tmp_path):
 
     from jbert.core.artifacts import atomic_directory
     from jbert.train.checkpoint import BEST_DIR, TrainerState, load_checkpoint, save_checkpoint
-    from jbert.train.launch import accelerator_init_kwargs
+    from jbert.train.process_group import accelerator_init_kwargs
 
     accelerator = Accelerator(**accelerator_init_kwargs())
     model = torch.nn.Linear(2, 2)
