@@ -6,7 +6,7 @@
       => its part of the model directory: examples.jsonl, predictions_test.jsonl (--test_file), the
          TF-IDF baseline comparison, metrics.json's content, plots and the model card
 
-`ClassificationTask` satisfies jbert.train.tasks.Task; jbert.train.loop runs it.
+`ClassificationTask` satisfies jbert.train.task_protocol.Task; jbert.train.loop runs it.
 """
 
 from __future__ import annotations
