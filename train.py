@@ -22,26 +22,7 @@ Every option: python train.py --help (YAML recipes in configs/ take the same nam
 import sys
 
 from jbert.core.errors import run_cli
-
-
-def main(argv=None):
-    """Parse options (flags over YAML) and run training (classification, or masked-LM with --task mlm)."""
-    from jbert.train.config import parse_config
-
-    config = parse_config(argv)
-    if config.task == "mlm":
-        from jbert.train.mlm import train_mlm
-
-        train_mlm(config)
-    elif config.hp_search:
-        from jbert.train.hp_search import run_hp_search
-
-        run_hp_search(config)
-    else:
-        from jbert.train.loop import train
-
-        train(config)
-
+from jbert.train.cli import main
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

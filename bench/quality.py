@@ -89,11 +89,7 @@ def run_train(argv: list[str]) -> tuple[dict, float]:
 
     config = parse_config(argv)
     started = time.perf_counter()
-    if config.task == "mlm":
-        from jbert.train.mlm import train_mlm
-
-        metrics = train_mlm(config)
-    elif config.hp_search:
+    if config.hp_search:
         from jbert.train.hp_search import run_hp_search
 
         metrics = run_hp_search(config)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jbert.train import launch
+from jbert.train import launch, process_group
 from jbert.core.errors import UserError
 
 from test_training import tiny_args, topic_rows, write_csv
@@ -85,23 +85,23 @@ def test_deepspeed_values_that_contradict_flags_are_each_reported():
 
 
 def test_accelerator_kwargs_on_a_cpu_only_machine(monkeypatch):
-    monkeypatch.setattr(launch, "gpu_like_device_available", lambda: False)
+    monkeypatch.setattr(process_group, "gpu_like_device_available", lambda: False)
     for name in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP", "ACCELERATE_USE_CPU"):
         monkeypatch.delenv(name, raising=False)
-    assert launch.accelerator_init_kwargs() == {"cpu": True}
+    assert process_group.accelerator_init_kwargs() == {"cpu": True}
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    (handler,) = launch.accelerator_init_kwargs()["kwargs_handlers"]
+    (handler,) = process_group.accelerator_init_kwargs()["kwargs_handlers"]
     assert handler.backend == "gloo"
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
     with pytest.raises(UserError, match="drop DeepSpeed"):
-        launch.accelerator_init_kwargs()
+        process_group.accelerator_init_kwargs()
     monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
     monkeypatch.delenv("ACCELERATE_USE_CPU")
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(UserError, match="FSDP needs GPUs"):
-        launch.accelerator_init_kwargs()
-    monkeypatch.setattr(launch, "gpu_like_device_available", lambda: True)
-    assert launch.accelerator_init_kwargs() == {}  # with GPUs Accelerate's own choice stands
+        process_group.accelerator_init_kwargs()
+    monkeypatch.setattr(process_group, "gpu_like_device_available", lambda: True)
+    assert process_group.accelerator_init_kwargs() == {}  # with GPUs Accelerate's own choice stands
 
 
 class _FakeAccelerator:
@@ -112,9 +112,9 @@ class _FakeAccelerator:
 def test_two_rank_zero_copies_are_refused(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="started 2 processes but this one sees a world of 1"):
-        launch.verify_process_group(_FakeAccelerator())
+        process_group.verify_process_group(_FakeAccelerator())
     monkeypatch.setenv("WORLD_SIZE", "1")
-    launch.verify_process_group(_FakeAccelerator())
+    process_group.verify_process_group(_FakeAccelerator())
 
 
 # ------------------------------------------------------------------ checked launcher: exit code 2, nothing started

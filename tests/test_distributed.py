@@ -125,8 +125,8 @@ import json, sys
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 from torch.utils.data import DataLoader
-from jbert.train.launch import accelerator_init_kwargs, verify_process_group
-from jbert.train.batching import LengthGroupedSampler
+from jbert.train.process_group import accelerator_init_kwargs, verify_process_group
+from jbert.train.dataloaders import LengthGroupedSampler
 
 accelerator = Accelerator(**accelerator_init_kwargs())
 verify_process_group(accelerator)
@@ -152,7 +152,7 @@ accelerator.state.destroy_process_group()  # as train() does: no gloo threads le
 
 
 def test_each_rank_sees_its_shard_of_every_epoch_and_metrics_gather_without_duplicates(tmp_path):
-    from jbert.train.batching import LengthGroupedSampler
+    from jbert.train.dataloaders import LengthGroupedSampler
 
     probe = tmp_path / "shard_probe.py"
     probe.write_text(SHARD_PROBE)

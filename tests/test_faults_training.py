@@ -277,6 +277,38 @@ def test_rank_killed_the_other_machine_stops_with_a_clear_message(data, tmp_path
 
 
 @pytest.mark.multiprocess
+def test_mlm_rank_killed_the_other_machine_stops_with_the_same_clear_message(tmp_path):
+    """--task mlm through the same loop: multi_node.yaml as two launches on localhost, rank 1 SIGKILLed
+    in the middle of its step 3; rank 0 exits non-zero with the one-line message, not a traceback."""
+    from test_distributed import finish, free_port, start
+    from test_mlm import mlm_args
+
+    marker = tmp_path / "fault-reached"
+    args = mlm_args(tmp_path, output_dir=str(tmp_path / "mlm"), collective_timeout_seconds=600)
+    port = free_port()
+    machine0 = start("multi_node.yaml", args, port, "--machine_rank", "0", env=_launch_env(marker, None))
+    machine1 = start("multi_node.yaml", args, port, "--machine_rank", "1",
+                     env=_launch_env(marker, "rank:1,step:3"))
+    try:
+        victim = int(_wait_for(marker, [machine0, machine1], "rank 1's step 3").split()[0])
+        os.kill(victim, signal.SIGKILL)
+        code, output = finish(machine0, timeout=300)  # a bound far below the 600 s collective timeout
+    finally:
+        for process in (machine0, machine1):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+    assert code != 0
+    assert "eval_perplexity=" in output, output[-6000:]  # the masked-LM task really ran (step 0 evaluated)
+    errors = [line for line in output.splitlines() if "error: process 0 of 2:" in line]
+    assert len(errors) == 1, output[-6000:]
+    print(errors[0])
+    assert "another process of this run has died" in errors[0] and "--resume_from_checkpoint latest" in errors[0]
+    assert "Traceback (most recent call last)" not in output.split("error: process 0 of 2:")[0], output[-6000:]
+    assert not (tmp_path / "mlm").exists()
+
+
+@pytest.mark.multiprocess
 def test_rank_hung_the_other_stops_after_the_collective_timeout(data, tmp_path):
     """multi_cpu.yaml; rank 1 stops answering (alive, silent) at step 3: rank 0 gives up after
     --collective_timeout_seconds with a message naming the option, and the launch ends."""
@@ -324,7 +356,7 @@ def test_resume_restores_the_best_weights_its_checkpoint_recorded(tmp_path):
 
     from jbert.core.artifacts import atomic_directory
     from jbert.train.checkpoint import BEST_DIR, TrainerState, load_checkpoint, save_checkpoint
-    from jbert.train.launch import accelerator_init_kwargs
+    from jbert.train.process_group import accelerator_init_kwargs
 
     accelerator = Accelerator(**accelerator_init_kwargs())
     model = torch.nn.Linear(2, 2)

@@ -141,9 +141,9 @@ def _argv(tmp_path: Path, options: dict) -> list[str]:
 
 
 def run_mlm(argv: list[str], on_step_end=None) -> dict:
-    from jbert.train.mlm import train_mlm
+    from jbert.train.loop import train
 
-    return train_mlm(parse_config(argv), on_step_end=on_step_end)
+    return train(parse_config(argv), on_step_end=on_step_end)
 
 
 def test_mlm_trains_saves_and_fine_tunes(topic_files):

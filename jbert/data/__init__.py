@@ -5,7 +5,7 @@ has them): CSV, TSV, JSONL, Parquet or `save_to_disk` directories. Hands on a `P
 
     files     any supported file or directory -> a `DataSource` of rows
     rows      rows -> examples with texts cleaned by `jbert.core.normalize`; skips counted
-    labels    the task (single-label, multi-label, regression) and label names in a stable id order
+    labels    the problem type (single-label, multi-label, regression) and label names in a stable id order
     splits    a seeded stratified validation split when none is given; each split as a Dataset
     tokenize  texts -> unpadded model inputs, truncations counted
     prepare   `prepare_data`: all of the above in order

@@ -1,6 +1,6 @@
-"""Labels: the task (single-label, multi-label, regression), parsed labels, and their id order.
+"""Labels: the problem type (single-label, multi-label, regression), parsed labels, and their id order.
 
-The task comes from `--task` or, for "auto", from the training labels: list values or
+The problem type comes from `--task` or, for "auto", from the training labels: list values or
 `--label_delimiter` mean multi-label, numbers that are not all integers mean regression, anything
 else single-label. Label names get a stable order (`label_sort_key`), or the order a saved
 dataset's ClassLabel declares, and validation/test labels never seen in training are an error.
@@ -86,7 +86,7 @@ def _label_name(value: object, where: str, location: str) -> str:
 
 
 def parse_labels(split: SplitRows, problem_type: str, config: DataOptions) -> None:
-    """Turn every raw label of a split into a name, a list of names or a float, as the task needs."""
+    """Turn every raw label of a split into a name, a list of names or a float, as the problem type needs."""
     if not split.has_labels:
         return
     where = split.source.describe()
@@ -95,7 +95,7 @@ def parse_labels(split: SplitRows, problem_type: str, config: DataOptions) -> No
         if problem_type == SINGLE_LABEL:
             if isinstance(value, (list, tuple)):
                 raise UserError(
-                    f"{where}, {example.location}: a list label {value} but the task is single-label; "
+                    f"{where}, {example.location}: a list label {value} but the problem type is single-label; "
                     "use --task multi_label (or --task auto) for several labels per row"
                 )
             example.label = _label_name(value, where, example.location)
@@ -103,7 +103,7 @@ def parse_labels(split: SplitRows, problem_type: str, config: DataOptions) -> No
             number = as_number(value)
             if number is None:
                 raise UserError(
-                    f"{where}, {example.location}: label {value!r} is not a number, but the task is "
+                    f"{where}, {example.location}: label {value!r} is not a number, but the problem type is "
                     "regression; fix the value, or use --task single_label for class names"
                 )
             example.label = number

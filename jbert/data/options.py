@@ -19,7 +19,7 @@ class DataOptions(Protocol):
     text_column: str
     text_pair_column: Optional[str]
     label_column: str
-    task: str  # auto | single_label | multi_label | regression
+    task: str  # the --task flag: auto (detect the problem type) | single_label | multi_label | regression
     label_delimiter: Optional[str]
     validation_split: float  # share of the training rows held out when no validation file is given
     seed: int  # seeds the held-out split

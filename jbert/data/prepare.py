@@ -1,8 +1,8 @@
-"""The data stage in one call: read files, clean texts, detect the task, map labels, split.
+"""The data stage in one call: read files, clean texts, detect the problem type, map labels, split.
 
     files (CSV/TSV/JSONL via jbert.core.readers, Parquet, datasets.save_to_disk)  jbert.data.files
       -> rows: text (+ text_pair) cleaned by jbert.core.normalize, raw label      jbert.data.rows
-      -> task (single-label / multi-label / regression), label names in id order  jbert.data.labels
+      -> problem type (single-label / multi-label / regression), label names in id order  jbert.data.labels
       -> train / validation (given, or a seeded stratified split) / test datasets jbert.data.splits
       -> tokenize_dataset: input_ids, attention_mask, token_type_ids + labels     jbert.data.tokenize
 
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 class PreparedData:
     """Cleaned, labelled and split data, ready for `tokenize_dataset`."""
 
-    train: datasets.Dataset  # columns: "text", "text_pair" (only for pair tasks), "labels"
+    train: datasets.Dataset  # columns: "text", "text_pair" (only for sentence pairs), "labels"
     validation: datasets.Dataset
     test: datasets.Dataset | None  # "labels" present only if the test file has labels
     problem_type: str  # "single_label_classification" | "multi_label_classification" | "regression"
@@ -59,8 +59,8 @@ class PreparedData:
 def prepare_data(config: DataOptions) -> PreparedData:
     """Read, clean, label and split the files named in `config` into `datasets.Dataset`s.
 
-    `config` is any object with the `DataOptions` attributes (a `TrainConfig` has them). The task
-    comes from `config.task` or, for "auto", from the training labels: list values or
+    `config` is any object with the `DataOptions` attributes (a `TrainConfig` has them). The problem
+    type comes from `config.task` or, for "auto", from the training labels: list values or
     `config.label_delimiter` mean multi-label, numbers that are not all integers mean regression,
     anything else single-label. Without `config.validation_file` a seeded, shuffled split of
     `config.validation_split` of the training rows is held out (stratified for single-label).
@@ -87,7 +87,7 @@ def prepare_data(config: DataOptions) -> PreparedData:
         splits["test"] = read_split(test_source, config, normalization, labels_required=False)
 
     problem_type, reason = detect_problem_type(config, splits["train"])
-    logger.info("task: %s (%s)", problem_type, reason)
+    logger.info("problem type: %s (%s)", problem_type, reason)
     for split in splits.values():
         parse_labels(split, problem_type, config)
 

@@ -2,7 +2,7 @@
 
 `read_split` reads every row of one `DataSource` into a `SplitRows`: the examples (location, text,
 text pair, raw label) and what was skipped and why, with the first few locations so a user can look
-at them. Labels are parsed later (`jbert.data.labels`), once the task is known from all of them.
+at them. Labels are parsed later (`jbert.data.labels`), once the problem type is known from all of them.
 """
 
 from __future__ import annotations

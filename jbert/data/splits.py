@@ -1,7 +1,7 @@
 """Splits: the held-out validation split when none is given, and each split as a `datasets.Dataset`.
 
 The held-out split is seeded and shuffled (scikit-learn's `train_test_split`), stratified for
-single-label tasks, and refuses data it cannot split honestly (a class with one example, fewer
+single-label problems, and refuses data it cannot split honestly (a class with one example, fewer
 validation rows than classes). Labels become ids in the order of the label names: ClassLabel ids
 for single-label, multi-hot float rows for multi-label, floats for regression.
 """

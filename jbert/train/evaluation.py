@@ -1,57 +1,22 @@
-"""Evaluation during training: metrics over the whole (sharded) validation set, and the best model kept.
+"""Evaluation during training, for every task: the history, the best weights kept, early stopping.
 
-`evaluate` gathers logits from every process with `gather_for_metrics` (which drops the samples
-Accelerate repeats to even out the last batch), so N processes report the same metrics as one.
-`Evaluator` is what the loop calls: evaluate, append to the history, save the weights when the
-selection metric improves, and say when early stopping should end the run.
+`Evaluator` is what the loop calls after an optimizer step that is due an evaluation: it asks the
+task for its validation figures (gathered over every process by the task's `evaluate`), appends
+them to the history, saves the weights when the selection metric improves, and says when early
+stopping should end the run. Classification and masked-LM (and any later task) share it, so
+"best" and "patience" mean the same thing for all of them.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import torch
+from typing import Callable, Optional
 
 from jbert.core.artifacts import atomic_directory
-from jbert.core.postprocessing import predictions_from_logits
-from jbert.train.batching import MODEL_INPUTS
 from jbert.train.checkpoint import TrainerState
-from jbert.train.metrics import ExtraMetrics, compute_metrics
 
 logger = logging.getLogger("jbert")
-
-
-def loss_from_logits(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> float:
-    """The model's own training loss for its problem type, from gathered logits and labels."""
-    if problem_type == "single_label_classification":
-        return float(torch.nn.functional.cross_entropy(logits, labels.long()))
-    if problem_type == "multi_label_classification":
-        return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float()))
-    return float(torch.nn.functional.mse_loss(logits.view(-1), labels.float().view(-1)))
-
-
-def evaluate(model, dataloader, accelerator, problem_type: str, label_names: list[str],
-             threshold: float, extra_metrics: ExtraMetrics | None = None) -> dict:
-    """Loss and metrics over a whole (sharded) dataset, gathered without duplicates."""
-    model.eval()
-    all_logits, all_labels = [], []
-    for batch in dataloader:
-        with torch.no_grad():
-            inputs = {k: batch[k] for k in MODEL_INPUTS}
-            logits = model(**inputs).logits
-        logits, labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
-        all_logits.append(logits.cpu())
-        all_labels.append(labels.cpu())
-    model.train()
-    logits = torch.cat(all_logits)
-    labels = torch.cat(all_labels)
-    results = {"loss": loss_from_logits(logits, labels, problem_type)}
-    results.update(compute_metrics(logits.numpy(), labels.numpy(), problem_type, label_names, threshold))
-    if extra_metrics and extra_metrics.metrics:
-        predictions = predictions_from_logits(logits.numpy(), problem_type, threshold)
-        results.update(extra_metrics.compute(predictions, labels.numpy()))
-    return results
 
 
 def scalar_metrics(results: dict, prefix: str) -> dict:
@@ -62,20 +27,19 @@ def scalar_metrics(results: dict, prefix: str) -> dict:
 class Evaluator:
     """Evaluate, record the history, keep the best weights in `best_dir`, and decide on early stopping.
 
-    Call it on every process (`get_state_dict` gathers ZeRO-3 / FSDP shards collectively); only the
-    main process writes `best_dir`.
+    `evaluate(model, dataloader)` returns the validation figures (all processes alike), among them
+    `best_metric`. Call the evaluator on every process (`get_state_dict` gathers ZeRO-3 / FSDP shards
+    collectively); only the main process writes `best_dir`, with the unwrapped model's own
+    `save_pretrained`, so each task decides what its saved weights look like.
     """
 
-    def __init__(self, accelerator, model, dataloader, *, problem_type: str, label_names: list[str],
-                 threshold: float, extra_metrics: ExtraMetrics | None, best_metric: str, greater_is_better: bool,
-                 best_dir: Path, batches_per_epoch: int, patience: int | None):
+    def __init__(self, accelerator, model, dataloader, *, evaluate: Callable[[object, object], dict],
+                 best_metric: str, greater_is_better: bool, best_dir: Path, batches_per_epoch: int,
+                 patience: Optional[int]):
         self.accelerator = accelerator
         self.model = model
         self.dataloader = dataloader
-        self.problem_type = problem_type
-        self.label_names = label_names
-        self.threshold = threshold
-        self.extra_metrics = extra_metrics
+        self.evaluate = evaluate
         self.best_metric = best_metric
         self.greater_is_better = greater_is_better
         self.best_dir = best_dir
@@ -86,13 +50,10 @@ class Evaluator:
 
     def __call__(self, state: TrainerState) -> bool:
         """Evaluate at the state's step; returns True when training should stop (early stopping)."""
-        results = evaluate(self.model, self.dataloader, self.accelerator, self.problem_type, self.label_names,
-                           self.threshold, self.extra_metrics)
+        results = self.evaluate(self.model, self.dataloader)
         record = {"step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / self.batches_per_epoch}
-        record.update(scalar_metrics(results, "eval_"))
-        for key in ("per_class", "confusion_matrix"):
-            if key in results:
-                record[f"eval_{key}"] = results[key]
+        # Figures and their details (per-class rows, a confusion matrix) alike: the history is the record.
+        record.update({f"eval_{name}": value for name, value in results.items()})
         state.history.append(record)
         if self.on_evaluate is not None:
             self.on_evaluate(record)  # may raise to abandon the run (a pruned trial)

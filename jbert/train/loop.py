@@ -1,12 +1,16 @@
-"""The training loop on Accelerate, from data files to a model directory: `train(config)`.
+"""The training loop on Accelerate, for every task, from data files to a model directory: `train(config)`.
 
 `train` is five stages, read top to bottom (each a function of this module):
 
     set up       set_up: the Accelerator (launch mode from `accelerate launch`), logging, seeds
-    load data    load_data: prepare_data, the tokenizer, tokenize_dataset (main process first)
-    build model  build_model, prepare_run: the model; batches, AdamW, schedule; `accelerator.prepare`
+    load data    task.load_data: texts, the tokenizer, tokenized sets (main process first)
+    build model  task.build_model, prepare_run: the model; batches, AdamW, schedule; `accelerator.prepare`
     loop         start_or_resume, train_loop: `accumulate` / backward / step; log, evaluate, checkpoint
-    finish       finish: a last evaluation, the model directory (jbert.train.model_dir), clean-up
+    finish       finish: a last evaluation, the model directory (jbert.train.model_writer), clean-up
+
+The task (jbert.train.tasks: classification, or masked-LM with --task mlm) supplies only what
+differs: data, model, evaluation and its files in the model directory. Everything else here is
+shared, the one-line message when another process of the run dies or hangs included.
 
 Same code for one CPU, multi-process CPU (gloo), multi-GPU, DeepSpeed, FSDP and multi-node: the
 launch mode comes from `accelerate launch --config_file ...`, never from code changes here.
@@ -25,43 +29,22 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from jbert.core.artifacts import atomic_directory, check_output_dir
-from jbert.core.errors import UserError
+from jbert.core.artifacts import check_output_dir
 from jbert.core.progress import Progress, stream_is_terminal
-from jbert.data import PreparedData, prepare_data, tokenize_dataset
 from jbert.train import checkpoint as ckpt
-from jbert.train import launch as scaling
-# MODEL_INPUTS, Collator, LengthGroupedSampler and evaluate stay importable from here (and from the
-# old name jbert.training) as they were before the loop was split up.
-from jbert.train.batching import MODEL_INPUTS, Collator, LengthGroupedSampler, training_dataloaders
+from jbert.train import process_group
 from jbert.train.config import TrainConfig
 from jbert.train.deepspeed_config import prepare_deepspeed_config
-from jbert.train.evaluation import Evaluator, evaluate
-from jbert.train.metrics import ExtraMetrics, resolve_best_metric
-from jbert.train.model_dir import remove_working_files, write_model_dir
-from jbert.train.modeling import build_scratch_model, load_pretrained_model
+from jbert.train.evaluation import Evaluator
+from jbert.train.model_writer import remove_working_files, write_model_dir
 from jbert.train.optimization import Schedule, build_lr_scheduler, build_optimizer
-
-__all__ = ["StepCallback", "train", "MODEL_INPUTS", "Collator", "LengthGroupedSampler", "evaluate"]
+from jbert.train.task_protocol import RunFacts, Task, TaskData
+from jbert.train.tasks import task_for
 
 logger = logging.getLogger("jbert")
 
 StepCallback = Callable[[int, Accelerator], None]
 """on_step_end(global_step, accelerator): see `train`."""
-
-
-@dataclass
-class TrainingData:
-    """What the load-data stage hands on."""
-
-    prepared: PreparedData  # cleaned, labelled, split texts (the model directory's report uses them)
-    tokenizer: object
-    train_set: datasets.Dataset  # tokenized, unpadded
-    eval_set: datasets.Dataset
-    truncated: dict  # {"train": n, "validation": n} texts cut to max_length
-    best_metric: str  # the selection metric, resolved for the detected task
-    greater_is_better: bool
-    extra_metrics: ExtraMetrics
 
 
 @dataclass
@@ -78,8 +61,8 @@ class Run:
 
 
 def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None,
-          on_evaluate: Optional[Callable[[dict], None]] = None) -> dict:
-    """Fine-tune (or train from scratch) and write the model directory; returns the final metrics.
+          on_evaluate: Optional[Callable[[dict], None]] = None, task: Optional[Task] = None) -> dict:
+    """Train the task of `config` (or `task`) and write the model directory; returns the final metrics.
 
     on_step_end: called as `on_step_end(global_step, accelerator)` on every process after each
     optimizer step, once that step's logging, evaluation and checkpoint are done. For monitoring,
@@ -87,18 +70,22 @@ def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None,
     crash would (no model directory; checkpoints stay for --resume_from_checkpoint).
     on_evaluate: called as `on_evaluate(record)` with every evaluation record (step, epoch, eval_*
     figures) as it is made; it may raise to abandon the run (--hp_search prunes trials so).
+    task: what to train (a jbert.train.task_protocol.Task); by default the one --task names (task_for).
     """
+    task = task if task is not None else task_for(config)
     accelerator, ds_config = set_up(config)
     # A process of the run that dies or hangs makes the others' collectives fail: one message, not a
-    # backend traceback per rank (and no abort in gloo's threads at exit).
-    with scaling.collective_failures_explained(config.collective_timeout_seconds):
-        data = load_data(config, accelerator)
-        model = build_model(config, accelerator, data)
-        run = prepare_run(config, accelerator, ds_config, model, data)
+    # backend traceback per rank (and no abort in gloo's threads at exit), whatever the task.
+    with process_group.collective_failures_explained(config.collective_timeout_seconds):
+        data = task.load_data(config, accelerator)
+        model = task.build_model(config, accelerator, data)
+        run = prepare_run(config, accelerator, ds_config, task, model, data)
         run.evaluator.on_evaluate = on_evaluate
         state = start_or_resume(config, accelerator)
+        if task.evaluates_starting_point and state.global_step == 0:
+            run.evaluator(state)
         throughput = train_loop(config, accelerator, run, state, on_step_end)
-        return finish(config, accelerator, data, run, state, throughput)
+        return finish(config, accelerator, task, data, run, state, throughput)
 
 
 # ------------------------------------------------------------------ set up
@@ -112,9 +99,9 @@ def set_up(config: TrainConfig) -> tuple[Accelerator, Optional[dict]]:
         log_with=config.report_to if config.with_tracking else None,
         project_dir=str(config.checkpoint_dir),
         # gloo on CPU-only machines (DDP and DeepSpeed alike); the collective timeout chosen, not inherited
-        **scaling.accelerator_init_kwargs(config.collective_timeout_seconds),
+        **process_group.accelerator_init_kwargs(config.collective_timeout_seconds),
     )
-    scaling.verify_process_group(accelerator)
+    process_group.verify_process_group(accelerator)
     ds_config = prepare_deepspeed_config(accelerator, config)  # None unless DeepSpeed
     _set_up_logging(accelerator, config)
     logger.info("%s", accelerator.state)
@@ -146,110 +133,29 @@ def _set_up_logging(accelerator: Accelerator, config: TrainConfig) -> None:
         huggingface_hub.utils.disable_progress_bars()
 
 
-# ------------------------------------------------------------------ load data
-
-
-def load_data(config: TrainConfig, accelerator: Accelerator) -> TrainingData:
-    """Prepared splits, the tokenizer and the tokenized sets; bad data or options fail before any model is built."""
-    with accelerator.main_process_first():
-        prepared = prepare_data(config)
-    # Checked as soon as the task is known (--task auto): a metric that doesn't fit fails before any work.
-    best_metric, greater_is_better = resolve_best_metric(config.metric_for_best_model, prepared.problem_type)
-    extra_metrics = ExtraMetrics(config.extra_metrics)
-    tokenizer = load_run_tokenizer(config, accelerator, lambda: _training_texts(config, prepared), config.max_length)
-    max_length = config.max_length
-    model_limit = getattr(tokenizer, "model_max_length", None)
-    if config.model_name_or_path and model_limit and model_limit < 100_000 and max_length > model_limit:
-        raise UserError(f"--max_length {max_length} exceeds the model's maximum of {model_limit} tokens")
-
-    has_pair = config.text_pair_column is not None
-    with accelerator.main_process_first():
-        train_set, truncated_train = tokenize_dataset(prepared.train, tokenizer, max_length, has_pair)
-        eval_set, truncated_eval = tokenize_dataset(prepared.validation, tokenizer, max_length, has_pair)
-    if truncated_train or truncated_eval:
-        logger.warning("truncated to %d tokens: %d training and %d validation texts", max_length,
-                       truncated_train, truncated_eval)
-    return TrainingData(prepared, tokenizer, train_set, eval_set, {"train": truncated_train, "validation": truncated_eval},
-                        best_metric, greater_is_better, extra_metrics)
-
-
-def _training_texts(config: TrainConfig, prepared: PreparedData) -> list[str]:
-    texts = list(prepared.train["text"])
-    if config.text_pair_column is not None:
-        texts += list(prepared.train["text_pair"])
-    return texts
-
-
-def load_run_tokenizer(config: TrainConfig, accelerator: Accelerator, vocabulary_texts: Callable[[], list[str]],
-                       model_max_length: int):
-    """The pretrained tokenizer, or (--from_scratch) a WordPiece vocabulary trained on `vocabulary_texts()`.
-
-    Shared by classification and masked-LM. `vocabulary_texts` is called only when a vocabulary is
-    built (on the main process, once per run).
-    """
-    from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
-
-    if not config.from_scratch:
-        with accelerator.main_process_first():
-            return load_tokenizer(config.tokenizer_name or config.model_name_or_path, mecab_dic=config.mecab_dic,
-                                  trust_remote_code=config.trust_remote_code)
-    # Trained once by the main process into the checkpoint folder, so every rank and every resume
-    # of this run uses the very same vocabulary.
-    vocab_dir = config.checkpoint_dir / "tokenizer"
-    with accelerator.main_process_first():
-        # Published whole (temporary directory, then rename): a run killed between vocab.txt and the
-        # tokenizer's other files left a directory that every later run, resumes included, failed to
-        # load. tokenizer_config.json is written last, so a directory left that way is rebuilt.
-        if accelerator.is_main_process and not (vocab_dir / "tokenizer_config.json").is_file():
-            texts = vocabulary_texts()
-            logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
-            with atomic_directory(vocab_dir, overwrite=True) as work_dir:
-                train_japanese_wordpiece(texts, config.vocab_size, work_dir, mecab_dic=config.mecab_dic or "unidic_lite",
-                                         model_max_length=model_max_length)
-        return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
-
-
 # ------------------------------------------------------------------ build model
 
 
-def build_model(config: TrainConfig, accelerator: Accelerator, data: TrainingData) -> torch.nn.Module:
-    """A pretrained checkpoint with a new classification head, or a randomly initialised BERT."""
-    problem_type, label_names = data.prepared.problem_type, data.prepared.label_names
-    if config.from_scratch:
-        return build_scratch_model(config.from_scratch, len(data.tokenizer), data.tokenizer.pad_token_id,
-                                   config.max_length, label_names, problem_type, config.dropout)
-    with accelerator.main_process_first():
-        return load_pretrained_model(config.model_name_or_path, label_names, problem_type, config.dropout,
-                                     config.trust_remote_code)
-
-
-def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Optional[dict], model: torch.nn.Module,
-                data: TrainingData) -> Run:
-    """Batches, optimizer and learning-rate schedule, all handed to `accelerator.prepare`; the evaluator."""
+def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Optional[dict], task: Task,
+                model: torch.nn.Module, data: TaskData) -> Run:
+    """The task's batches, the optimizer and learning-rate schedule, all handed to `accelerator.prepare`; the evaluator."""
     world = accelerator.num_processes
     schedule = Schedule.plan(config, len(data.train_set), world)
-    single_label = data.prepared.problem_type == "single_label_classification"
-    train_dataloader, eval_dataloader = training_dataloaders(
-        data.train_set, data.eval_set, per_device_train_batch_size=config.per_device_train_batch_size,
-        per_device_eval_batch_size=config.per_device_eval_batch_size, examples_per_step=schedule.examples_per_step,
-        seed=config.seed, group_by_length=config.group_by_length, num_workers=config.dataloader_num_workers,
-        pad_token_id=data.tokenizer.pad_token_id, label_dtype=torch.long if single_label else torch.float,
-        pad_to_multiple_of=8 if accelerator.mixed_precision != "no" else None,
-    )
+    train_dataloader, eval_dataloader = task.dataloaders(config, accelerator, data, schedule)
     optimizer = build_optimizer(model, config, ds_config)
     scheduler = build_lr_scheduler(optimizer, config, ds_config, schedule, world)
     model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
         model, optimizer, train_dataloader, eval_dataloader, scheduler
     )
     evaluator = Evaluator(
-        accelerator, model, eval_dataloader, problem_type=data.prepared.problem_type,
-        label_names=data.prepared.label_names, threshold=config.multi_label_threshold,
-        extra_metrics=data.extra_metrics, best_metric=data.best_metric, greater_is_better=data.greater_is_better,
+        accelerator, model, eval_dataloader,
+        evaluate=lambda prepared_model, dataloader: task.evaluate(prepared_model, dataloader, accelerator, data),
+        best_metric=data.best_metric, greater_is_better=data.greater_is_better,
         best_dir=config.checkpoint_dir / ckpt.BEST_DIR, batches_per_epoch=schedule.batches_per_epoch,
         patience=config.early_stopping_patience,
     )
-    logger.info("%d training examples, %d validation; %d process(es) x batch %d x accumulation %d = %d per step; "
-                "%d steps over %d epoch(s)", len(data.train_set), len(data.eval_set), world,
+    logger.info("%s: %d training examples, %d validation; %d process(es) x batch %d x accumulation %d = %d per step; "
+                "%d steps over %d epoch(s)", task.name, len(data.train_set), len(data.eval_set), world,
                 config.per_device_train_batch_size, config.gradient_accumulation_steps,
                 schedule.examples_per_step, schedule.max_steps, schedule.num_epochs)
     return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator)
@@ -352,16 +258,15 @@ def _checkpoint_due(checkpointing: Optional[str], global_step: int, epoch_done: 
 # ------------------------------------------------------------------ finish
 
 
-def finish(config: TrainConfig, accelerator: Accelerator, data: TrainingData, run: Run, state: ckpt.TrainerState,
-           throughput: dict) -> dict:
+def finish(config: TrainConfig, accelerator: Accelerator, task: Task, data: TaskData, run: Run,
+           state: ckpt.TrainerState, throughput: dict) -> dict:
     """Evaluate the last step if not yet done, write the model directory, release the processes."""
     if not run.evaluator.has_evaluated(state):
         run.evaluator(state)
     accelerator.wait_for_everyone()
     final = {}
     if accelerator.is_main_process:
-        final = write_model_dir(config, data.prepared, data.tokenizer, state, data.best_metric, accelerator.device,
-                                truncated=data.truncated, throughput=throughput)
+        final = write_model_dir(config, task, data, state, RunFacts(accelerator.device, throughput))
         remove_working_files(config.checkpoint_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -38,7 +38,7 @@ def _per_class(true, predicted, label_names, **kwargs) -> dict:
 
 def compute_metrics(logits: np.ndarray, labels: np.ndarray, problem_type: str,
                     label_names: list[str], threshold: float = 0.5) -> dict:
-    """All metrics for a task; per-class figures and the confusion matrix where they apply."""
+    """All metrics for a problem type; per-class figures and the confusion matrix where they apply."""
     predictions = predictions_from_logits(logits, problem_type, threshold)
     if problem_type == "single_label_classification":
         ids = list(range(len(label_names)))

@@ -1,4 +1,4 @@
-"""`--task mlm`: masked-LM pretraining of BERT on unlabeled text, on the same Accelerate machinery.
+"""`--task mlm`: masked-LM pretraining of BERT on unlabeled text, a task of the one training loop.
 
     unlabeled texts (.txt one per line, or any table with --text_column)
       -> tokenizer: the checkpoint's (continued pretraining) or WordPiece built from these texts (--from_scratch)
@@ -7,43 +7,105 @@
       => MODEL DIR: save_pretrained model + tokenizer (+ jbert.json, metrics.json, card, plots) that
          `train.py --model_name_or_path DIR` fine-tunes with a fresh classification head
 
-The loop is the classification loop's own (jbert.train.loop: set_up, start_or_resume, train_loop), so
+`MaskedLMTask` satisfies jbert.train.tasks.Task, so jbert.train.loop runs it like classification:
 the launch modes (DDP, DeepSpeed ZeRO-2/3, FSDP), checkpoints (--checkpointing_steps, --resume auto),
-the length-grouped sampler, AdamW and the schedule are the same; only the data, the model, the
-evaluation (perplexity; the best model has the lowest validation loss) and the directory differ.
+the length-grouped sampler, AdamW and the schedule, early stopping, best weights (the lowest
+validation loss), the model-directory writer and the multi-process failure message are shared; only
+the data, the model, the evaluation (perplexity) and the report differ.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from transformers.utils import ModelOutput
 
-from jbert.core.artifacts import METRICS_FILE, TRAINING_CONFIG_FILE, JbertSettings, atomic_directory
+from jbert.core.artifacts import JbertSettings
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig
 from jbert.data.unlabeled import read_unlabeled_corpus, split_unlabeled
-from jbert.train import checkpoint as ckpt
-from jbert.train.batching import LengthGroupedSampler
+from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
-from jbert.train.loop import Run, load_run_tokenizer, set_up, start_or_resume, train_loop
+from jbert.train.dataloaders import LengthGroupedSampler
 from jbert.train.mlm_data import WholeWordMaskCollator, build_sequences, premask, tokenize_with_word_starts
-from jbert.train.model_dir import remove_working_files
-from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides
-from jbert.train.optimization import Schedule, build_lr_scheduler, build_optimizer
+from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides, load_run_tokenizer
+from jbert.train.optimization import Schedule
+from jbert.train.task_protocol import RunFacts, TaskData
 
 logger = logging.getLogger("jbert")
 
 MLM_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+class MaskedLMTask:
+    """Unlabeled texts -> a BertForMaskedLM; the best weights have the lowest validation loss."""
+
+    name = "mlm"
+    evaluates_starting_point = True  # the perplexity of the starting point: what the training improved on
+
+    def load_data(self, config: TrainConfig, accelerator: Accelerator) -> TaskData:
+        """The corpus read and split, the tokenizer, the packed training and validation sequences."""
+        tokenizer, train_sequences, eval_sequences, data_stats = load_mlm_data(config, accelerator)
+        settings = JbertSettings(
+            normalization=NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace),
+            max_length=config.max_length, text_column=config.text_column,
+        )
+        return TaskData(tokenizer, train_sequences, eval_sequences, settings, best_metric="loss",
+                        greater_is_better=False, source=data_stats)
+
+    def build_model(self, config: TrainConfig, accelerator: Accelerator, data: TaskData) -> torch.nn.Module:
+        """BertForMaskedLM (random or from the checkpoint) whose head runs at the masked positions only."""
+        return MaskedPositionsLM(build_mlm_model(config, data.tokenizer))
+
+    def dataloaders(self, config: TrainConfig, accelerator: Accelerator, data: TaskData, schedule: Schedule) -> tuple:
+        """Length-grouped training batches masked anew each epoch; validation masked once, the same every time."""
+        sampler = LengthGroupedSampler([len(s["input_ids"]) for s in data.train_set], schedule.examples_per_step,
+                                       config.seed, config.group_by_length)
+        pad_multiple = 8 if accelerator.mixed_precision != "no" else None
+        collator = WholeWordMaskCollator(data.tokenizer, config.mlm_probability, pad_multiple, seed=config.seed,
+                                         sampler=sampler)
+        eval_set = premask(data.eval_set, collator, config.seed)
+        # Own generator: iterating must not draw from the global RNG that dropout uses (exact resume).
+        train_dataloader = DataLoader(data.train_set, batch_size=config.per_device_train_batch_size, sampler=sampler,
+                                      collate_fn=collator, num_workers=config.dataloader_num_workers,
+                                      generator=torch.Generator().manual_seed(config.seed))
+        eval_dataloader = DataLoader(eval_set, batch_size=config.per_device_eval_batch_size, collate_fn=collator)
+        return train_dataloader, eval_dataloader
+
+    def evaluate(self, model: torch.nn.Module, dataloader, accelerator: Accelerator, data: TaskData) -> dict:
+        """Validation loss over every masked token of all processes, and its perplexity."""
+        return evaluate_mlm(model, dataloader, accelerator)
+
+    def write_files(self, directory: Path, config: TrainConfig, data: TaskData, state: TrainerState,
+                    facts: RunFacts) -> dict:
+        """No data files of its own; returns metrics.json's content (best and first perplexity, corpus)."""
+        best_record = next(h for h in state.history if h["step"] == state.best_step and "eval_loss" in h)
+        first_record = next(h for h in state.history if "eval_loss" in h)
+        return {
+            "task": "mlm", "best": {"step": state.best_step, "metric": "loss", "value": state.best_metric},
+            "validation": {"loss": best_record["eval_loss"], "perplexity": best_record["eval_perplexity"]},
+            "first_evaluation": {"step": first_record["step"], "perplexity": first_record["eval_perplexity"]},
+            "history": state.history, "data": {"train_file": config.train_file,
+                                               "validation_file": config.validation_file, **data.source},
+            "global_step": state.global_step, "train_seconds": facts.throughput["train_seconds"],
+        }
+
+    def write_report(self, directory: Path, config: TrainConfig, data: TaskData, metrics: dict) -> None:
+        """The perplexity curve and the card that says how to fine-tune from this directory."""
+        from jbert.train.report import write_mlm_card, write_perplexity_plot
+
+        plots = write_perplexity_plot(directory, metrics["history"])
+        write_mlm_card(directory, name=Path(config.output_dir).name,
+                       model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
+                       metrics=metrics, plots=plots, config=config.to_dict())
+        logger.info("best validation perplexity %.2f at step %s", metrics["validation"]["perplexity"],
+                    metrics["best"]["step"])
 
 
 def build_mlm_model(config: TrainConfig, tokenizer):
@@ -103,6 +165,11 @@ class MaskedPositionsLM(torch.nn.Module):
         tokens = selected.sum()
         return MaskedLMLoss(loss=loss_sum / tokens.clamp(min=1), loss_sum=loss_sum.detach(), tokens=tokens)
 
+    def save_pretrained(self, directory, state_dict: dict, **kwargs) -> None:
+        """The wrapped BertForMaskedLM as a standard model directory (the best weights, the model dir)."""
+        weights = {name.removeprefix("mlm."): value for name, value in state_dict.items()}
+        self.mlm.save_pretrained(directory, state_dict=weights, **kwargs)
+
 
 def evaluate_mlm(model, dataloader, accelerator: Accelerator) -> dict:
     """Mean loss over every masked token of the validation set (all processes) and its perplexity."""
@@ -120,7 +187,7 @@ def evaluate_mlm(model, dataloader, accelerator: Accelerator) -> dict:
     total_loss = accelerator.reduce(total_loss, reduction="sum")
     total_tokens = accelerator.reduce(total_tokens, reduction="sum")
     loss = float(total_loss / total_tokens.clamp(min=1))
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "masked_tokens": int(total_tokens)}
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0))}
 
 
 def load_mlm_data(config: TrainConfig, accelerator: Accelerator):
@@ -148,138 +215,3 @@ def load_mlm_data(config: TrainConfig, accelerator: Accelerator):
              "truncated_texts": {"train": truncated_train, "validation": truncated_eval},
              "packed": config.mlm_pack}
     return tokenizer, train_sequences, eval_sequences, stats
-
-
-class MLMEvaluator:
-    """The loop's evaluator for masked-LM: validation loss and perplexity, best weights, early stopping.
-
-    The same interface as jbert.train.evaluation.Evaluator (call it with the state; `best_metric`,
-    `last_value`, `has_evaluated`); the best model is the one with the lowest validation loss.
-    """
-
-    best_metric = "perplexity"
-
-    def __init__(self, accelerator: Accelerator, model, dataloader, best_dir: Path, batches_per_epoch: int,
-                 patience: int | None):
-        self.accelerator, self.model, self.dataloader = accelerator, model, dataloader
-        self.best_dir, self.batches_per_epoch, self.patience = best_dir, batches_per_epoch, patience
-        self.last_value: float | None = None
-
-    def __call__(self, state: ckpt.TrainerState) -> bool:
-        """Evaluate at the state's step; returns True when early stopping should end the run."""
-        results = evaluate_mlm(self.model, self.dataloader, self.accelerator)
-        record = {"step": state.global_step, "epoch": state.epoch + state.batches_in_epoch / self.batches_per_epoch,
-                  "eval_loss": results["loss"], "eval_perplexity": results["perplexity"]}
-        state.history.append(record)
-        self.last_value = results["perplexity"]
-        logger.info("step %d: eval_loss=%.4f, eval_perplexity=%.2f", state.global_step, results["loss"],
-                    results["perplexity"])
-        self.accelerator.log({"eval/loss": results["loss"], "eval/perplexity": results["perplexity"]},
-                             step=state.global_step)
-        if state.best_metric is None or results["loss"] < state.best_metric:
-            state.best_metric, state.best_step = results["loss"], state.global_step
-            state.evaluations_without_improvement = 0
-            self._save_best()
-        else:
-            state.evaluations_without_improvement += 1
-        return self.patience is not None and state.evaluations_without_improvement >= self.patience
-
-    def has_evaluated(self, state: ckpt.TrainerState) -> bool:
-        """True when the history already holds an evaluation at the state's current step."""
-        return any(r["step"] == state.global_step and "eval_loss" in r for r in state.history)
-
-    def _save_best(self) -> None:
-        weights = self.accelerator.get_state_dict(self.model)  # every rank: gathers ZeRO-3 / FSDP shards
-        if self.accelerator.is_main_process:
-            weights = {name.removeprefix("mlm."): value for name, value in weights.items()}
-            # Replaced whole, as the classification evaluator does: a kill or a full disk mid-write
-            # leaves the previous best weights, never none or a torn file.
-            with atomic_directory(self.best_dir, overwrite=True) as work_dir:
-                self.accelerator.unwrap_model(self.model).mlm.save_pretrained(work_dir, state_dict=weights,
-                                                                              safe_serialization=True)
-        self.accelerator.wait_for_everyone()
-
-
-def train_mlm(config: TrainConfig, on_step_end=None) -> dict:
-    """Masked-LM training on unlabeled text; writes the model directory and returns its metrics.
-
-    The stages of jbert.train.loop.train with masked-LM data, model and evaluation: `set_up`,
-    `start_or_resume` and `train_loop` are the classification loop's own. `on_step_end` as there.
-    """
-    accelerator, ds_config = set_up(config)
-    tokenizer, train_sequences, eval_sequences, data_stats = load_mlm_data(config, accelerator)
-    world = accelerator.num_processes
-    schedule = Schedule.plan(config, len(train_sequences), world)
-    sampler = LengthGroupedSampler([len(s["input_ids"]) for s in train_sequences], schedule.examples_per_step,
-                                   config.seed, config.group_by_length)
-    pad_multiple = 8 if accelerator.mixed_precision != "no" else None
-    collator = WholeWordMaskCollator(tokenizer, config.mlm_probability, pad_multiple, seed=config.seed, sampler=sampler)
-    eval_set = premask(eval_sequences, collator, config.seed)
-    model = MaskedPositionsLM(build_mlm_model(config, tokenizer))
-    # Own generator: iterating must not draw from the global RNG that dropout uses (exact resume).
-    train_dataloader = DataLoader(train_sequences, batch_size=config.per_device_train_batch_size, sampler=sampler,
-                                  collate_fn=collator, num_workers=config.dataloader_num_workers,
-                                  generator=torch.Generator().manual_seed(config.seed))
-    eval_dataloader = DataLoader(eval_set, batch_size=config.per_device_eval_batch_size, collate_fn=collator)
-    optimizer = build_optimizer(model, config, ds_config)
-    scheduler = build_lr_scheduler(optimizer, config, ds_config, schedule, world)
-    model, optimizer, train_dataloader, eval_dataloader, scheduler = accelerator.prepare(
-        model, optimizer, train_dataloader, eval_dataloader, scheduler)
-    evaluator = MLMEvaluator(accelerator, model, eval_dataloader, config.checkpoint_dir / ckpt.BEST_DIR,
-                             schedule.batches_per_epoch, config.early_stopping_patience)
-    run = Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator)
-    logger.info("masked-LM: %d training sequences (%d texts), %d validation; %d steps over %d epoch(s)",
-                len(train_sequences), data_stats["train_texts"], len(eval_set), schedule.max_steps, schedule.num_epochs)
-    state = start_or_resume(config, accelerator)
-    if state.global_step == 0:
-        evaluator(state)  # perplexity of the starting point: what the training improved on
-    throughput = train_loop(config, accelerator, run, state, on_step_end)
-    if not evaluator.has_evaluated(state):
-        evaluator(state)
-    accelerator.wait_for_everyone()
-    final = {}
-    if accelerator.is_main_process:
-        final = write_mlm_model_dir(config, tokenizer, state, data_stats, throughput["train_seconds"])
-        remove_working_files(config.checkpoint_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    accelerator.state.destroy_process_group()  # as the classification loop: no gloo threads left to atexit
-    return final
-
-
-def write_mlm_model_dir(config: TrainConfig, tokenizer, state: ckpt.TrainerState, data_stats: dict,
-                        train_seconds: float) -> dict:
-    """The masked-LM model directory: weights of the best evaluation, tokenizer, metrics, card, plots."""
-    from jbert.train.report import write_mlm_card, write_perplexity_plot
-
-    best_dir = config.checkpoint_dir / ckpt.BEST_DIR
-    settings = JbertSettings(
-        normalization=NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace),
-        max_length=config.max_length, text_column=config.text_column,
-    )
-    best_record = next(h for h in state.history if h["step"] == state.best_step and "eval_loss" in h)
-    first_record = next(h for h in state.history if "eval_loss" in h)
-    metrics = {
-        "task": "mlm", "best": {"step": state.best_step, "metric": "loss", "value": state.best_metric},
-        "validation": {"loss": best_record["eval_loss"], "perplexity": best_record["eval_perplexity"]},
-        "first_evaluation": {"step": first_record["step"], "perplexity": first_record["eval_perplexity"]},
-        "history": state.history, "data": {"train_file": config.train_file,
-                                           "validation_file": config.validation_file, **data_stats},
-        "global_step": state.global_step, "train_seconds": train_seconds,
-    }
-    with atomic_directory(config.output_dir, overwrite=config.overwrite_output_dir) as tmp:
-        for name in best_dir.iterdir():
-            shutil.copy2(name, tmp / name.name)
-        tokenizer.save_pretrained(tmp)
-        settings.save(tmp)
-        with open(tmp / TRAINING_CONFIG_FILE, "w", encoding="utf-8") as handle:
-            yaml.safe_dump(config.to_dict(), handle, allow_unicode=True, sort_keys=False)
-        with open(tmp / METRICS_FILE, "w", encoding="utf-8") as handle:
-            json.dump(metrics, handle, ensure_ascii=False, indent=2)
-        plots = write_perplexity_plot(tmp, state.history)
-        write_mlm_card(tmp, name=Path(config.output_dir).name,
-                       model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
-                       metrics=metrics, plots=plots, config=config.to_dict())
-    logger.info("masked-LM model written to %s (best validation perplexity %.2f at step %s)", config.output_dir,
-                best_record["eval_perplexity"], state.best_step)
-    return metrics

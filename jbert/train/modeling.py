@@ -1,12 +1,18 @@
-"""Model construction: a pretrained encoder with a fresh classification head, or a BERT from scratch."""
+"""Model construction: a pretrained encoder with a fresh classification head, or a BERT from scratch;
+and the run's tokenizer (the checkpoint's, or a WordPiece vocabulary trained for --from_scratch)."""
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Callable
 
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
+from jbert.core.artifacts import atomic_directory
 from jbert.core.errors import UserError
+
+logger = logging.getLogger("jbert")
 
 # Shapes follow Google's BERT miniatures (Turc et al. 2019); "base" is BERT-base.
 SIZE_PRESETS: dict[str, dict[str, int]] = {
@@ -66,3 +72,32 @@ def load_pretrained_model(name_or_path: str, label_names: list[str], problem_typ
             else "the directory does not hold a transformers model (config.json + weights)"
         )
         raise UserError(f"cannot load model {name_or_path!r}: {hint}. Details: {err}") from None
+
+
+def load_run_tokenizer(config, accelerator, vocabulary_texts: Callable[[], list[str]],
+                       model_max_length: int):
+    """The pretrained tokenizer, or (--from_scratch) a WordPiece vocabulary trained on `vocabulary_texts()`.
+
+    Shared by classification and masked-LM. `vocabulary_texts` is called only when a vocabulary is
+    built (on the main process, once per run).
+    """
+    from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
+
+    if not config.from_scratch:
+        with accelerator.main_process_first():
+            return load_tokenizer(config.tokenizer_name or config.model_name_or_path, mecab_dic=config.mecab_dic,
+                                  trust_remote_code=config.trust_remote_code)
+    # Trained once by the main process into the checkpoint folder, so every rank and every resume
+    # of this run uses the very same vocabulary.
+    vocab_dir = config.checkpoint_dir / "tokenizer"
+    with accelerator.main_process_first():
+        # Published whole (temporary directory, then rename): a run killed between vocab.txt and the
+        # tokenizer's other files left a directory that every later run, resumes included, failed to
+        # load. tokenizer_config.json is written last, so a directory left that way is rebuilt.
+        if accelerator.is_main_process and not (vocab_dir / "tokenizer_config.json").is_file():
+            texts = vocabulary_texts()
+            logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
+            with atomic_directory(vocab_dir, overwrite=True) as work_dir:
+                train_japanese_wordpiece(texts, config.vocab_size, work_dir, mecab_dic=config.mecab_dic or "unidic_lite",
+                                         model_max_length=model_max_length)
+        return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)

@@ -97,7 +97,7 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
 
     `extra_sections` (markdown lines, e.g. the baseline comparison) go right after the metrics.
     """
-    task_text = {
+    problem_text = {
         "single_label_classification": "single-label classification",
         "multi_label_classification": "multi-label classification (sigmoid, threshold "
         f"{settings.multi_label_threshold})",
@@ -114,7 +114,7 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
         "",
         f"# {name}",
         "",
-        f"Japanese text classifier ({task_text}{pair_text}) fine-tuned with jbert from `{model_source}`.",
+        f"Japanese text classifier ({problem_text}{pair_text}) fine-tuned with jbert from `{model_source}`.",
         "",
         "## Labels",
         "",

@@ -115,7 +115,8 @@ def _install() -> None:
 
     limit = os.environ.get("JBERT_FAULT_FSIZE_IN_MODEL_DIR")
     if "model_dir" in spec or limit:
-        # jbert.train.loop imports these names from their modules when it is imported, after this runs.
+        # jbert.train.model_writer binds atomic_directory when it is imported, after this runs; the tasks
+        # look write_model_card up on jbert.train.report when they write the card.
         from jbert.core import artifacts
         from jbert.train import report
 

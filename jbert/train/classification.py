@@ -1,0 +1,301 @@
+"""The classification task (single-label, multi-label, regression) for the one training loop.
+
+    labelled files -> prepare_data (clean, label, split) -> tokenizer -> tokenized sets
+      -> a pretrained encoder with a fresh head, or a BERT from scratch (jbert.train.modeling)
+      -> validation metrics gathered over processes (jbert.train.metrics); the selection metric picks the best
+      => its part of the model directory: examples.jsonl, predictions_test.jsonl (--test_file), the
+         TF-IDF baseline comparison, metrics.json's content, plots and the model card
+
+`ClassificationTask` satisfies jbert.train.task_protocol.Task; jbert.train.loop runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+
+from jbert.core.artifacts import EXAMPLES_FILE, JbertSettings
+from jbert.core.errors import UserError
+from jbert.core.normalize import NormalizationConfig
+from jbert.core.postprocessing import predictions_from_logits, sigmoid
+from jbert.data import PreparedData, prepare_data, tokenize_dataset
+from jbert.data.labels import MULTI_LABEL, SINGLE_LABEL
+from jbert.train.baseline import baseline_card_lines, baseline_for_data, compare_with_baseline
+from jbert.train.checkpoint import TrainerState
+from jbert.train.config import TrainConfig
+from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
+from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
+from jbert.train.modeling import build_scratch_model, load_pretrained_model, load_run_tokenizer
+from jbert.train.optimization import Schedule
+from jbert.train.task_protocol import RunFacts, TaskData
+
+logger = logging.getLogger("jbert")
+
+# Beyond this a tokenizer's model_max_length is "no limit" (transformers' placeholder is 10**30).
+NO_LENGTH_LIMIT = 100_000
+EXAMPLES_KEPT = 32  # validation rows in examples.jsonl
+
+
+@dataclass
+class LabelledData:
+    """The classification task's own record of its data (TaskData.source)."""
+
+    prepared: PreparedData  # cleaned, labelled, split texts (the model directory's report uses them)
+    truncated: dict  # {"train": n, "validation": n} texts cut to max_length
+    extra_metrics: ExtraMetrics
+
+
+class ClassificationTask:
+    """Labelled texts -> a sequence classifier (or regressor), selected by --metric_for_best_model."""
+
+    name = "classification"
+    evaluates_starting_point = False
+
+    def load_data(self, config: TrainConfig, accelerator: Accelerator) -> TaskData:
+        """Prepared splits, the tokenizer and the tokenized sets; bad data or options fail before any model is built."""
+        with accelerator.main_process_first():
+            prepared = prepare_data(config)
+        problem_type = prepared.problem_type
+        # Checked as soon as the problem type is known (--task auto): a metric that doesn't fit fails before any work.
+        best_metric, greater_is_better = resolve_best_metric(config.metric_for_best_model, problem_type)
+        extra_metrics = ExtraMetrics(config.extra_metrics)
+        tokenizer = load_run_tokenizer(config, accelerator, lambda: _training_texts(config, prepared),
+                                       config.max_length)
+        max_length = config.max_length
+        model_limit = getattr(tokenizer, "model_max_length", None)
+        if config.model_name_or_path and model_limit and model_limit < NO_LENGTH_LIMIT and max_length > model_limit:
+            raise UserError(f"--max_length {max_length} exceeds the model's maximum of {model_limit} tokens")
+
+        has_pair = config.text_pair_column is not None
+        with accelerator.main_process_first():
+            train_set, truncated_train = tokenize_dataset(prepared.train, tokenizer, max_length, has_pair)
+            eval_set, truncated_eval = tokenize_dataset(prepared.validation, tokenizer, max_length, has_pair)
+        if truncated_train or truncated_eval:
+            logger.warning("truncated to %d tokens: %d training and %d validation texts", max_length,
+                           truncated_train, truncated_eval)
+        settings = JbertSettings(
+            normalization=NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace),
+            max_length=config.max_length, problem_type=problem_type, text_column=config.text_column,
+            text_pair_column=config.text_pair_column, multi_label_threshold=config.multi_label_threshold,
+        )
+        source = LabelledData(prepared, {"train": truncated_train, "validation": truncated_eval}, extra_metrics)
+        return TaskData(tokenizer, train_set, eval_set, settings, best_metric, greater_is_better, source)
+
+    def build_model(self, config: TrainConfig, accelerator: Accelerator, data: TaskData) -> torch.nn.Module:
+        """A pretrained checkpoint with a new classification head, or a randomly initialised BERT."""
+        problem_type, label_names = data.source.prepared.problem_type, data.source.prepared.label_names
+        if config.from_scratch:
+            return build_scratch_model(config.from_scratch, len(data.tokenizer), data.tokenizer.pad_token_id,
+                                       config.max_length, label_names, problem_type, config.dropout)
+        with accelerator.main_process_first():
+            return load_pretrained_model(config.model_name_or_path, label_names, problem_type, config.dropout,
+                                         config.trust_remote_code)
+
+    def dataloaders(self, config: TrainConfig, accelerator: Accelerator, data: TaskData, schedule: Schedule) -> tuple:
+        """Length-grouped training batches and padded validation batches (labels as the loss needs them)."""
+        single_label = data.source.prepared.problem_type == "single_label_classification"
+        return training_dataloaders(
+            data.train_set, data.eval_set, per_device_train_batch_size=config.per_device_train_batch_size,
+            per_device_eval_batch_size=config.per_device_eval_batch_size,
+            examples_per_step=schedule.examples_per_step, seed=config.seed, group_by_length=config.group_by_length,
+            num_workers=config.dataloader_num_workers, pad_token_id=data.tokenizer.pad_token_id,
+            label_dtype=torch.long if single_label else torch.float,
+            pad_to_multiple_of=8 if accelerator.mixed_precision != "no" else None,
+        )
+
+    def evaluate(self, model: torch.nn.Module, dataloader, accelerator: Accelerator, data: TaskData) -> dict:
+        """Loss and metrics over the whole validation set, gathered from every process."""
+        prepared = data.source.prepared
+        return evaluate(model, dataloader, accelerator, prepared.problem_type, prepared.label_names,
+                        data.settings.multi_label_threshold, data.source.extra_metrics)
+
+    def write_files(self, directory: Path, config: TrainConfig, data: TaskData, state: TrainerState,
+                    facts: RunFacts) -> dict:
+        """examples.jsonl, the test file's predictions, the baseline; returns metrics.json's content."""
+        prepared, best_metric = data.source.prepared, data.best_metric
+        problem_type, label_names = prepared.problem_type, prepared.label_names
+        write_examples(directory / EXAMPLES_FILE, prepared, config.text_pair_column is not None)
+        best_record = next(h for h in state.history if h["step"] == state.best_step and f"eval_{best_metric}" in h)
+        validation_metrics = {k.removeprefix("eval_"): v for k, v in best_record.items() if k.startswith("eval_")}
+        test_metrics = None
+        if prepared.test is not None and len(prepared.test):
+            test_metrics = predict_test_file(directory, config, prepared, data.tokenizer, facts.device)
+        data_summary = {
+            "train_file": config.train_file, "validation_file": config.validation_file or
+            f"{config.validation_split:.0%} stratified split of the training file", "test_file": config.test_file,
+            "examples": {"train": len(prepared.train), "validation": len(prepared.validation),
+                         "test": len(prepared.test) if prepared.test is not None else 0},
+            "truncated_to_max_length": data.source.truncated, "stats": prepared.stats,
+        }
+        baseline = None
+        if config.baseline != "none":
+            baseline = baseline_for_data(prepared, problem_type, label_names, config.multi_label_threshold, config.seed)
+        comparison = compare_with_baseline(state.best_metric, baseline, best_metric, data.greater_is_better)
+        metrics = {
+            "problem_type": problem_type, "labels": label_names, "best_metric": best_metric,
+            "best": {"step": state.best_step, "metric": best_metric, "value": state.best_metric},
+            "validation": validation_metrics, "test": test_metrics, "history": state.history,
+            "data": data_summary, "global_step": state.global_step, **facts.throughput,
+        }
+        if baseline is not None:
+            metrics["baseline"] = {**baseline, "comparison": comparison}
+        return metrics
+
+    def write_report(self, directory: Path, config: TrainConfig, data: TaskData, metrics: dict) -> None:
+        """Training curves, the confusion matrix (test's when labelled), the model card; the baseline line."""
+        from jbert.train.report import write_model_card, write_plots
+
+        best_metric, label_names = data.best_metric, data.source.prepared.label_names
+        validation_metrics, test_metrics = metrics["validation"], metrics["test"]
+        confusion = (test_metrics or {}).get("confusion_matrix", validation_metrics.get("confusion_matrix"))
+        plots = write_plots(directory, metrics["history"], best_metric, confusion, label_names)
+        baseline = metrics.get("baseline")
+        comparison = baseline["comparison"] if baseline else None
+        write_model_card(directory, name=Path(config.output_dir).name,
+                         model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
+                         settings=data.settings, label_names=label_names, data_summary=metrics["data"],
+                         validation_metrics=validation_metrics, test_metrics=test_metrics,
+                         best=metrics["best"], plots=plots, config=config.to_dict(),
+                         extra_sections=baseline_card_lines(baseline, comparison, validation_metrics, test_metrics))
+        _log_baseline_summary(best_metric, comparison, baseline, test_metrics)
+
+
+def _training_texts(config: TrainConfig, prepared: PreparedData) -> list[str]:
+    texts = list(prepared.train["text"])
+    if config.text_pair_column is not None:
+        texts += list(prepared.train["text_pair"])
+    return texts
+
+
+def loss_from_logits(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> float:
+    """The model's own training loss for its problem type, from gathered logits and labels."""
+    if problem_type == "single_label_classification":
+        return float(torch.nn.functional.cross_entropy(logits, labels.long()))
+    if problem_type == "multi_label_classification":
+        return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float()))
+    return float(torch.nn.functional.mse_loss(logits.view(-1), labels.float().view(-1)))
+
+
+def evaluate(model, dataloader, accelerator, problem_type: str, label_names: list[str],
+             threshold: float, extra_metrics: ExtraMetrics | None = None) -> dict:
+    """Loss and metrics over a whole (sharded) dataset, gathered without duplicates.
+
+    `gather_for_metrics` drops the samples Accelerate repeats to even out the last batch, so N
+    processes report the same metrics as one.
+    """
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in dataloader:
+        with torch.no_grad():
+            inputs = {k: batch[k] for k in MODEL_INPUTS}
+            logits = model(**inputs).logits
+        logits, labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
+        all_logits.append(logits.cpu())
+        all_labels.append(labels.cpu())
+    model.train()
+    logits = torch.cat(all_logits)
+    labels = torch.cat(all_labels)
+    results = {"loss": loss_from_logits(logits, labels, problem_type)}
+    results.update(compute_metrics(logits.numpy(), labels.numpy(), problem_type, label_names, threshold))
+    if extra_metrics and extra_metrics.metrics:
+        predictions = predictions_from_logits(logits.numpy(), problem_type, threshold)
+        results.update(extra_metrics.compute(predictions, labels.numpy()))
+    return results
+
+
+def _log_baseline_summary(best_metric: str, comparison: dict | None, baseline: dict | None,
+                          test_metrics: dict | None) -> None:
+    """The final summary's model-vs-baseline line, and the warning when the model does not win."""
+    if comparison is None:
+        return
+    test_text = ""
+    if test_metrics and best_metric in test_metrics and "test" in baseline:
+        test_text = (f"; test {best_metric}: model {test_metrics[best_metric]:.4f}, "
+                     f"baseline {baseline['test'][best_metric]:.4f}")
+    logger.info("validation %s: model %.4f, baseline %.4f%s", best_metric, comparison["model"],
+                comparison["baseline"], test_text)
+    if comparison["warning"]:
+        logger.warning("%s", comparison["warning"])
+
+
+# ------------------------------------------------------------------ the model directory's data files
+
+
+def predict(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
+            device) -> np.ndarray:
+    """Logits for texts in order, batched by length (used on the saved model for the test file)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
+    logits = [None] * len(texts)
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        ids = order[start : start + batch_size]
+        encoded = tokenizer([texts[i] for i in ids], [pairs[i] for i in ids] if pairs else None, truncation=True,
+                            max_length=max_length, padding=True, return_tensors="pt")
+        with torch.no_grad():
+            batch_logits = model(**{k: v.to(device) for k, v in encoded.items() if k in MODEL_INPUTS}).logits
+        for row, i in enumerate(ids):
+            logits[i] = batch_logits[row].float().cpu().numpy()
+    return np.stack(logits)
+
+
+def _label_value(raw, problem_type: str, label_names: list[str]):
+    """A dataset label (id, multi-hot row or float) as the user wrote it: name, list of names, number."""
+    if problem_type == SINGLE_LABEL:
+        return label_names[int(raw)]
+    if problem_type == MULTI_LABEL:
+        return [name for name, on in zip(label_names, raw) if on > 0.5]
+    return float(raw)
+
+
+def write_examples(path: Path, data: PreparedData, has_pair: bool) -> None:
+    """A few validation rows as the user wrote them: a smoke test for an exported model."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in data.validation.select(range(min(EXAMPLES_KEPT, len(data.validation)))):
+            example = {"text": row["text"], "label": _label_value(row["labels"], data.problem_type, data.label_names)}
+            if has_pair:
+                example["text_pair"] = row["text_pair"]
+            handle.write(json.dumps(example, ensure_ascii=False) + "\n")
+
+
+def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, tokenizer, device) -> dict | None:
+    """predictions_test.jsonl from the saved model (as a user would load it); metrics when labelled."""
+    from transformers import AutoModelForSequenceClassification
+
+    problem_type, label_names = data.problem_type, data.label_names
+    has_pair = config.text_pair_column is not None
+    labelled = "labels" in data.test.column_names
+    # The user's flag again: a model trained with --trust_remote_code needs its own code to reload.
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, trust_remote_code=config.trust_remote_code).to(device)
+    texts = list(data.test["text"])
+    pairs = list(data.test["text_pair"]) if has_pair else None
+    logits = predict(model, tokenizer, texts, pairs, config.max_length, config.per_device_eval_batch_size, device)
+    predictions = predictions_from_logits(logits, problem_type, config.multi_label_threshold)
+    with open(model_dir / "predictions_test.jsonl", "w", encoding="utf-8") as handle:
+        for i, text in enumerate(texts):
+            row = {"text": text}
+            if has_pair:
+                row["text_pair"] = pairs[i]
+            if labelled:
+                row["label"] = _label_value(data.test[i]["labels"], problem_type, label_names)
+            if problem_type == SINGLE_LABEL:
+                probabilities = np.exp(logits[i] - logits[i].max())
+                probabilities /= probabilities.sum()
+                row["prediction"] = label_names[int(predictions[i])]
+                row["score"] = float(probabilities.max())
+            elif problem_type == MULTI_LABEL:
+                row["prediction"] = [n for n, on in zip(label_names, predictions[i]) if on]
+                row["scores"] = dict(zip(label_names, sigmoid(logits[i]).round(6).tolist()))
+            else:
+                row["prediction"] = float(predictions[i])
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if not labelled:
+        return None
+    return compute_metrics(logits, np.asarray(data.test["labels"]), problem_type, label_names,
+                           config.multi_label_threshold)
