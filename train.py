@@ -21,8 +21,7 @@ Every option: python train.py --help (YAML recipes in configs/ take the same nam
 
 import sys
 
-from jbert.core.errors import run_cli
-from jbert.train.cli import main
+from jbert.train.cli import run
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run())

@@ -25,7 +25,7 @@ import griffe
 
 # The field helper's name; `_option`/`_opt` are the stage-local helpers it replaces, kept here so a
 # module not yet moved to jbert.core.cli still renders well.
-OPTION_FUNCTIONS = {"option", "_option", "_opt"}
+OPTION_FUNCTIONS = {"option"}
 
 
 def _call_arguments(call: griffe.ExprCall) -> tuple[list[Any], dict[str, Any]]:

@@ -27,8 +27,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from jbert.core.artifacts import (atomic_directory, is_storage_full, read_json, storage_full_error, sync_directory,
-                                  sync_tree, write_json)
+from jbert.core.artifacts import atomic_directory, read_json, write_json
+from jbert.core.storage import is_storage_full, storage_full_error, sync_directory, sync_tree
 from jbert.core.errors import UserError
 
 STATE_FILE = "trainer_state.json"

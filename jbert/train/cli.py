@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+from jbert.core.errors import run_cli
+
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     """Parse options (flags over YAML) and train: the task --task names, or an --hp_search first."""
@@ -25,3 +27,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         from jbert.train.loop import train
 
         train(config)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    """Console-script entry point (`jbert-train`): `main` with a UserError turned into its message and exit 2."""
+    return run_cli(main, argv)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Optional, Sequence
 
 import yaml
 
+from jbert.core.cli import hf_argument_parser, options_from_args, option
 from jbert.core.errors import UserError, format_problems
 
 
@@ -34,80 +35,75 @@ TASKS = ("auto", "single_label", "multi_label", "regression", "mlm")
 DEFAULT_COLLECTIVE_TIMEOUT_SECONDS = 1800
 
 
-def _opt(default, help_text: str, **extra):
-    """A dataclass field with its one-line help (shown by --help)."""
-    return field(default=default, metadata={"help": help_text, **extra})
-
-
 @dataclass
 class TrainConfig:
     """All options of a training run (flag names follow transformers' example scripts)."""
 
     # --- model and tokenizer
-    model_name_or_path: Optional[str] = _opt(None, "Hugging Face model id or local directory to fine-tune, e.g. cl-tohoku/bert-base-japanese-v3.")
-    from_scratch: Optional[str] = _opt(None, "Instead of a pretrained model, build a WordPiece vocabulary from the training texts and a randomly initialised BERT of this size.", choices=SIZE_PRESETS)
-    tokenizer_name: Optional[str] = _opt(None, "Tokenizer id or directory when it differs from --model_name_or_path.")
-    mecab_dic: Optional[str] = _opt(None, "MeCab dictionary for Japanese tokenizers: unidic_lite, unidic, ipadic, or a dictionary directory (default: the tokenizer's own setting).")
-    vocab_size: int = _opt(8000, "Vocabulary size for --from_scratch.")
-    dropout: Optional[float] = _opt(None, "Override hidden and attention dropout of the model (0 for deterministic equivalence checks).")
-    trust_remote_code: bool = _opt(False, "Allow model code from the hub to run. Off by default: only enable for repositories you trust.")
+    model_name_or_path: Optional[str] = option(None, "Hugging Face model id or local directory to fine-tune, e.g. cl-tohoku/bert-base-japanese-v3.")
+    from_scratch: Optional[str] = option(None, "Instead of a pretrained model, build a WordPiece vocabulary from the training texts and a randomly initialised BERT of this size.", choices=SIZE_PRESETS)
+    tokenizer_name: Optional[str] = option(None, "Tokenizer id or directory when it differs from --model_name_or_path.")
+    mecab_dic: Optional[str] = option(None, "MeCab dictionary for Japanese tokenizers: unidic_lite, unidic, ipadic, or a dictionary directory (default: the tokenizer's own setting).")
+    vocab_size: int = option(8000, "Vocabulary size for --from_scratch.")
+    dropout: Optional[float] = option(None, "Override hidden and attention dropout of the model (0 for deterministic equivalence checks).")
+    trust_remote_code: bool = option(False, "Allow model code from the hub to run. Off by default: only enable for repositories you trust.")
     # --- data
-    train_file: Optional[str] = _opt(None, "Training data: CSV, TSV, JSON lines, Parquet, or a datasets.save_to_disk directory. --task mlm: also .txt (one text per line), and several files separated by commas.")
-    validation_file: Optional[str] = _opt(None, "Validation data (same formats). Without it, a stratified split of the training file is used.")
-    test_file: Optional[str] = _opt(None, "Test data: evaluated at the end and predictions written to predictions_test.jsonl.")
-    text_column: str = _opt("text", "Column with the text to classify. --task mlm: several columns separated by commas (e.g. sentence1,sentence2) all count as texts.")
-    text_pair_column: Optional[str] = _opt(None, "Column with the second text, for sentence-pair classification.")
-    label_column: str = _opt("label", "Column with the label(s).")
-    task: str = _opt("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column).", choices=TASKS)
-    mlm_probability: float = _opt(0.15, "--task mlm: fraction of tokens to predict, chosen as whole MeCab words (80 percent become [MASK], 10 percent a random token, 10 percent stay).")
-    mlm_pack: bool = _opt(True, "--task mlm: pack texts into full --max_length sequences; --mlm_pack false keeps one text per sequence (truncated).")
-    label_delimiter: Optional[str] = _opt(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")
-    multi_label_threshold: float = _opt(0.5, "Sigmoid probability above which a multi-label class is predicted.")
-    encoding: str = _opt("auto", "Text encoding of CSV/TSV/JSONL files: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, utf-8-sig, cp932, shift_jis ...")
-    validation_split: float = _opt(0.1, "Fraction of the training file held out (seeded, shuffled, stratified) when no --validation_file is given.")
-    strict: bool = _opt(False, "Fail on empty texts or labels instead of skipping and counting them.")
-    nfkc: bool = _opt(True, "Unicode NFKC normalisation of texts (training and serving alike).")
-    remove_control: bool = _opt(True, "Remove control and invisible format characters from texts.")
-    normalize_whitespace: bool = _opt(True, "Turn newlines, tabs, ideographic spaces and runs of spaces into one space.")
-    max_length: int = _opt(128, "Maximum tokens per example; longer texts are truncated (and counted).")
+    train_file: Optional[str] = option(None, "Training data: CSV, TSV, JSON lines, Parquet, or a datasets.save_to_disk directory. --task mlm: also .txt (one text per line), and several files separated by commas.")
+    validation_file: Optional[str] = option(None, "Validation data (same formats). Without it, a stratified split of the training file is used.")
+    test_file: Optional[str] = option(None, "Test data: evaluated at the end and predictions written to predictions_test.jsonl.")
+    text_column: str = option("text", "Column with the text to classify. --task mlm: several columns separated by commas (e.g. sentence1,sentence2) all count as texts.")
+    text_pair_column: Optional[str] = option(None, "Column with the second text, for sentence-pair classification.")
+    label_column: str = option("label", "Column with the label(s).")
+    task: str = option("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column).", choices=TASKS)
+    mlm_probability: float = option(0.15, "--task mlm: fraction of tokens to predict, chosen as whole MeCab words (80 percent become [MASK], 10 percent a random token, 10 percent stay).")
+    mlm_pack: bool = option(True, "--task mlm: pack texts into full --max_length sequences; --mlm_pack false keeps one text per sequence (truncated).")
+    label_delimiter: Optional[str] = option(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")
+    multi_label_threshold: float = option(0.5, "Sigmoid probability above which a multi-label class is predicted.")
+    encoding: str = option("auto", "Text encoding of CSV/TSV/JSONL files: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, utf-8-sig, cp932, shift_jis ...")
+    validation_split: float = option(0.1, "Fraction of the training file held out (seeded, shuffled, stratified) when no --validation_file is given.")
+    strict: bool = option(False, "Fail on empty texts or labels instead of skipping and counting them.")
+    nfkc: bool = option(True, "Unicode NFKC normalisation of texts (training and serving alike).")
+    remove_control: bool = option(True, "Remove control and invisible format characters from texts.")
+    normalize_whitespace: bool = option(True, "Turn newlines, tabs, ideographic spaces and runs of spaces into one space.")
+    max_length: int = option(128, "Maximum tokens per example; longer texts are truncated (and counted).")
     # --- optimisation
-    output_dir: str = _opt("outputs/model", "Where the fine-tuned model directory is written.")
-    overwrite_output_dir: bool = _opt(False, "Replace a non-empty --output_dir.")
-    per_device_train_batch_size: int = _opt(16, "Training batch size per process.")
-    per_device_eval_batch_size: int = _opt(64, "Evaluation batch size per process.")
-    gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
-    learning_rate: float = _opt(5e-5, "Peak learning rate of AdamW.")
-    weight_decay: float = _opt(0.01, "AdamW weight decay (never applied to biases and LayerNorm weights).")
-    adam_epsilon: float = _opt(1e-8, "AdamW epsilon.")
-    num_train_epochs: float = _opt(3.0, "Number of passes over the training data.")
-    max_train_steps: Optional[int] = _opt(None, "Stop after this many optimizer steps (overrides --num_train_epochs).")
-    lr_scheduler_type: str = _opt("linear", "Learning-rate schedule after warm-up.", choices=("linear", "cosine", "constant"))
-    warmup_ratio: float = _opt(0.0, "Warm-up as a fraction of all optimizer steps.")
-    warmup_steps: int = _opt(0, "Warm-up in optimizer steps (overrides --warmup_ratio when > 0).")
-    max_grad_norm: float = _opt(1.0, "Gradient clipping norm (0 disables).")
-    mixed_precision: Optional[str] = _opt(None, "no, fp16 or bf16 (default: from the accelerate config).", choices=("no", "fp16", "bf16"))
-    tf32: Optional[bool] = _opt(None, "Allow TF32 matmuls on NVIDIA Ampere+ GPUs (faster fp32 at ~1e-3 relative precision); default: PyTorch's setting. No effect on CPU.")
-    group_by_length: bool = _opt(True, "Batch texts of similar length together (less padding, faster).")
-    seed: int = _opt(42, "Random seed for data splits, shuffling, initialisation and dropout.")
-    full_determinism: bool = _opt(False, "Deterministic algorithms everywhere (slower).")
+    output_dir: str = option("outputs/model", "Where the fine-tuned model directory is written.")
+    overwrite_output_dir: bool = option(False, "Replace a non-empty --output_dir.")
+    per_device_train_batch_size: int = option(16, "Training batch size per process.")
+    per_device_eval_batch_size: int = option(64, "Evaluation batch size per process.")
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
+    learning_rate: float = option(5e-5, "Peak learning rate of AdamW.")
+    weight_decay: float = option(0.01, "AdamW weight decay (never applied to biases and LayerNorm weights).")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon.")
+    num_train_epochs: float = option(3.0, "Number of passes over the training data.")
+    max_train_steps: Optional[int] = option(None, "Stop after this many optimizer steps (overrides --num_train_epochs).")
+    lr_scheduler_type: str = option("linear", "Learning-rate schedule after warm-up.", choices=("linear", "cosine", "constant"))
+    warmup_ratio: float = option(0.0, "Warm-up as a fraction of all optimizer steps.")
+    warmup_steps: int = option(0, "Warm-up in optimizer steps (overrides --warmup_ratio when > 0).")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm (0 disables).")
+    mixed_precision: Optional[str] = option(None, "no, fp16 or bf16 (default: from the accelerate config).", choices=("no", "fp16", "bf16"))
+    tf32: Optional[bool] = option(None, "Allow TF32 matmuls on NVIDIA Ampere+ GPUs (faster fp32 at ~1e-3 relative precision); default: PyTorch's setting. No effect on CPU.")
+    group_by_length: bool = option(True, "Batch texts of similar length together (less padding, faster).")
+    seed: int = option(42, "Random seed for data splits, shuffling, initialisation and dropout.")
+    full_determinism: bool = option(False, "Deterministic algorithms everywhere (slower).")
     # --- evaluation, selection, checkpoints
-    eval_strategy: str = _opt("epoch", "Evaluate every epoch or every --eval_steps optimizer steps.", choices=("epoch", "steps"))
-    eval_steps: int = _opt(100, "Evaluation interval when --eval_strategy steps.")
-    metric_for_best_model: str = _opt("auto", "Metric that selects the best model: accuracy, macro_f1, micro_f1, loss, pearson, spearman, mse, subset_accuracy ... (auto: macro_f1, micro_f1 for multi-label, pearson for regression).")
-    early_stopping_patience: Optional[int] = _opt(None, "Stop after this many evaluations without improvement.")
-    baseline: str = _opt("tfidf_logreg", "Also fit TF-IDF char 1-3 grams + logistic regression on the same splits and report it beside the model (classification only); none skips it.", choices=("tfidf_logreg", "none"))
-    extra_metrics: Optional[str] = _opt(None, "Comma-separated `evaluate` metrics by name or local path (loaded only when asked; a name needs the hub).")
-    checkpointing_steps: Optional[str] = _opt(None, "Save a resumable checkpoint every N optimizer steps, or 'epoch'.")
-    save_total_limit: int = _opt(2, "Keep only the newest K checkpoints.")
-    resume_from_checkpoint: Optional[str] = _opt(None, "Resume: a checkpoint directory, or 'latest' (also 'auto') for the newest complete one in <output_dir>.checkpoints; with none there, start fresh.", aliases=["--resume"])
-    collective_timeout_seconds: int = _opt(DEFAULT_COLLECTIVE_TIMEOUT_SECONDS, "Multi-process runs: how long a process waits in a collective (gradient all-reduce, barrier) for the others before it stops with an error naming this option (default 30 minutes, PyTorch's gloo default). Must exceed the longest step one process takes alone (data preparation, writing the model directory and test predictions on the main process).")
-    with_tracking: bool = _opt(False, "Log metrics to the trackers of --report_to.")
-    report_to: str = _opt("tensorboard", "Tracker for --with_tracking (tensorboard, wandb, all ...).")
-    logging_steps: int = _opt(20, "Log the training loss every N optimizer steps.")
-    dataloader_num_workers: int = _opt(0, "Worker processes for data loading.")
-    disable_tqdm: bool = _opt(False, "No progress output: neither the bar on a terminal nor the progress line every 10 s (JBERT_PROGRESS_INTERVAL) in a log.")
-    hp_search: int = _opt(0, "Run N Optuna trials (learning rate, epochs, warm-up, dropout, batch size around the given values; poor trials pruned) on the validation split, then train the final model with the best; 0: off.")
-    config: Optional[str] = _opt(None, "YAML recipe whose values become the defaults (flags still override).")
+    eval_strategy: str = option("epoch", "Evaluate every epoch or every --eval_steps optimizer steps.", choices=("epoch", "steps"))
+    eval_steps: int = option(100, "Evaluation interval when --eval_strategy steps.")
+    metric_for_best_model: str = option("auto", "Metric that selects the best model: accuracy, macro_f1, micro_f1, loss, pearson, spearman, mse, subset_accuracy ... (auto: macro_f1, micro_f1 for multi-label, pearson for regression).")
+    early_stopping_patience: Optional[int] = option(None, "Stop after this many evaluations without improvement.")
+    baseline: str = option("tfidf_logreg", "Also fit TF-IDF char 1-3 grams + logistic regression on the same splits and report it beside the model (classification only); none skips it.", choices=("tfidf_logreg", "none"))
+    extra_metrics: Optional[str] = option(None, "Comma-separated `evaluate` metrics by name or local path (loaded only when asked; a name needs the hub).")
+    checkpointing_steps: Optional[str] = option(None, "Save a resumable checkpoint every N optimizer steps, or 'epoch'.")
+    save_total_limit: int = option(2, "Keep only the newest K checkpoints.")
+    resume_from_checkpoint: Optional[str] = option(None, "Resume: a checkpoint directory, or 'latest' (also 'auto') for the newest complete one in <output_dir>.checkpoints; with none there, start fresh.", aliases=["--resume"])
+    collective_timeout_seconds: int = option(DEFAULT_COLLECTIVE_TIMEOUT_SECONDS, "Multi-process runs: how long a process waits in a collective (gradient all-reduce, barrier) for the others before it stops with an error naming this option (default 30 minutes, PyTorch's gloo default). Must exceed the longest step one process takes alone (data preparation, writing the model directory and test predictions on the main process).")
+    with_tracking: bool = option(False, "Log metrics to the trackers of --report_to.")
+    report_to: str = option("tensorboard", "Tracker for --with_tracking (tensorboard, wandb, all ...).")
+    logging_steps: int = option(20, "Log the training loss every N optimizer steps.")
+    dataloader_num_workers: int = option(0, "Worker processes for data loading.")
+    disable_tqdm: bool = option(False, "No progress output: neither the bar on a terminal nor the progress line every 10 s (JBERT_PROGRESS_INTERVAL) in a log.")
+    hp_search: int = option(0, "Run N Optuna trials (learning rate, epochs, warm-up, dropout, batch size around the given values; poor trials pruned) on the validation split, then train the final model with the best; 0: off.")
+    config: Optional[str] = option(None, "YAML recipe whose values become the defaults (flags still override).")
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
@@ -188,10 +184,8 @@ def _looks_like_path(name: str) -> bool:
 
 
 def build_parser():
-    """The argparse parser generated from TrainConfig (transformers.HfArgumentParser)."""
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser(TrainConfig, description="Fine-tune a Japanese BERT text classifier with Accelerate.")
+    """The argparse parser of TrainConfig's flags (jbert.core.cli, with transformers.HfArgumentParser's rules)."""
+    return hf_argument_parser(TrainConfig, description="Fine-tune a Japanese BERT text classifier with Accelerate.")
 
 
 def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
@@ -205,7 +199,7 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     if known.config:
         recipe_values = load_yaml_recipe(known.config)
         parser.set_defaults(**recipe_values)
-    (config,) = parser.parse_args_into_dataclasses(args=argv)
+    config = options_from_args(TrainConfig, parser.parse_args(argv))
     if config.checkpointing_steps is not None:
         config.checkpointing_steps = str(config.checkpointing_steps)
     # --from_scratch defaults fill only what neither a flag nor the YAML gave
