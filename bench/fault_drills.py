@@ -36,9 +36,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO))
 
-from test_faults_training import (  # noqa: E402  (the test's own process drivers and checks)
-    COMMON, assert_every_listed_checkpoint_loads, assert_same_run, kill_at, resumed_from, run_to_end)
-from test_training import tiny_args, topic_rows, write_csv  # noqa: E402
+from conftest import (  # noqa: E402  (the tests' own process drivers and checks)
+    FAULT_RUN_OPTIONS, assert_every_listed_checkpoint_loads, assert_same_run, kill_at, resumed_from, run_to_end,
+    tiny_args, topic_rows, write_training_csv,
+)
 
 KINDS = {
     "step": [f"step:{n}" for n in range(1, 13)],
@@ -54,7 +55,7 @@ def run_case(fault: str, data: Path, reference: Path, work: Path) -> dict:
     """Kill a fresh run at `fault`, check what is left, resume with `latest`, compare; returns the record."""
     output_dir = work / "model"
     root = Path(f"{output_dir}.checkpoints")
-    fresh = tiny_args(data, output_dir=str(output_dir), **COMMON)
+    fresh = tiny_args(data, output_dir=str(output_dir), **FAULT_RUN_OPTIONS)
     record = {"case": fault, "passed": False}
     try:
         kill_at(fresh, fault, work)
@@ -87,10 +88,10 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="jbert-fault-drills-") as scratch:
         scratch = Path(scratch)
-        write_csv(scratch / "train.csv", topic_rows(48, seed=1))
-        write_csv(scratch / "valid.csv", topic_rows(10, seed=2))
+        write_training_csv(scratch / "train.csv", topic_rows(48, seed=1))
+        write_training_csv(scratch / "valid.csv", topic_rows(10, seed=2))
         reference = scratch / "reference"
-        code, output = run_to_end(tiny_args(scratch, output_dir=str(reference), **COMMON), scratch, "reference")
+        code, output = run_to_end(tiny_args(scratch, output_dir=str(reference), **FAULT_RUN_OPTIONS), scratch, "reference")
         if code != 0:
             raise SystemExit(f"the uninterrupted reference run failed:\n{output[-3000:]}")
         records = []

@@ -13,7 +13,7 @@ import yaml
 from jbert.train import launch, process_group
 from jbert.core.errors import UserError
 
-from test_training import tiny_args, topic_rows, write_csv
+from conftest import tiny_args, topic_rows, write_training_csv
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "accelerate_configs"
@@ -121,8 +121,8 @@ def test_two_rank_zero_copies_are_refused(monkeypatch):
 
 @pytest.fixture
 def small_data(tmp_path):
-    write_csv(tmp_path / "train.csv", topic_rows(16, seed=1))
-    write_csv(tmp_path / "valid.csv", topic_rows(4, seed=2))
+    write_training_csv(tmp_path / "train.csv", topic_rows(16, seed=1))
+    write_training_csv(tmp_path / "valid.csv", topic_rows(4, seed=2))
     return tmp_path
 
 

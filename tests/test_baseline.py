@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from test_training import TOPICS, run_training, tiny_args, topic_files, topic_rows  # noqa: F401  (fixture)
+from conftest import TOPICS, run_training, tiny_args, topic_rows
 
 from jbert.train.baseline import compare_with_baseline, fit_baseline
 

@@ -10,9 +10,10 @@ import json
 import datasets
 import pytest
 
+from conftest import ROWS, data_config, decoded, write_csv, write_jsonl
+
 from jbert.core import file_encodings, readers
 from jbert.data.prepare import prepare_data
-from data_helpers import ROWS, config, decoded, write_csv, write_jsonl
 from jbert.core.errors import UserError
 
 # --------------------------------------------------------------------------- formats and encodings
@@ -38,7 +39,7 @@ def test_every_input_format_gives_the_same_data(tmp_path, fmt):
         path = tmp_path / "saved"
         datasets.Dataset.from_list(rows).save_to_disk(str(path))
     validation = write_csv(tmp_path / "validation.csv", ROWS)
-    data = prepare_data(config(tmp_path, train_file=str(path), validation_file=str(validation)))
+    data = prepare_data(data_config(tmp_path, train_file=str(path), validation_file=str(validation)))
     assert data.problem_type == "single_label_classification"
     assert data.label_names == ["negative", "neutral", "positive"]
     assert decoded(data) == [(row["text"], row["label"]) for row in rows]
@@ -52,7 +53,7 @@ def test_encodings_are_detected_and_read(tmp_path, encoding, expected):
     path = write_csv(tmp_path / "train.csv", rows, encoding=encoding)
     assert file_encodings.detect_encoding(path) == expected
     assert readers.read_columns(path) == ["text", "label"]  # no BOM glued to the first column name
-    data = prepare_data(config(tmp_path, train_file=str(path), validation_file=str(path)))
+    data = prepare_data(data_config(tmp_path, train_file=str(path), validation_file=str(path)))
     texts = [text for text, _ in decoded(data)]
     assert texts[:len(ROWS)] == [row["text"] for row in ROWS]
     assert data.stats["train"]["encoding"] == expected
@@ -62,7 +63,7 @@ def test_encodings_are_detected_and_read(tmp_path, encoding, expected):
 def test_explicit_encoding_is_used(tmp_path, name):
     rows = ROWS + [{"text": "①㈱の商品", "label": "positive"}]  # Excel's cp932 characters outside strict Shift_JIS
     path = write_csv(tmp_path / "train.csv", rows, encoding="cp932")
-    data = prepare_data(config(tmp_path, train_file=str(path), validation_file=str(path), encoding=name))
+    data = prepare_data(data_config(tmp_path, train_file=str(path), validation_file=str(path), encoding=name))
     assert decoded(data)[0][0] == ROWS[0]["text"]
     assert decoded(data)[-1][0] == "1(株)の商品"  # after NFKC
     assert data.stats["train"]["encoding"] == "cp932"
@@ -71,7 +72,7 @@ def test_explicit_encoding_is_used(tmp_path, name):
 def test_unknown_encoding_name(tmp_path):
     path = write_csv(tmp_path / "train.csv", ROWS)
     with pytest.raises(UserError, match="'latin-9000' is not a known encoding"):
-        prepare_data(config(tmp_path, train_file=str(path), encoding="latin-9000"))
+        prepare_data(data_config(tmp_path, train_file=str(path), encoding="latin-9000"))
 
 
 def test_undecodable_bytes_name_file_line_and_encoding_hint(tmp_path):
@@ -79,7 +80,7 @@ def test_undecodable_bytes_name_file_line_and_encoding_hint(tmp_path):
     with open(path, "ab") as handle:
         handle.write("文字化け,positive\n".encode("cp932"))  # line 8 is Shift_JIS in a UTF-8 file
     with pytest.raises(UserError) as err:
-        prepare_data(config(tmp_path, train_file=str(path), validation_file=str(path), encoding="utf-8"))
+        prepare_data(data_config(tmp_path, train_file=str(path), validation_file=str(path), encoding="utf-8"))
     message = str(err.value)
     assert str(path) in message and "line 8" in message and "--encoding" in message
 

@@ -9,18 +9,13 @@ use 2 processes with batch 8, dropout 0, fp32, the same seed.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from test_training import run_training, tiny_args, topic_rows, write_csv
+from conftest import finish, free_port, launch_env, run_training, start, tiny_args, topic_rows, write_training_csv
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.multiprocess
@@ -32,41 +27,6 @@ METRIC_ATOL = 1e-4
 COMMON = dict(per_device_train_batch_size=8, num_train_epochs=2, dropout=0.0, max_length=32)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", **extra)
-    env.pop("WORLD_SIZE", None)
-    return env
-
-
-def start(config: str, args: list[str], port: int, *launch_args: str, env: dict | None = None,
-          script: str = "train.py") -> subprocess.Popen:
-    """`accelerate launch` in its own process group (so a timeout can end every rank)."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", f"accelerate_configs/{config}",
-               "--main_process_port", str(port), *launch_args, script, *args]
-    return subprocess.Popen(command, cwd=REPO, env=env or _env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-
-
-def finish(process: subprocess.Popen, timeout: int = 400) -> tuple[int, str]:
-    """Wait for a launch; on timeout kill its whole process group. Returns (exit code, output)."""
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"launch timed out after {timeout}s:\n{output[-4000:]}")
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-    return process.returncode, output
-
-
 def launch(config: str, args: list[str], *launch_args: str, env: dict | None = None, timeout: int = 400) -> str:
     code, output = finish(start(config, args, free_port(), *launch_args, env=env), timeout)
     assert code == 0, output[-6000:]
@@ -76,8 +36,8 @@ def launch(config: str, args: list[str], *launch_args: str, env: dict | None = N
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("distributed")
-    write_csv(directory / "train.csv", topic_rows(32, seed=1))  # 96 rows: 6 global batches of 16 per epoch
-    write_csv(directory / "valid.csv", topic_rows(7, seed=2))  # 21 rows: uneven over 2 processes
+    write_training_csv(directory / "train.csv", topic_rows(32, seed=1))  # 96 rows: 6 global batches of 16 per epoch
+    write_training_csv(directory / "valid.csv", topic_rows(7, seed=2))  # 21 rows: uneven over 2 processes
     return directory
 
 
@@ -156,7 +116,7 @@ def test_each_rank_sees_its_shard_of_every_epoch_and_metrics_gather_without_dupl
 
     probe = tmp_path / "shard_probe.py"
     probe.write_text(SHARD_PROBE)
-    env = _env(PYTHONPATH=str(REPO))
+    env = launch_env(PYTHONPATH=str(REPO))
     code, output = finish(start("multi_cpu.yaml", [str(tmp_path / "seen.json")], free_port(), env=env,
                                 script=str(probe)), timeout=200)
     assert code == 0, output[-4000:]
@@ -205,7 +165,7 @@ def test_two_processes_match_one_process_and_resume_with_two(data_dir, reference
     args = tiny_args(data_dir, output_dir=str(output_dir), checkpointing_steps=2, **COMMON)
     crashing = tmp_path / "crashing_train.py"
     crashing.write_text(CRASHING_TRAIN)
-    code, output = finish(start("multi_cpu.yaml", ["5", *args], free_port(), env=_env(PYTHONPATH=str(REPO)),
+    code, output = finish(start("multi_cpu.yaml", ["5", *args], free_port(), env=launch_env(PYTHONPATH=str(REPO)),
                                 script=str(crashing)))
     assert code != 0 and "simulated crash after step 5" in output
     assert not output_dir.exists(), "a crashed run must not leave a model dir"
@@ -251,7 +211,7 @@ def test_deepspeed_zero_on_two_cpu_processes_saves_a_consolidated_model(stage, d
     output_dir = tmp_path / f"zero{stage}"
     args = tiny_args(data_dir, output_dir=str(output_dir), **COMMON)
     # The first DeepSpeed run on a machine JIT-compiles its CPU shared-memory op (minutes, then cached).
-    output = launch(f"deepspeed_zero{stage}.yaml", args, env=_env(DS_ACCELERATOR="cpu"), timeout=580)
+    output = launch(f"deepspeed_zero{stage}.yaml", args, env=launch_env(DS_ACCELERATOR="cpu"), timeout=580)
     assert_two_ranks(output, "DEEPSPEED")
     assert f"'stage': {stage}" in output  # the ds_config Accelerate logged
     metrics = read_metrics(output_dir)

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cached_export, make_tiny_model_dir
-from test_faults_training import SHIM_DIR, COMMON, assert_every_listed_checkpoint_loads, latest
-from test_training import tiny_args, topic_rows, write_csv
+from conftest import (
+    FAULT_RUN_OPTIONS, SHIM_DIR, assert_every_listed_checkpoint_loads, cached_export, latest, make_tiny_model_dir,
+    tiny_args, topic_rows, write_training_csv,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 WAIT_SECONDS = 300
@@ -73,8 +74,8 @@ def hidden_leftovers(parent: Path, name: str) -> list[str]:
 @pytest.fixture(scope="module")
 def topic_data(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("disk-train")
-    write_csv(directory / "train.csv", topic_rows(48, seed=1))
-    write_csv(directory / "valid.csv", topic_rows(10, seed=2))
+    write_training_csv(directory / "train.csv", topic_rows(48, seed=1))
+    write_training_csv(directory / "valid.csv", topic_rows(10, seed=2))
     return directory
 
 
@@ -84,7 +85,7 @@ def test_training_out_of_space_while_writing_the_model_dir_keeps_the_previous_on
     make_tiny_model_dir(output_dir)  # the previous, complete model directory
     before = tree_digest(output_dir)
     weights = (output_dir / "model.safetensors").stat().st_size
-    args = tiny_args(topic_data, output_dir=str(output_dir), overwrite_output_dir=True, **COMMON)
+    args = tiny_args(topic_data, output_dir=str(output_dir), overwrite_output_dir=True, **FAULT_RUN_OPTIONS)
     # Far below the new weights file (2 MB), far above every other file of the directory.
     code, output = run_limited(["train.py", *args], JBERT_FAULT_FSIZE_IN_MODEL_DIR="400000")
     assert_clear_storage_error(code, output)
@@ -106,7 +107,7 @@ def test_training_out_of_space_from_the_start(first_write, topic_data, tmp_path)
     """ulimit -f 1 MB for the whole run: the first 2 MB file (a checkpoint's weights at step 2, or
     without checkpoints the best weights after the first evaluation) cannot be written."""
     output_dir = tmp_path / "model"
-    options = dict(COMMON) if first_write == "checkpoint" else {**COMMON, "checkpointing_steps": None}
+    options = dict(FAULT_RUN_OPTIONS) if first_write == "checkpoint" else {**FAULT_RUN_OPTIONS, "checkpointing_steps": None}
     args = tiny_args(topic_data, output_dir=str(output_dir), **options)
     code, output = run_limited(["train.py", *args], file_size_limit=1_000_000)
     assert_clear_storage_error(code, output)

@@ -10,115 +10,29 @@ uninterrupted one: same weights (1e-6), same metrics, same evaluation history.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from test_training import tiny_args, topic_rows, write_csv
+from conftest import (
+    FAULT_RUN_OPTIONS, FAULT_WAIT_SECONDS, SHIM_DIR, assert_every_listed_checkpoint_loads, assert_same_run,
+    fault_env, finish, free_port, kill_at, latest, mlm_args, resumed_from, run_to_end, start, tiny_args, topic_rows,
+    write_training_csv,
+)
 
 REPO = Path(__file__).resolve().parent.parent
-SHIM_DIR = Path(__file__).resolve().parent / "fault_shim"
-WAIT_SECONDS = 300  # bound on any one process reaching its fault point or finishing (2 busy cores)
-# 144 rows / 24 = 6 steps per epoch, 2 epochs: evaluations at steps 6 and 12, checkpoints every 2 steps.
-COMMON = dict(num_train_epochs=2, checkpointing_steps=2, per_device_train_batch_size=24)
-CHECKPOINT_FILES = ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "trainer_state.json")
-
-
-def _env(**extra) -> dict:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", **extra)
-    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "JBERT_FAULT", "JBERT_FAULT_MARKER",
-                 "JBERT_FAULT_FSIZE_IN_MODEL_DIR"):
-        if name not in extra:
-            env.pop(name, None)
-    return env
-
-
-def start_training(args: list[str], log: Path, **env) -> subprocess.Popen:
-    """`python train.py ARGS` with the fault shim importable, output to a file (a pipe could fill and stall it)."""
-    env = _env(PYTHONPATH=os.pathsep.join([str(SHIM_DIR), str(REPO)]), **env)
-    with open(log, "w", encoding="utf-8") as handle:
-        return subprocess.Popen([sys.executable, "train.py", *args], cwd=REPO, env=env, stdout=handle,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def kill_at(args: list[str], fault: str, work: Path) -> str:
-    """Run until the shim reports `fault`, then SIGKILL the process; returns what it printed."""
-    marker, log = work / "fault-reached", work / f"log-{fault.replace(':', '-').replace(',', '-')}.txt"
-    marker.unlink(missing_ok=True)
-    process = start_training(args, log, JBERT_FAULT=fault, JBERT_FAULT_MARKER=str(marker))
-    deadline = time.monotonic() + WAIT_SECONDS
-    try:
-        while not marker.exists():
-            if process.poll() is not None:
-                pytest.fail(f"training ended (exit {process.returncode}) before {fault}:\n{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"{fault} not reached in {WAIT_SECONDS}s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    return log.read_text(encoding="utf-8")
-
-
-def run_to_end(args: list[str], work: Path, name: str, **env) -> tuple[int, str]:
-    """Run train.py to its end (bounded); returns (exit code, output)."""
-    log = work / f"log-{name}.txt"
-    process = start_training(args, log, **env)
-    try:
-        code = process.wait(timeout=WAIT_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        pytest.fail(f"{name} did not finish in {WAIT_SECONDS}s:\n{log.read_text()[-4000:]}")
-    return code, log.read_text(encoding="utf-8")
-
-
-def latest(checkpoint_root: Path) -> str | None:
-    """The checkpoint `--resume_from_checkpoint latest` would take (its name)."""
-    from jbert.train.checkpoint import resolve_resume_path
-
-    path = resolve_resume_path("latest", checkpoint_root)
-    return path.name if path else None
-
-
-def assert_every_listed_checkpoint_loads(checkpoint_root: Path) -> list[str]:
-    """Every checkpoint that resume could pick is complete: all files there, weights and state readable."""
-    from jbert.train.checkpoint import list_checkpoints
-
-    names = []
-    for path in list_checkpoints(checkpoint_root):
-        for name in CHECKPOINT_FILES:
-            assert (path / name).is_file(), f"{path} is listed but has no {name}"
-        load_file(str(path / "model.safetensors"))  # a torn file raises here
-        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        names.append(path.name)
-    return names
-
-
-def resumed_from(output: str) -> str:
-    found = re.findall(r"resuming from \S*?(step_\d+)", output)
-    assert len(found) == 1, output[-3000:]
-    return found[0]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("faults")
-    write_csv(directory / "train.csv", topic_rows(48, seed=1))
-    write_csv(directory / "valid.csv", topic_rows(10, seed=2))
+    write_training_csv(directory / "train.csv", topic_rows(48, seed=1))
+    write_training_csv(directory / "valid.csv", topic_rows(10, seed=2))
     return directory
 
 
@@ -126,33 +40,16 @@ def data(tmp_path_factory) -> Path:
 def reference(data) -> Path:
     """The uninterrupted run, a real process like the others."""
     output_dir = data / "reference"
-    code, output = run_to_end(tiny_args(data, output_dir=str(output_dir), **COMMON), data, "reference")
+    code, output = run_to_end(tiny_args(data, output_dir=str(output_dir), **FAULT_RUN_OPTIONS), data, "reference")
     assert code == 0, output[-4000:]
     return output_dir
-
-
-def assert_same_run(model_dir: Path, reference_dir: Path) -> None:
-    expected, actual = load_file(str(reference_dir / "model.safetensors")), load_file(str(model_dir / "model.safetensors"))
-    assert expected.keys() == actual.keys()
-    for name in expected:
-        np.testing.assert_allclose(actual[name], expected[name], atol=1e-6, err_msg=name)
-    expected_metrics = json.loads((reference_dir / "metrics.json").read_text(encoding="utf-8"))
-    metrics = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["global_step"] == expected_metrics["global_step"]
-    assert metrics["best"] == pytest.approx(expected_metrics["best"])
-    scalars = lambda values: {k: v for k, v in values.items() if isinstance(v, (int, float))}  # noqa: E731
-    assert scalars(metrics["validation"]) == pytest.approx(scalars(expected_metrics["validation"]), abs=1e-6)
-    assert metrics["validation"]["confusion_matrix"] == expected_metrics["validation"]["confusion_matrix"]
-    evaluations = lambda values: [{k: v for k, v in h.items() if isinstance(v, (int, float))}  # noqa: E731
-                                  for h in values["history"] if "eval_loss" in h]
-    assert evaluations(metrics) == pytest.approx(evaluations(expected_metrics), abs=1e-6)
 
 
 def test_sigkill_at_every_kind_of_moment_then_resume_latest_equals_uninterrupted(data, reference, tmp_path):
     """One run killed six times, each at a different worst moment, resumed with `latest` after each."""
     output_dir = tmp_path / "model"
     root = Path(f"{output_dir}.checkpoints")
-    fresh = tiny_args(data, output_dir=str(output_dir), **COMMON)
+    fresh = tiny_args(data, output_dir=str(output_dir), **FAULT_RUN_OPTIONS)
     resume = fresh + ["--resume_from_checkpoint", "latest"]
 
     # 0. While the from-scratch vocabulary is written: vocab.txt done, the tokenizer's other files not.
@@ -205,7 +102,7 @@ def test_sigkill_at_every_kind_of_moment_then_resume_latest_equals_uninterrupted
 def test_sigkill_at_arbitrary_steps_resume_latest_equals_uninterrupted(data, reference, tmp_path):
     """Killed at the start of steps 1, 5 and 11 (before any checkpoint, mid-epoch, in the last epoch)."""
     output_dir = tmp_path / "model"
-    fresh = tiny_args(data, output_dir=str(output_dir), **COMMON)
+    fresh = tiny_args(data, output_dir=str(output_dir), **FAULT_RUN_OPTIONS)
     resume = fresh + ["--resume_from_checkpoint", "latest"]
     kill_at(fresh, "step:1", tmp_path)
     assert latest(Path(f"{output_dir}.checkpoints")) is None
@@ -222,13 +119,13 @@ def test_sigkill_at_arbitrary_steps_resume_latest_equals_uninterrupted(data, ref
 # ---------------------------------------------------------------- one rank of two lost
 
 def _wait_for(marker: Path, processes: list[subprocess.Popen], what: str) -> str:
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = time.monotonic() + FAULT_WAIT_SECONDS
     while not marker.exists():
         ended = [p for p in processes if p.poll() is not None]
         if ended:
             pytest.fail(f"a launch ended (exit {ended[0].returncode}) before {what}:\n{ended[0].stdout.read()[-4000:]}")
         if time.monotonic() > deadline:
-            pytest.fail(f"{what} not reached in {WAIT_SECONDS}s")
+            pytest.fail(f"{what} not reached in {FAULT_WAIT_SECONDS}s")
         time.sleep(0.05)
     return marker.read_text()
 
@@ -237,7 +134,7 @@ def _launch_env(marker: Path, fault: str | None) -> dict:
     extra = {"PYTHONPATH": os.pathsep.join([str(SHIM_DIR), str(REPO)])}
     if fault:
         extra.update(JBERT_FAULT=fault, JBERT_FAULT_MARKER=str(marker))
-    return _env(**extra)
+    return fault_env(**extra)
 
 
 @pytest.mark.multiprocess
@@ -247,7 +144,6 @@ def test_rank_killed_the_other_machine_stops_with_a_clear_message(data, tmp_path
     Rank 0, alone on its "machine" (no launcher there knows rank 1 died), must not hang: its next
     all-reduce fails, and it exits non-zero with one message saying another process died.
     """
-    from test_distributed import finish, free_port, start
 
     marker = tmp_path / "fault-reached"
     args = tiny_args(data, output_dir=str(tmp_path / "model"), per_device_train_batch_size=8, num_train_epochs=1,
@@ -280,8 +176,6 @@ def test_rank_killed_the_other_machine_stops_with_a_clear_message(data, tmp_path
 def test_mlm_rank_killed_the_other_machine_stops_with_the_same_clear_message(tmp_path):
     """--task mlm through the same loop: multi_node.yaml as two launches on localhost, rank 1 SIGKILLed
     in the middle of its step 3; rank 0 exits non-zero with the one-line message, not a traceback."""
-    from test_distributed import finish, free_port, start
-    from test_mlm import mlm_args
 
     marker = tmp_path / "fault-reached"
     args = mlm_args(tmp_path, output_dir=str(tmp_path / "mlm"), collective_timeout_seconds=600)
@@ -312,7 +206,6 @@ def test_mlm_rank_killed_the_other_machine_stops_with_the_same_clear_message(tmp
 def test_rank_hung_the_other_stops_after_the_collective_timeout(data, tmp_path):
     """multi_cpu.yaml; rank 1 stops answering (alive, silent) at step 3: rank 0 gives up after
     --collective_timeout_seconds with a message naming the option, and the launch ends."""
-    from test_distributed import finish, free_port, start
 
     marker = tmp_path / "fault-reached"
     args = tiny_args(data, output_dir=str(tmp_path / "model"), per_device_train_batch_size=8, num_train_epochs=1,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from test_training import tiny_args, topic_files  # noqa: F401  (fixture)
+from conftest import tiny_args
 
 from jbert.train.config import TrainConfig, load_yaml_recipe, parse_config
 from jbert.train.hp_search import BEST_CONFIG_FILE, SEARCH_FILE, run_hp_search

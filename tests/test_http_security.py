@@ -14,8 +14,7 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import REPO_ROOT
-from test_runtime import TEXTS
+from conftest import REPO_ROOT, TEXTS
 
 from jbert.core.errors import UserError
 from jbert.serve.http.microbatch import BatcherConfig

@@ -17,8 +17,7 @@ import time
 
 import httpx
 
-from conftest import REPO_ROOT
-from test_runtime import TEXTS
+from conftest import REPO_ROOT, TEXTS
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
 

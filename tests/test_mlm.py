@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
 
-from conftest import write_tiny_japanese_tokenizer
-from test_training import (  # noqa: F401  (topic_files is a fixture)
-    TOPICS, SimulatedCrash, crash_after, run_training, tiny_args, topic_files, topic_rows,
-)
+from conftest import SimulatedCrash, crash_after, mlm_args, run_training, tiny_args, topic_rows, write_tiny_japanese_tokenizer
 
 from jbert.train.config import parse_config
 from jbert.train.mlm_data import (
@@ -114,30 +110,6 @@ def test_collator_masks_per_epoch_deterministically(tokenizer):
     collator.set_epoch(1)
     assert not torch.equal(first, collator(sequences)["labels"])  # a new epoch predicts other words
     assert (first != IGNORE_INDEX).any(dim=1).all()
-
-
-def unlabeled_file(directory: Path, n_per_class: int = 40, seed: int = 1) -> Path:
-    path = directory / "unlabeled.txt"
-    path.write_text("\n".join(row["text"] for row in topic_rows(n_per_class, seed)) + "\n\n", encoding="utf-8")
-    return path
-
-
-def mlm_args(tmp_path: Path, **overrides) -> list[str]:
-    options = dict(task="mlm", train_file=str(unlabeled_file(tmp_path)), output_dir=str(tmp_path / "mlm"),
-                   validation_split=0.2, max_length=32, per_device_train_batch_size=8, num_train_epochs=10,
-                   learning_rate=2e-3, warmup_ratio=0.1)
-    options.update(overrides)
-    return _argv(tmp_path, options)
-
-
-def _argv(tmp_path: Path, options: dict) -> list[str]:
-    base = {"from_scratch": "tiny", "vocab_size": 400, "seed": 7, "disable_tqdm": True, "logging_steps": 5}
-    base.update(options)
-    argv = []
-    for key, value in base.items():
-        if value is not None:
-            argv += [f"--{key}", str(value)]
-    return argv
 
 
 def run_mlm(argv: list[str], on_step_end=None) -> dict:

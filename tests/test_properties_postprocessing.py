@@ -14,7 +14,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hypothesis_profiles import examples
+from conftest import examples
+
 from jbert.core.postprocessing import predictions_from_logits, sigmoid, softmax
 
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)

@@ -21,7 +21,8 @@ import pytest
 from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
-from hypothesis_profiles import examples
+from conftest import examples
+
 from jbert.core import file_encodings, readers
 from jbert.core.errors import UserError
 

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import example, given, note, settings
 from hypothesis import strategies as st
 
-from conftest import TINY_VOCAB_WORDS, write_tiny_japanese_tokenizer
-from hypothesis_profiles import examples
+from conftest import TINY_VOCAB_WORDS, examples, write_tiny_japanese_tokenizer
+
 from jbert.core.normalize import NormalizationConfig, normalize_text
 from jbert.tokenization import FastBertJapaneseTokenizer, FastJsonTokenizer, load_serving_tokenizer
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
-from test_runtime import TEXTS
+from conftest import PAIRS, REPO_ROOT, TEXTS
 
 ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
@@ -337,7 +336,6 @@ def test_cli_starts_and_stops_a_local_ray(tmp_path, export_dir):
 def test_pair_model_with_all_scores_on_ray(tmp_path, tmp_path_factory, ray_runtime):
     from conftest import cached_export
     from jbert.serve.runtime import OnnxClassifier
-    from test_runtime import PAIRS
 
     _, pair_export = cached_export(tmp_path_factory, text_pair=True)
     pq.write_table(pa.table({"text": TEXTS + ["犬"], "text_pair": PAIRS + [""]}), tmp_path / "pairs.parquet")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import yaml
 
-from test_training import topic_rows, write_csv
+from conftest import topic_rows, write_training_csv
 
 from jbert.train.config import TrainConfig, load_yaml_recipe, parse_config
 from jbert.train.recipes import FROM_SCRATCH_RECIPES
 
 
 def test_recipe_fills_defaults_and_a_given_flag_or_yaml_value_wins(tmp_path):
-    write_csv(tmp_path / "train.csv", topic_rows(5, 0))
+    write_training_csv(tmp_path / "train.csv", topic_rows(5, 0))
     train = ["--train_file", str(tmp_path / "train.csv")]
     recipe = FROM_SCRATCH_RECIPES["mini"]
 
@@ -40,7 +40,7 @@ def test_recipe_fills_defaults_and_a_given_flag_or_yaml_value_wins(tmp_path):
 
 
 def test_value_sources_are_saved_and_the_saved_config_is_a_recipe_again(tmp_path):
-    write_csv(tmp_path / "train.csv", topic_rows(5, 0))
+    write_training_csv(tmp_path / "train.csv", topic_rows(5, 0))
     config = parse_config(["--train_file", str(tmp_path / "train.csv"), "--from_scratch", "tiny", "--seed", "3"])
     saved = tmp_path / "training_config.yaml"
     saved.write_text(yaml.safe_dump(config.to_dict(), allow_unicode=True), encoding="utf-8")

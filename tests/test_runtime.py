@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, cached_export, make_tiny_model_dir
+from conftest import PAIRS, REPO_ROOT, TEXTS, cached_export
 
 from jbert.core.artifacts import MANIFEST_FILE, Manifest, read_json, write_json
 from jbert.core.errors import UserError
-
-TEXTS = ["この商品はとても良いです。", "最悪の料理でした。", "普通のホテルです", "今日は雨", "犬が走る", "猫"]
-PAIRS = ["今日の天気は晴れです。", "料理は美味しい", "部屋が悪い", "雨", "猫が寝る", "犬"]
 
 
 def torch_logits(model_dir: Path, texts, pairs=None) -> np.ndarray:

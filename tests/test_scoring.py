@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA
-from test_runtime import TEXTS
+from conftest import REPO_ROOT, SHARED_DATA, TEXTS
 
 import jbert.serve.scoring.run as scoring
 from jbert.core.errors import UserError

@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from conftest import REPO_ROOT
-from conftest import cached_export
-from test_runtime import PAIRS, TEXTS
+from conftest import PAIRS, REPO_ROOT, TEXTS, cached_export
 
 from jbert.serve.http.microbatch import BatcherConfig, MicroBatcher, QueueFullError
 from jbert.serve.http.app import create_app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import random
 from pathlib import Path
@@ -11,85 +10,14 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from conftest import (
+    FILLERS, TOPICS, SimulatedCrash, crash_after, run_training, tiny_args, topic_rows, write_training_csv,
+)
+
 from jbert.train.config import TrainConfig, load_yaml_recipe, parse_config
 from jbert.core.errors import UserError, run_cli
 
 REPO = Path(__file__).resolve().parent.parent
-
-TOPICS = {
-    "スポーツ": ["サッカー", "野球", "試合", "選手", "ゴール", "優勝", "監督", "ホームラン"],
-    "料理": ["カレー", "味噌汁", "レシピ", "美味しい", "煮込み", "包丁", "醤油", "天ぷら"],
-    "天気": ["雨", "晴れ", "台風", "気温", "雪", "曇り", "湿度", "天気予報"],
-}
-FILLERS = ["今日は", "昨日の", "とても", "やはり", "週末に", "みんなで", "少し", "本当に"]
-ENDINGS = ["でした。", "です。", "が話題です", "について話した", "が楽しみ！", "だった"]
-
-
-def topic_rows(n_per_class: int, seed: int) -> list[dict]:
-    """Short Japanese sentences whose topic word decides the label (separable, but not identical)."""
-    rng = random.Random(seed)
-    rows = []
-    for label, words in TOPICS.items():
-        for _ in range(n_per_class):
-            text = rng.choice(FILLERS) + rng.choice(words) + "と" + rng.choice(words) + rng.choice(ENDINGS)
-            rows.append({"text": text, "label": label})
-    rng.shuffle(rows)
-    return rows
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    with open(path, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def tiny_args(tmp_path: Path, **overrides) -> list[str]:
-    options = {
-        "from_scratch": "tiny", "vocab_size": 400, "train_file": str(tmp_path / "train.csv"),
-        "validation_file": str(tmp_path / "valid.csv"), "output_dir": str(tmp_path / "model"),
-        "max_length": 32, "per_device_train_batch_size": 16, "learning_rate": 1e-3, "num_train_epochs": 4,
-        "seed": 7, "disable_tqdm": True, "logging_steps": 5,
-    }
-    options.update(overrides)
-    argv = []
-    for key, value in options.items():
-        if value is None:
-            continue
-        argv += [f"--{key}", str(value)]
-    return argv
-
-
-@pytest.fixture
-def topic_files(tmp_path):
-    write_csv(tmp_path / "train.csv", topic_rows(48, seed=1))
-    write_csv(tmp_path / "valid.csv", topic_rows(10, seed=2))
-    write_csv(tmp_path / "test.csv", topic_rows(8, seed=3))
-    return tmp_path
-
-
-def run_training(argv: list[str], on_step_end=None) -> dict:
-    from jbert.train.loop import train
-
-    return train(parse_config(argv), on_step_end=on_step_end)
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised from the step callback to interrupt a run like a kill would."""
-
-
-def crash_after(step: int):
-    """A step callback that ends the run right after optimizer step `step` (and its checkpoint)."""
-    seen = []
-
-    def on_step_end(global_step, accelerator):
-        seen.append(global_step)
-        if global_step == step:
-            raise SimulatedCrash(f"simulated crash after step {global_step}")
-
-    on_step_end.seen = seen
-    return on_step_end
 
 
 LOCAL_METRIC = """
@@ -211,8 +139,8 @@ def test_multi_label_end_to_end(tmp_path):
         words = [word for topic in chosen for word in rng.sample(TOPICS[topic], 2)]
         rng.shuffle(words)
         rows.append({"text": "、".join(words) + "の話", "label": "|".join(chosen)})
-    write_csv(tmp_path / "train.csv", rows[:160])
-    write_csv(tmp_path / "valid.csv", rows[160:])
+    write_training_csv(tmp_path / "train.csv", rows[:160])
+    write_training_csv(tmp_path / "valid.csv", rows[160:])
     metrics = run_training(tiny_args(tmp_path, label_delimiter="|", num_train_epochs=30, learning_rate=1e-3,
                                      warmup_ratio=0.1))
     assert metrics["problem_type"] == "multi_label_classification"
@@ -231,8 +159,8 @@ def test_sentence_pair_and_regression_end_to_end(tmp_path):
         first, second = rng.choice(list(TOPICS)), rng.choice(list(TOPICS))
         rows.append({"s1": rng.choice(FILLERS) + rng.choice(TOPICS[first]) + "です",
                      "s2": rng.choice(TOPICS[second]) + "でした", "score": value[first] + value[second]})
-    write_csv(tmp_path / "train.csv", rows[:160])
-    write_csv(tmp_path / "valid.csv", rows[160:])
+    write_training_csv(tmp_path / "train.csv", rows[:160])
+    write_training_csv(tmp_path / "valid.csv", rows[160:])
     metrics = run_training(tiny_args(tmp_path, text_column="s1", text_pair_column="s2", label_column="score",
                                      task="regression", num_train_epochs=10, learning_rate=1e-3))
     assert metrics["problem_type"] == "regression"
@@ -260,7 +188,7 @@ def test_missing_train_file_is_exit_2(tmp_path, capsys):
 
 
 def test_contradictory_options_all_reported_at_once(tmp_path, capsys):
-    write_csv(tmp_path / "train.csv", topic_rows(5, 0))
+    write_training_csv(tmp_path / "train.csv", topic_rows(5, 0))
     code = _cli(["--from_scratch", "tiny", "--model_name_or_path", "x", "--train_file", str(tmp_path / "train.csv"),
                  "--task", "multi_label", "--metric_for_best_model", "pearson", "--learning_rate", "-1"])
     err = capsys.readouterr().err
@@ -269,7 +197,7 @@ def test_contradictory_options_all_reported_at_once(tmp_path, capsys):
 
 
 def test_model_path_that_does_not_exist_is_exit_2(tmp_path, capsys):
-    write_csv(tmp_path / "train.csv", topic_rows(5, 0))
+    write_training_csv(tmp_path / "train.csv", topic_rows(5, 0))
     code = _cli(["--model_name_or_path", str(tmp_path / "no-model"), "--train_file", str(tmp_path / "train.csv")])
     assert code == 2
     assert "no-model does not exist" in capsys.readouterr().err
@@ -319,7 +247,7 @@ def test_every_recipe_parses_into_train_config(recipe):
 
 def test_flags_override_yaml(tmp_path):
     recipe = tmp_path / "r.yaml"
-    write_csv(tmp_path / "train.csv", topic_rows(5, 0))
+    write_training_csv(tmp_path / "train.csv", topic_rows(5, 0))
     recipe.write_text(f"from_scratch: tiny\ntrain_file: {tmp_path / 'train.csv'}\nlearning_rate: 0.1\nseed: 3\n")
     config = parse_config(["--config", str(recipe), "--learning_rate", "0.002"])
     assert config.learning_rate == 0.002 and config.seed == 3 and config.from_scratch == "tiny"
