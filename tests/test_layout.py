@@ -177,6 +177,27 @@ def test_torch_free_stages_import_without_torch_or_transformers():
     assert "LOADED []" in done.stdout, f"serving-side modules pulled in heavy packages: {done.stdout}"
 
 
+def test_no_test_file_imports_another_test_file():
+    """Shared helpers live in tests/conftest.py: a test file (or a bench script) importing another test
+    file would run that file's module-level code and make pytest's import order matter."""
+    tests_dir = REPO_ROOT / "tests"
+    helper_modules = {p.stem for p in tests_dir.glob("*.py")} - {"conftest"}
+    problems = []
+    for path in sorted([*tests_dir.glob("*.py"), *(REPO_ROOT / "bench").glob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top.startswith("test_") or top in helper_modules:
+                    problems.append(f"{path.relative_to(REPO_ROOT)}:{node.lineno} imports {name} (use tests/conftest.py)")
+    assert not problems, "\n".join(problems)
+
+
 @pytest.mark.parametrize(
     "argv, expected",
     [
