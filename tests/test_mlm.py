@@ -199,11 +199,9 @@ def test_mlm_pools_several_files_and_columns_without_duplicates(tmp_path):
 def test_train_py_runs_mlm_and_rejects_contradictions(tmp_path, capsys):
     import train as train_script
 
-    from jbert.core.errors import run_cli
-
     argv = mlm_args(tmp_path, max_train_steps=2, output_dir=str(tmp_path / "cli"))
-    assert run_cli(train_script.main, argv) == 0
+    assert train_script.run(argv) == 0
     assert json.loads((tmp_path / "cli" / "metrics.json").read_text(encoding="utf-8"))["task"] == "mlm"
-    code = run_cli(train_script.main, argv + ["--hp_search", "2", "--mlm_probability", "1.5", "--overwrite_output_dir"])
+    code = train_script.run(argv + ["--hp_search", "2", "--mlm_probability", "1.5", "--overwrite_output_dir"])
     err = capsys.readouterr().err
     assert code == 2 and "--hp_search tunes classification" in err and "--mlm_probability must be in (0, 1)" in err

@@ -15,7 +15,7 @@ from conftest import (
 )
 
 from jbert.train.config import TrainConfig, load_yaml_recipe, parse_config
-from jbert.core.errors import UserError, run_cli
+from jbert.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -174,9 +174,9 @@ def test_sentence_pair_and_regression_end_to_end(tmp_path):
 # ---------------------------------------------------------------- bad input: exit code 2, nothing written
 
 def _cli(argv) -> int:
-    import train as train_script
+    import train as train_script  # the script users run: its run() is what `python train.py` exits with
 
-    return run_cli(train_script.main, argv)
+    return train_script.run(argv)
 
 
 def test_missing_train_file_is_exit_2(tmp_path, capsys):
