@@ -7,5 +7,6 @@
     artifacts       the contracts between stages: jbert.json, manifest.json, atomic directories
     export_dir      ExportDir: an export directory read once (manifest, settings, labels, model file, columns)
     postprocessing  logits -> probabilities -> decisions (softmax, sigmoid, the decision rule)
+    safe_input      outside input read with bounds: JSON that cannot crash, FIFOs and devices refused
     cli             options dataclasses -> argparse flags (`option`, `add_options`), for every CLI
 """
