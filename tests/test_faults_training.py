@@ -137,6 +137,27 @@ def _launch_env(marker: Path, fault: str | None) -> dict:
     return fault_env(**extra)
 
 
+def _kill_rank_1_of_two_machines_at_step_3(args: list[str], marker: Path) -> tuple[int, str]:
+    """multi_node.yaml as two launches on localhost; rank 1 SIGKILLed in its step 3: (rank 0's exit code, output).
+
+    Bounded, not timed: far below the 600 s collective timeout the callers set, so only the dead peer's
+    closed connection can have ended rank 0.
+    """
+    port = free_port()
+    machine0 = start("multi_node.yaml", args, port, "--machine_rank", "0", env=_launch_env(marker, None))
+    machine1 = start("multi_node.yaml", args, port, "--machine_rank", "1",
+                     env=_launch_env(marker, "rank:1,step:3"))
+    try:
+        victim = int(_wait_for(marker, [machine0, machine1], "rank 1's step 3").split()[0])
+        os.kill(victim, signal.SIGKILL)
+        return finish(machine0, timeout=300)
+    finally:
+        for process in (machine0, machine1):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
 @pytest.mark.multiprocess
 def test_rank_killed_the_other_machine_stops_with_a_clear_message(data, tmp_path):
     """multi_node.yaml as two launches on localhost; rank 1 is SIGKILLed in the middle of step 3.
@@ -145,24 +166,9 @@ def test_rank_killed_the_other_machine_stops_with_a_clear_message(data, tmp_path
     all-reduce fails, and it exits non-zero with one message saying another process died.
     """
 
-    marker = tmp_path / "fault-reached"
     args = tiny_args(data, output_dir=str(tmp_path / "model"), per_device_train_batch_size=8, num_train_epochs=1,
                      collective_timeout_seconds=600)
-    port = free_port()
-    machine0 = start("multi_node.yaml", args, port, "--machine_rank", "0", env=_launch_env(marker, None))
-    machine1 = start("multi_node.yaml", args, port, "--machine_rank", "1",
-                     env=_launch_env(marker, "rank:1,step:3"))
-    try:
-        victim = int(_wait_for(marker, [machine0, machine1], "rank 1's step 3").split()[0])
-        os.kill(victim, signal.SIGKILL)
-        # Bounded, not timed: far below the 600 s collective timeout, so only the dead peer's closed
-        # connection can have ended rank 0.
-        code, output = finish(machine0, timeout=300)
-    finally:
-        for process in (machine0, machine1):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    code, output = _kill_rank_1_of_two_machines_at_step_3(args, tmp_path / "fault-reached")
     assert code != 0
     errors = [line for line in output.splitlines() if "error: process 0 of 2:" in line]
     assert len(errors) == 1, output[-6000:]
@@ -177,21 +183,8 @@ def test_mlm_rank_killed_the_other_machine_stops_with_the_same_clear_message(tmp
     """--task mlm through the same loop: multi_node.yaml as two launches on localhost, rank 1 SIGKILLed
     in the middle of its step 3; rank 0 exits non-zero with the one-line message, not a traceback."""
 
-    marker = tmp_path / "fault-reached"
     args = mlm_args(tmp_path, output_dir=str(tmp_path / "mlm"), collective_timeout_seconds=600)
-    port = free_port()
-    machine0 = start("multi_node.yaml", args, port, "--machine_rank", "0", env=_launch_env(marker, None))
-    machine1 = start("multi_node.yaml", args, port, "--machine_rank", "1",
-                     env=_launch_env(marker, "rank:1,step:3"))
-    try:
-        victim = int(_wait_for(marker, [machine0, machine1], "rank 1's step 3").split()[0])
-        os.kill(victim, signal.SIGKILL)
-        code, output = finish(machine0, timeout=300)  # a bound far below the 600 s collective timeout
-    finally:
-        for process in (machine0, machine1):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+    code, output = _kill_rank_1_of_two_machines_at_step_3(args, tmp_path / "fault-reached")
     assert code != 0
     assert "eval_perplexity=" in output, output[-6000:]  # the masked-LM task really ran (step 0 evaluated)
     errors = [line for line in output.splitlines() if "error: process 0 of 2:" in line]
