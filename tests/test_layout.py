@@ -206,6 +206,10 @@ def test_no_test_file_imports_another_test_file():
         (["serve_onnx.py", "--help"], "score"),
         (["serve_onnx.py", "score", "--help"], "EXPORT_DIR"),
         (["serve_onnx.py", "http", "--help"], "--port"),
+        # the console scripts' modules run as `python -m` too (`accelerate launch -m jbert.train.cli`)
+        (["-m", "jbert.train.cli", "--help"], "--model_name_or_path"),
+        (["-m", "jbert.export.cli", "--help"], "--min_agreement"),
+        (["-m", "jbert.serve.cli", "score", "--help"], "EXPORT_DIR"),
     ],
 )
 def test_each_cli_answers_help(argv, expected):

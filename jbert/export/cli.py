@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from jbert.core.cli import add_options, options_from_args
@@ -41,3 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point: `main` with errors turned into messages and exit codes."""
     return run_cli(main, argv)
+
+
+if __name__ == "__main__":  # python -m jbert.<stage>.cli, and `accelerate launch -m jbert.train.cli` for several processes
+    sys.exit(run())

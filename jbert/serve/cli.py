@@ -74,3 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point (`jbert-serve`): `main` with a UserError turned into its message and exit 2."""
     return run_cli(main, argv)
+
+
+if __name__ == "__main__":  # python -m jbert.<stage>.cli, and `accelerate launch -m jbert.train.cli` for several processes
+    sys.exit(run())

@@ -9,6 +9,7 @@ Every option: `python train.py --help` (jbert.train.config); YAML recipes in con
 
 from __future__ import annotations
 
+import sys
 from typing import Optional, Sequence
 
 from jbert.core.errors import run_cli
@@ -32,3 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 def run(argv: Optional[Sequence[str]] = None) -> int:
     """Console-script entry point (`jbert-train`): `main` with a UserError turned into its message and exit 2."""
     return run_cli(main, argv)
+
+
+if __name__ == "__main__":  # python -m jbert.<stage>.cli, and `accelerate launch -m jbert.train.cli` for several processes
+    sys.exit(run())
