@@ -67,7 +67,10 @@ def test_tiny_model_learns_and_writes_complete_model_dir(topic_files):
     assert len(predictions) == 24 and {"text", "label", "prediction", "score"} <= set(predictions[0])
     saved = json.loads((model_dir / "metrics.json").read_text(encoding="utf-8"))
     assert saved["best"]["metric"] == "macro_f1" and saved["history"]
-    assert "スポーツ" in (model_dir / "README.md").read_text(encoding="utf-8")
+    train_texts = [row["text"] for row in topic_rows(48, seed=1)]  # what topic_files wrote to train.csv
+    assert saved["data"]["stats"]["train"]["duplicate_texts"] == len(train_texts) - len(set(train_texts))
+    card = (model_dir / "README.md").read_text(encoding="utf-8")
+    assert "スポーツ" in card and '"duplicate_texts"' in card
 
 
 def _weights(model_dir: Path) -> dict:

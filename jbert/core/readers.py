@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 
 from jbert.core.file_encodings import decoded_lines, resolve_encoding
 from jbert.core.errors import UserError
+from jbert.core.safe_input import check_regular_file
 
 # Extension -> format. `.txt` exports from Excel ("Unicode text") and most corpora are tab-separated.
 FORMAT_BY_EXTENSION = {
@@ -54,6 +55,7 @@ def read_columns(path: str | os.PathLike, encoding: str = "auto", fmt: str | Non
     """Column names of a file: the header row of CSV/TSV, the keys of the first JSON object."""
     path = Path(path)
     fmt = _resolve_format(path, fmt)
+    check_regular_file(path, str(path))  # a FIFO or /dev/zero never ends: refused before the encoding sniff
     encoding = resolve_encoding(path, encoding)
     lines = decoded_lines(path, encoding)
     try:
@@ -75,11 +77,13 @@ def iter_rows(
 
     `line_number` is the 1-based physical line the row starts on (a quoted CSV cell may span
     several lines). CSV/TSV values are strings, missing trailing cells are None; JSON values keep
-    their types. Undecodable bytes, bad JSON and rows with more cells than the header raise a
-    UserError naming the file and line.
+    their types. Undecodable bytes, bad JSON, rows with more cells than the header, and a path
+    that is not a regular file (a FIFO, /dev/zero: it would never end) raise a UserError naming
+    the file (and line).
     """
     path = Path(path)
     fmt = _resolve_format(path, fmt)
+    check_regular_file(path, str(path))
     encoding = resolve_encoding(path, encoding)
     lines = decoded_lines(path, encoding)
     if fmt == "jsonl":

@@ -17,6 +17,7 @@ import datasets
 
 from jbert.core import readers as tabular
 from jbert.core.errors import UserError
+from jbert.core.safe_input import check_regular_file
 
 # Split names accepted in a datasets.save_to_disk DatasetDict, per role, in order of preference.
 SPLIT_NAMES = {
@@ -35,6 +36,8 @@ def open_source(path: str | os.PathLike, role: str, encoding: str = "auto") -> "
         raise UserError(f"{flag} {path} does not exist; check the path")
     if path.is_dir():
         return _open_saved_dataset(path, role)
+    # A FIFO or a device (/dev/zero) never ends: refused before a reader waits on it or fills memory.
+    check_regular_file(path, f"{flag} {path}")
     if path.suffix.lower() in (".parquet", ".pq"):
         return _open_parquet(path)
     fmt = tabular.detect_format(path)

@@ -16,7 +16,7 @@ from collections import Counter
 from jbert.core import readers as tabular
 from jbert.core.errors import UserError
 from jbert.data.options import DataOptions
-from jbert.data.rows import SplitRows, number_to_text
+from jbert.data.rows import SplitRows, binary_column_error, number_to_text
 
 SINGLE_LABEL = "single_label_classification"
 MULTI_LABEL = "multi_label_classification"
@@ -72,13 +72,15 @@ def _parse_list_text(value: str) -> list | None:
     return parsed if isinstance(parsed, list) else None
 
 
-def _label_name(value: object, where: str, location: str) -> str:
+def _label_name(value: object, where: str, location: str, column: str) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, (int, float)):
         return number_to_text(value)
     if isinstance(value, str):
         return value.strip()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise binary_column_error(where, location, column)
     raise UserError(
         f"{where}, {location}: a label of type {type(value).__name__} ({str(value)[:60]}) where a "
         "class name was expected; for several labels per row use --task multi_label"
@@ -98,7 +100,7 @@ def parse_labels(split: SplitRows, problem_type: str, config: DataOptions) -> No
                     f"{where}, {example.location}: a list label {value} but the problem type is single-label; "
                     "use --task multi_label (or --task auto) for several labels per row"
                 )
-            example.label = _label_name(value, where, example.location)
+            example.label = _label_name(value, where, example.location, config.label_column)
         elif problem_type == REGRESSION:
             number = as_number(value)
             if number is None:
@@ -108,10 +110,11 @@ def parse_labels(split: SplitRows, problem_type: str, config: DataOptions) -> No
                 )
             example.label = number
         else:
-            example.label = _multi_label_names(value, config.label_delimiter, where, example.location)
+            example.label = _multi_label_names(value, config, where, example.location)
 
 
-def _multi_label_names(value: object, delimiter: str | None, where: str, location: str) -> list[str]:
+def _multi_label_names(value: object, config: DataOptions, where: str, location: str) -> list[str]:
+    delimiter = config.label_delimiter
     if isinstance(value, (list, tuple)):
         items = list(value)
     elif isinstance(value, str) and delimiter:
@@ -120,7 +123,7 @@ def _multi_label_names(value: object, delimiter: str | None, where: str, locatio
         items = _parse_list_text(value)
     else:
         items = [value]
-    names = [_label_name(item, where, location) for item in items if not tabular.is_missing(item)]
+    names = [_label_name(item, where, location, config.label_column) for item in items if not tabular.is_missing(item)]
     return list(dict.fromkeys(name for name in names if name))  # drop duplicates, keep order
 
 

@@ -111,6 +111,8 @@ def prepare_data(config: DataOptions) -> PreparedData:
         stats[role] = {**split.stats_dict(), **label_stats(split, problem_type, label_names)}
     _note_overlap(splits, stats)
     _log_skips(stats)
+    _warn_missing_label_words(stats)
+    _warn_duplicates(stats["train"])
     return PreparedData(
         train=result["train"],
         validation=result["validation"],
@@ -130,6 +132,33 @@ def _note_overlap(splits: dict[str, SplitRows], stats: dict) -> None:
             stats[role]["texts_also_in_train"] = overlap
             if overlap:
                 logger.warning("%d %s texts also occur in the training data; their scores will look better than they are", overlap, role)
+
+
+# Above this share of training examples that repeat an earlier text, the run warns: such a set
+# teaches far fewer distinct examples than its row count says (a file appended to itself, a join
+# that multiplied rows), and a held-out split from it shares texts with training.
+DUPLICATE_WARNING_SHARE = 0.5
+
+
+def _warn_duplicates(train_stats: dict) -> None:
+    duplicates, used = train_stats["duplicate_texts"], train_stats["rows_used"]
+    if used and duplicates > DUPLICATE_WARNING_SHARE * used:
+        logger.warning(
+            "train (%s): %d of its %d examples repeat an earlier text (only %d distinct); is the file "
+            "duplicated, or were rows multiplied by a join? Remove the duplicates unless they are meant as weights",
+            train_stats["source"], duplicates, used, used - duplicates,
+        )
+
+
+def _warn_missing_label_words(stats: dict) -> None:
+    for role in ("train", "validation", "test"):
+        words = (stats.get(role) or {}).get("missing_label_words")
+        if words:
+            logger.warning(
+                "%s (%s): %d label(s) were the text %s, read as missing labels and not as classes; if one "
+                "is a real class, give it another name", role, stats[role]["source"], sum(words.values()),
+                " / ".join(f"{word!r} ({count})" for word, count in sorted(words.items())),
+            )
 
 
 def _log_skips(stats: dict) -> None:

@@ -17,6 +17,16 @@ from jbert.data.files import DataSource
 from jbert.data.options import DataOptions
 
 MAX_SKIPPED_EXAMPLES = 5  # locations of skipped rows kept in stats, so the user can look at them
+# Label texts that mean "no value": what pandas (str(float("nan")), <NA>), Python (str(None)), JSON
+# and SQL write for a missing value. As labels they would silently become classes named "NaN" or
+# "None"; they count as missing labels instead (skipped and counted, or an error with --strict).
+# Exact spellings only: a class written "none" (lower case, "no aspect") stays a class.
+MISSING_LABEL_WORDS = frozenset({"NaN", "nan", "NAN", "None", "null", "NULL", "Null", "<NA>"})
+
+
+def is_missing_label(value: object) -> bool:
+    """True for a label cell with no value: empty, None, NaN, or one of MISSING_LABEL_WORDS."""
+    return tabular.is_missing(value) or (isinstance(value, str) and value.strip() in MISSING_LABEL_WORDS)
 
 
 @dataclass
@@ -42,12 +52,26 @@ class SplitRows:
     skipped_examples: list[str] = field(default_factory=list)
     origin: dict = field(default_factory=dict)
     declared_label_names: list[str] | None = None  # ClassLabel names of a saved dataset's label column
+    missing_label_words: Counter = field(default_factory=Counter)  # "NaN" -> rows whose label was that text
 
     def skip(self, reason: str, location: str) -> None:
         """Count a skipped row under `reason` and keep its location if there is room."""
         self.counts[reason] += 1
         if len(self.skipped_examples) < MAX_SKIPPED_EXAMPLES:
             self.skipped_examples.append(f"{location}: {reason.replace('skipped_', '').replace('_', ' ')}")
+
+    def duplicate_count(self) -> int:
+        """Examples whose text (and text pair) repeats an earlier example's: the copies, not the first."""
+        return len(self.examples) - len({(example.text, example.text_pair) for example in self.examples})
+
+    def note_missing_label(self, value: object) -> bool:
+        """Whether `value` is a missing label; a MISSING_LABEL_WORDS text is counted by its spelling."""
+        if tabular.is_missing(value):
+            return True
+        if isinstance(value, str) and value.strip() in MISSING_LABEL_WORDS:
+            self.missing_label_words[value.strip()] += 1
+            return True
+        return False
 
     def stats_dict(self) -> dict:
         """Where the split came from and what was read, used and skipped (labels: `labels.label_stats`)."""
@@ -58,6 +82,8 @@ class SplitRows:
             "skipped_empty_text": self.counts["skipped_empty_text"],
             "skipped_empty_text_pair": self.counts["skipped_empty_text_pair"],
             "skipped_missing_label": self.counts["skipped_missing_label"],
+            "missing_label_words": dict(self.missing_label_words),
+            "duplicate_texts": self.duplicate_count(),
             "skipped_examples": list(self.skipped_examples),
             "has_labels": self.has_labels,
         }
@@ -105,10 +131,10 @@ def read_split(source: DataSource, config: DataOptions, normalization: Normaliza
         raw_label = row.get(label_column) if has_labels else None
         if label_class_names is not None:
             raw_label = class_label_to_name(raw_label, label_class_names)
-        if has_labels and tabular.is_missing(raw_label):
-            if labels_required:
-                _skip_or_fail(split, config.strict, "skipped_missing_label", location, f"missing label in column {label_column!r}")
-                continue
+        if has_labels and labels_required and split.note_missing_label(raw_label):
+            _skip_or_fail(split, config.strict, "skipped_missing_label", location,
+                          _missing_label_message(raw_label, label_column))
+            continue
         split.examples.append(Example(location, text, text_pair, raw_label))
 
     if split.rows_read == 0:
@@ -125,13 +151,21 @@ def read_split(source: DataSource, config: DataOptions, normalization: Normaliza
 
 def _settle_test_labels(split: SplitRows, config: DataOptions) -> None:
     """A test file whose label column is empty is unlabelled; otherwise rows without labels are skipped."""
-    missing = [example for example in split.examples if tabular.is_missing(example.raw_label)]
+    missing = [example for example in split.examples if is_missing_label(example.raw_label)]
     if len(missing) == len(split.examples):
         split.has_labels = False
         return
     for example in missing:
-        _skip_or_fail(split, config.strict, "skipped_missing_label", example.location, f"missing label in column {config.label_column!r}")
-    split.examples = [example for example in split.examples if not tabular.is_missing(example.raw_label)]
+        split.note_missing_label(example.raw_label)
+        _skip_or_fail(split, config.strict, "skipped_missing_label", example.location,
+                      _missing_label_message(example.raw_label, config.label_column))
+    split.examples = [example for example in split.examples if not is_missing_label(example.raw_label)]
+
+
+def _missing_label_message(value: object, column: str) -> str:
+    if isinstance(value, str) and value.strip() in MISSING_LABEL_WORDS:
+        return f"missing label in column {column!r} (the text {value.strip()!r} means no value)"
+    return f"missing label in column {column!r}"
 
 
 def _skip_or_fail(split: SplitRows, strict: bool, reason: str, location: str, message: str) -> None:
@@ -149,12 +183,23 @@ def _clean_text(value: object, normalization: NormalizationConfig, where: str, l
         value = str(value).lower()
     elif isinstance(value, (int, float)):
         value = number_to_text(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raise binary_column_error(where, location, column)
     elif not isinstance(value, str):
         raise UserError(
             f"{where}, {location}: column {column!r} holds a {type(value).__name__} ({str(value)[:60]}), "
             "not a text; choose the text column with --text_column / --text_pair_column"
         )
     return normalize_text(value, normalization)
+
+
+def binary_column_error(where: str, location: str, column: str) -> UserError:
+    """The error for a binary cell (a Parquet `binary` column, bytes in a saved dataset) where text belongs."""
+    return UserError(
+        f"{where}, {location}: column {column!r} holds binary data (bytes), not text; store it as a string "
+        "column (in pandas: df[column] = df[column].str.decode('utf-8') before to_parquet), or choose "
+        "another column with --text_column / --text_pair_column / --label_column"
+    )
 
 
 def number_to_text(value: int | float) -> str:

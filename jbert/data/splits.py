@@ -66,7 +66,7 @@ def split_train(train: SplitRows, problem_type: str, config: DataOptions) -> tup
         source=train.source, examples=[train.examples[i] for i in train_indices], has_labels=True,
         rows_read=train.rows_read, counts=train.counts, skipped_examples=train.skipped_examples,
         origin={**train.origin, "rows_held_out_for_validation": validation_count},
-        declared_label_names=train.declared_label_names,
+        declared_label_names=train.declared_label_names, missing_label_words=train.missing_label_words,
     )
     return kept, held_out
 

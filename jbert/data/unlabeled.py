@@ -24,6 +24,7 @@ from jbert.core import readers as tabular
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig, normalize_text
 from jbert.data.files import open_source  # the same sources classification reads
+from jbert.data.rows import binary_column_error
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,14 @@ def read_unlabeled_texts(path: str | os.PathLike, text_column: str = "text", enc
                 f"{source.describe()} has no column {text_column!r} (columns: {source.columns}){hint}; pass "
                 f"--text_column NAME (several: NAME,NAME), or give a .txt file with one text per line"
             )
-        raw_texts = [row.get(name) for _, row in source.rows(columns) for name in columns]
+        raw_texts = []
+        for location, row in source.rows(columns):
+            for name in columns:
+                value = row.get(name)
+                if isinstance(value, (bytes, bytearray, memoryview)):
+                    # skipping it as "empty" would hide a whole binary column behind "no text"
+                    raise binary_column_error(source.describe(), location, name)
+                raw_texts.append(value)
     skipped = 0
     for raw in raw_texts:
         text = normalize_text(raw, normalization) if isinstance(raw, str) else ""

@@ -6,6 +6,7 @@ on the command line override them. `validate()` reports every problem at once be
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import asdict, dataclass, fields
@@ -16,6 +17,8 @@ import yaml
 
 from jbert.core.cli import hf_argument_parser, options_from_args, option
 from jbert.core.errors import UserError, format_problems
+from jbert.core.safe_input import file_kind, read_text_bounded
+from jbert.train.recipe_values import typed_recipe_values
 
 
 def _split_paths(value: str) -> list[str]:
@@ -134,11 +137,19 @@ class TrainConfig:
             for path in paths:
                 if not os.path.exists(path):
                     problems.append(f"--{name} {path} does not exist")
+                elif file_kind(path) not in (None, "a directory"):
+                    # a FIFO or /dev/zero never ends: refused here, before any reader waits on it
+                    # (a directory is a datasets.save_to_disk dataset, checked when it is opened)
+                    problems.append(f"--{name} {path} is {file_kind(path)}, not a regular file; write the data to a file")
         if self.model_name_or_path and _looks_like_path(self.model_name_or_path) and not os.path.exists(self.model_name_or_path):
             problems.append(f"--model_name_or_path {self.model_name_or_path} does not exist (a local path was given)")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps", "max_length", "eval_steps", "logging_steps", "save_total_limit", "vocab_size", "collective_timeout_seconds"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name} must be at least 1 (got {getattr(self, name)})")
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"--{item.name} must be a finite number (got {value})")
         if self.learning_rate <= 0:
             problems.append(f"--learning_rate must be positive (got {self.learning_rate})")
         if self.num_train_epochs <= 0 and not self.max_train_steps:
@@ -209,20 +220,30 @@ def parse_config(argv: Sequence[str] | None = None) -> TrainConfig:
     return config
 
 
+# A recipe is a page of options; anything larger is the wrong file (and is not read into memory).
+MAX_RECIPE_BYTES = 1024 * 1024
+
+
 def load_yaml_recipe(path: str) -> dict:
-    """Read a YAML recipe; unknown keys and unparsable files are UserErrors."""
-    if not os.path.isfile(path):
+    """Read a YAML recipe: its values checked against TrainConfig's field types and converted.
+
+    Unknown keys, wrong-typed values (jbert.train.recipe_values says what is accepted), unparsable
+    files, files over MAX_RECIPE_BYTES and paths that are not regular files (a FIFO, /dev/zero)
+    are UserErrors; every problem with the values is listed in one message.
+    """
+    if not os.path.exists(path):
         raise UserError(f"--config {path} does not exist")
+    text = read_text_bounded(path, MAX_RECIPE_BYTES, f"--config {path}")
     try:
-        with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
+        values = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise UserError(f"--config {path} is not valid YAML: {err}") from None
+    except RecursionError:
+        raise UserError(f"--config {path} nests lists or mappings too deeply to be read") from None
     if not isinstance(values, dict):
         raise UserError(f"--config {path} must be a mapping of option: value")
     values.pop("value_sources", None)  # a saved training_config.yaml: where values came from, not options
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise UserError(f"--config {path}: unknown options {unknown}; see train.py --help for the names")
-    return values
+    converted, problems = typed_recipe_values(TrainConfig, values)
+    if problems:
+        raise UserError(format_problems(f"--config {path}: {len(problems)} problem(s) with its values", problems))
+    return converted

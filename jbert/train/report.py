@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from jbert.core.artifacts import JbertSettings
@@ -87,7 +88,28 @@ def write_plots(output_dir: Path, history: list[dict], best_metric: str, confusi
 
 
 def _metric_rows(metrics: dict) -> list[str]:
-    return [f"| {key} | {value:.4f} |" for key, value in metrics.items() if isinstance(value, (int, float))]
+    return [f"| {table_cell(key)} | {value:.4f} |" for key, value in metrics.items() if isinstance(value, (int, float))]
+
+
+# Characters that end a line for Markdown renderers or for str.splitlines() beyond the ASCII
+# controls json.dumps already escapes.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def table_cell(text: object) -> str:
+    """`text` as one Markdown table cell: line breaks and control characters escaped as in JSON
+    (a newline shows as \\n), `|` as \\|, `<` as &lt; (no HTML from a label name)."""
+    escaped = json.dumps(str(text), ensure_ascii=False)[1:-1].replace('\\"', '"')  # quotes need no escape
+    for char, replacement in _LINE_BREAKS.items():
+        escaped = escaped.replace(char, replacement)
+    return escaped.replace("|", "\\|").replace("<", "&lt;")
+
+
+def fenced(language: str, text: str) -> list[str]:
+    """A fenced code block whose fence is longer than any run of backticks inside `text`."""
+    longest = max((len(run) for run in re.findall("`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + language, text, fence]
 
 
 def write_model_card(output_dir: Path, *, name: str, model_source: str, settings: JbertSettings, label_names: list[str],
@@ -120,10 +142,10 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
         "",
     ]
     if label_names:
-        lines += ["| id | label |", "| --- | --- |"] + [f"| {i} | {name} |" for i, name in enumerate(label_names)]
+        lines += ["| id | label |", "| --- | --- |"] + [f"| {i} | {table_cell(name)} |" for i, name in enumerate(label_names)]
     else:
         lines.append("Regression: one real-valued output.")
-    lines += ["", "## Data", "", "```json", json.dumps(data_summary, ensure_ascii=False, indent=2), "```", ""]
+    lines += ["", "## Data", ""] + fenced("json", json.dumps(data_summary, ensure_ascii=False, indent=2)) + [""]
     lines += [f"## Validation metrics (best checkpoint: step {best.get('step')}, {best.get('metric')} = "
               f"{best.get('value', float('nan')):.4f})", "", "| metric | value |", "| --- | --- |"]
     lines += _metric_rows(validation_metrics)
@@ -152,11 +174,10 @@ def write_model_card(output_dir: Path, *, name: str, model_source: str, settings
         "",
         "## Training configuration",
         "",
-        "```yaml",
     ]
     import yaml
 
-    lines += [yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip(), "```", ""]
+    lines += fenced("yaml", yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip()) + [""]
     (output_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -199,7 +220,7 @@ def write_mlm_card(output_dir: Path, *, name: str, model_source: str, metrics: d
         "---", "", f"# {name}", "",
         f"Japanese BERT masked language model trained with jbert (whole-word masking over MeCab words) from "
         f"`{model_source}`.", "",
-        "## Data", "", "```json", json.dumps(metrics["data"], ensure_ascii=False, indent=2), "```", "",
+        "## Data", "", *fenced("json", json.dumps(metrics["data"], ensure_ascii=False, indent=2)), "",
         f"## Validation (best checkpoint: step {best['step']})", "", "| metric | value |", "| --- | --- |",
         f"| loss (masked tokens) | {validation['loss']:.4f} |",
         f"| perplexity | {validation['perplexity']:.2f} |",
@@ -212,7 +233,7 @@ def write_mlm_card(output_dir: Path, *, name: str, model_source: str, metrics: d
         "", "## Fine-tune it", "",
         "A classifier starts from these weights with a fresh head:", "", "```bash",
         f"accelerate launch train.py --model_name_or_path {name} --train_file train.csv --output_dir {name}-classifier",
-        "```", "", "## Training configuration", "", "```yaml",
-        yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip(), "```", "",
+        "```", "", "## Training configuration", "",
+        *fenced("yaml", yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip()), "",
     ]
     (output_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
