@@ -123,7 +123,7 @@ def test_a_carriage_return_in_a_cell_reads_back_as_one_row(tmp_path, export_dir,
 
 
 def test_cp932_tsv_detected_and_long_texts(tmp_path, export_dir, classifier):
-    long_text = "この商品はとても良いです。" * 7700
+    long_text = "この商品はとても良いです。" * 7600  # 98,800 characters: under --max-text-chars 100,000
     source = tmp_path / "in.tsv"
     source.write_bytes(f"text\tid\n{long_text}\t1\n普通のホテルです\t2\n".encode("cp932"))
     output = tmp_path / "out.jsonl"
@@ -234,10 +234,10 @@ class _CountingClassifier:
                             default_model="fp32", models={"fp32": ManifestModelFile(file="fake.onnx", precision="fp32")})
         self.export_dir = ExportDir(Path("."), manifest, settings, self.labels)
 
-    def input_problem(self, text, text_pair=None):
+    def input_problem(self, text, text_pair=None, max_text_chars=None):
         return None if isinstance(text, str) and text else "text is empty"
 
-    def encode(self, texts, text_pairs=None, truncate=True):
+    def encode(self, texts, text_pairs=None, truncate=True, max_text_chars=None):
         return texts
 
     def predict_encoded(self, encodings, top_k=None, batch_size=32):
