@@ -6,6 +6,7 @@ The local scorer (`jbert.serve.scoring.run`) and the Ray engine (`jbert.serve.sc
 
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS
@@ -76,6 +77,10 @@ def score_records(classifier, records: Iterable[Record], text_column: str, pair_
                     "(not scored because of --no-truncate)"
                 )
                 continue
+            if not all(math.isfinite(score) for score in _scores_of(result)):
+                # A model that overflows gives NaN/Infinity: no label can be trusted, and JSON cannot hold them.
+                row["error"] = "the model gave a non-finite score (NaN or Infinity) for this text; not scored"
+                continue
             if not regression:
                 row["predicted_label"] = result["label"]
             if multi_label:
@@ -97,3 +102,8 @@ def score_records(classifier, records: Iterable[Record], text_column: str, pair_
         # Keep the output columns in a fixed order: input columns, predictions, error last.
         row["error"] = row.pop("error")
     return rows
+
+
+def _scores_of(result: dict) -> list[float]:
+    """Every number of one runtime result: its score and, with top_k, every class's score."""
+    return [result["score"]] + [item["score"] for item in result.get("scores") or ()]
