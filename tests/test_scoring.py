@@ -84,7 +84,7 @@ def test_jsonl_with_invalid_utf8_bad_json_and_wrong_types(tmp_path, export_dir, 
     assert len(rows) == 6 and summary.rows == 6 and summary.errors == 4
     assert rows[0]["meta"] == {"shop": 1} and rows[0]["error"] is None and rows[0]["predicted_label"] in classifier.labels
     assert "line 2: bytes" in rows[1]["error"] and "cannot be decoded as utf-8" in rows[1]["error"]
-    assert "line 3: not valid JSON" in rows[2]["error"]
+    assert "line 3 is not valid JSON" in rows[2]["error"]
     assert "column 'text' must be a string, got int" in rows[3]["error"] and rows[3]["text"] == 42
     assert "a JSON list where an object was expected" in rows[4]["error"]
     assert rows[5]["text"] == "犬が走る" and rows[5]["error"] is None

@@ -81,8 +81,8 @@ class ScoreOptions:
         if self.output == "-" and self.resume:
             problems.append("--resume needs an output file, not standard output")
         if self.input not in (None, "-") and self.output not in (None, "-") and same_file(self.input, self.output):
-            problems.append(f"the output {self.output} is the input file {self.input} (after resolving '..' and links); "
-                            "write the scores to another file")
+            problems.append(f"the output file must differ from the input file: {self.output} is the input file "
+                            f"{self.input} (after resolving '..' and links); write the scores to another file")
         if isinstance(self.max_text_chars, bool) or not isinstance(self.max_text_chars, int) \
                 or not 1 <= self.max_text_chars <= MAX_TEXT_CHARS_LIMIT:
             problems.append(f"--max-text-chars must be between 1 and {MAX_TEXT_CHARS_LIMIT:,}, got {self.max_text_chars!r} "
