@@ -247,3 +247,81 @@ print("BANNED", banned)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "BANNED []" in done.stdout, done.stdout + done.stderr
+
+
+def test_character_limit_is_checked_before_tokenizing(classifier, monkeypatch):
+    """Over max_text_chars: InputError kind "too_many_chars"; no limit given: MAX_TEXT_CHARS_LIMIT applies."""
+    from jbert.serve.runtime import MAX_TEXT_CHARS_LIMIT, InputError
+
+    assert classifier.predict(["犬" * 10], max_text_chars=10)[0]["label"] in classifier.labels
+    with pytest.raises(InputError, match="input 1: text has 11 characters; at most 10") as caught:
+        classifier.predict(["犬", "犬" * 11], max_text_chars=10)
+    assert caught.value.index == 1 and caught.value.kind == "too_many_chars"
+    assert "at most 10" in classifier.input_problem("犬" * 11, max_text_chars=10)
+    for bad in (0, MAX_TEXT_CHARS_LIMIT + 1, True, "100"):
+        with pytest.raises(UserError, match="max_text_chars"):
+            classifier.encode(["犬"], max_text_chars=bad)
+
+    # Nothing over the limit reaches the tokenizer, with or without a limit from the caller.
+    def never_called(*args, **kwargs):
+        raise AssertionError("the tokenizer was given a text over the limit")
+
+    monkeypatch.setattr(classifier.tokenizer, "encode_batch", never_called)
+    with pytest.raises(InputError, match=f"at most {MAX_TEXT_CHARS_LIMIT:,}") as caught:
+        classifier.encode(["a" * (MAX_TEXT_CHARS_LIMIT + 1)])
+    assert caught.value.kind == "too_many_chars"
+    # NFKC makes U+FDFA 18 characters long: short before clean-up, too long for MeCab after it.
+    with pytest.raises(InputError, match="grows to .* under Unicode NFKC") as caught:
+        classifier.encode(["\ufdfa" * (MAX_TEXT_CHARS_LIMIT // 18 + 1)])
+    assert caught.value.kind == "too_many_chars"
+
+
+def test_a_library_caller_cannot_crash_the_process_with_a_long_text(single_export):
+    """200,000 ASCII characters crash MeCab (SIGSEGV, exit 139); the runtime refuses them with an InputError."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from jbert.serve.runtime import InputError, OnnxClassifier
+classifier = OnnxClassifier.from_export_dir({str(single_export[1])!r}, num_threads=1)
+try:
+    classifier.predict(["a" * 200_000])
+except InputError as err:
+    print("REFUSED", err.kind)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert "REFUSED too_many_chars" in done.stdout
+
+
+def swapped_export(tmp_path: Path, source: Path, model_from: Path) -> Path:
+    """A copy of the export `source` whose fp32 model is `model_from`'s, with the manifest's hashes recomputed."""
+    copy = tmp_path / "swapped"
+    shutil.copytree(source, copy)
+    shutil.copyfile(model_from / "model.onnx", copy / "model.onnx")
+    manifest = Manifest.load(copy)
+    manifest.record_files(copy)
+    manifest.save(copy)
+    return copy
+
+
+def test_a_swapped_model_is_refused_at_load(tmp_path, tmp_path_factory, single_export):
+    """The ONNX model's output width must equal the export's labels, its inputs the manifest's."""
+    from jbert.serve.runtime import OnnxClassifier
+
+    regression_export = cached_export(tmp_path_factory, "regression")[1]
+    labels = OnnxClassifier.from_export_dir(single_export[1], model="fp32", num_threads=1).labels
+    assert len(labels) == 3
+    copy = swapped_export(tmp_path, single_export[1], regression_export)
+    with pytest.raises(UserError, match=r"model.onnx does not match its export directory: .* has 1 values per input "
+                                        r"but the export names 3 labels") as caught:
+        OnnxClassifier.from_export_dir(copy, model="fp32", num_threads=1)
+    assert all(label in str(caught.value) for label in labels) and "re-export" in str(caught.value)
+
+    shutil.rmtree(copy)
+    copy = swapped_export(tmp_path, single_export[1], single_export[1])
+    manifest = read_json(copy / MANIFEST_FILE)
+    manifest["validation"]["inputs"] = ["input_ids", "attention_mask"]
+    write_json(copy / MANIFEST_FILE, manifest)
+    with pytest.raises(UserError, match=r"the model's inputs \['attention_mask', 'input_ids', 'token_type_ids'\] "
+                                        r"differ from the manifest's \['attention_mask', 'input_ids'\]"):
+        OnnxClassifier.from_export_dir(copy, model="fp32", num_threads=1)

@@ -84,7 +84,7 @@ def test_jsonl_with_invalid_utf8_bad_json_and_wrong_types(tmp_path, export_dir, 
     assert len(rows) == 6 and summary.rows == 6 and summary.errors == 4
     assert rows[0]["meta"] == {"shop": 1} and rows[0]["error"] is None and rows[0]["predicted_label"] in classifier.labels
     assert "line 2: bytes" in rows[1]["error"] and "cannot be decoded as utf-8" in rows[1]["error"]
-    assert "line 3: not valid JSON" in rows[2]["error"]
+    assert "line 3 is not valid JSON" in rows[2]["error"]
     assert "column 'text' must be a string, got int" in rows[3]["error"] and rows[3]["text"] == 42
     assert "a JSON list where an object was expected" in rows[4]["error"]
     assert rows[5]["text"] == "犬が走る" and rows[5]["error"] is None
@@ -123,7 +123,7 @@ def test_a_carriage_return_in_a_cell_reads_back_as_one_row(tmp_path, export_dir,
 
 
 def test_cp932_tsv_detected_and_long_texts(tmp_path, export_dir, classifier):
-    long_text = "この商品はとても良いです。" * 7700
+    long_text = "この商品はとても良いです。" * 7600  # 98,800 characters: under --max-text-chars 100,000
     source = tmp_path / "in.tsv"
     source.write_bytes(f"text\tid\n{long_text}\t1\n普通のホテルです\t2\n".encode("cp932"))
     output = tmp_path / "out.jsonl"
@@ -234,10 +234,10 @@ class _CountingClassifier:
                             default_model="fp32", models={"fp32": ManifestModelFile(file="fake.onnx", precision="fp32")})
         self.export_dir = ExportDir(Path("."), manifest, settings, self.labels)
 
-    def input_problem(self, text, text_pair=None):
+    def input_problem(self, text, text_pair=None, max_text_chars=None):
         return None if isinstance(text, str) and text else "text is empty"
 
-    def encode(self, texts, text_pairs=None, truncate=True):
+    def encode(self, texts, text_pairs=None, truncate=True, max_text_chars=None):
         return texts
 
     def predict_encoded(self, encodings, top_k=None, batch_size=32):

@@ -55,6 +55,12 @@ class ExportDir:
         """Tokens per input the model was exported for."""
         return int(self.manifest.max_length or self.settings.max_length)
 
+    @property
+    def input_names(self) -> list[str] | None:
+        """The model inputs export.py checked the ONNX files with (None for exports that did not record them)."""
+        names = (self.manifest.validation or {}).get("inputs")
+        return list(names) if isinstance(names, list) and names else None
+
     def model_file(self, model: str = "default") -> tuple[str, Path]:
         """(manifest key, path) of the ONNX file `model` names; UserError when it is unknown, absent or missing."""
         if model not in MODEL_CHOICES:

@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         summary = score_file(options)
         print(
             f"scored {summary.scored} of {summary.rows} rows ({summary.errors} errors, {summary.truncated} truncated"
+            + (f", {summary.over_max_text_chars} over --max-text-chars" if summary.over_max_text_chars else "")
             + (f", {summary.resumed_rows} taken over from the interrupted run" if summary.resumed_rows else "")
             + f") in {summary.seconds:.1f} s, {summary.texts_per_second:.0f} texts/s -> {summary.output}",
             file=sys.stderr,

@@ -10,6 +10,7 @@ export through this room; it imports neither of them.
 """
 
 # The runtime's public entry point, imported by export, the tests and users' own code.
+from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS, MAX_TEXT_CHARS_LIMIT, InputError
 from jbert.serve.runtime.classifier import OnnxClassifier
 
-__all__ = ["OnnxClassifier"]
+__all__ = ["OnnxClassifier", "InputError", "DEFAULT_MAX_TEXT_CHARS", "MAX_TEXT_CHARS_LIMIT"]

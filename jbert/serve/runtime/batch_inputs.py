@@ -7,6 +7,7 @@ preallocated int64 numpy buffers (the layout onnxruntime reads without convertin
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -19,6 +20,20 @@ from jbert.tokenization.encoded import EncodedText, find_unpaired_surrogate
 # million-text call does not hold every encoding at once (scoring streams chunks anyway).
 SORT_WINDOW_BATCHES = 32
 
+# MeCab (fugashi + unidic-lite, as the tokenizer calls it) dies with SIGSEGV, taking the whole
+# process with it, on one long text: measured, "a" * 193,333 crashes (192,357 survives), kanji crash
+# at ~300,000; every kind tried survives 150,000 (docs/serving.md, Python API). No Python exception
+# can come from there, so texts are measured before they reach it.
+MECAB_CRASH_CHARS = 192_000
+# The most characters per text any caller may allow, after clean-up (NFKC can make a text longer:
+# one U+FDFA becomes 18 characters): well below the crash. With no limit given, this one applies.
+MAX_TEXT_CHARS_LIMIT = 150_000
+# The default per-text limit of the batch scorer and the HTTP service: far more than a model with
+# max_length 512 tokens ever reads (~1,000 characters), far below the crash.
+DEFAULT_MAX_TEXT_CHARS = 100_000
+# NFKC makes a text at most this many times longer (U+FDFA, one character, becomes 18).
+_NFKC_MAX_GROWTH = 18
+
 
 class InputError(UserError):
     """One input of a request is unusable (empty, not text, too long); `index` says which."""
@@ -26,7 +41,26 @@ class InputError(UserError):
     def __init__(self, message: str, index: int | None = None, kind: str = "invalid"):
         super().__init__(message)
         self.index = index
-        self.kind = kind  # "invalid" (wrong type / empty) or "too_long"
+        # "invalid" (wrong type / empty), "too_long" (over max_length tokens with truncate=False) or
+        # "too_many_chars" (over the per-text character limit, see `check_max_text_chars`).
+        self.kind = kind
+
+
+def check_max_text_chars(max_text_chars: int | None) -> int:
+    """The per-text character limit in force: `max_text_chars`, or MAX_TEXT_CHARS_LIMIT for None.
+
+    A limit above MAX_TEXT_CHARS_LIMIT (where MeCab would crash the process) is a UserError.
+    """
+    if max_text_chars is None:
+        return MAX_TEXT_CHARS_LIMIT
+    if isinstance(max_text_chars, bool) or not isinstance(max_text_chars, int) or max_text_chars < 1:
+        raise UserError(f"max_text_chars must be a positive integer, got {max_text_chars!r}")
+    if max_text_chars > MAX_TEXT_CHARS_LIMIT:
+        raise UserError(
+            f"max_text_chars {max_text_chars:,} is above the most this runtime allows ({MAX_TEXT_CHARS_LIMIT:,}): "
+            f"MeCab crashes the process on texts of about {MECAB_CRASH_CHARS:,} characters"
+        )
+    return max_text_chars
 
 
 class TextEncoder:
@@ -40,40 +74,63 @@ class TextEncoder:
         self.is_pair = is_pair
         self.pad_token_id = int(tokenizer.pad_token_id)
 
-    def clean(self, value: object, name: str) -> tuple[str | None, str | None]:
-        """(normalised text, None) or (None, why it cannot be scored)."""
+    def clean(self, value: object, name: str, max_text_chars: int | None = None) -> tuple[str | None, str | None]:
+        """(normalised text, None) or (None, why it cannot be scored); see `check_max_text_chars` for the limit."""
+        cleaned, problem, _ = self._clean(value, name, check_max_text_chars(max_text_chars))
+        return cleaned, problem
+
+    def _clean(self, value: object, name: str, limit: int) -> tuple[str | None, str | None, str]:
+        """(normalised text, problem, InputError kind); `limit`: characters allowed, already checked."""
         if value is None:
-            return None, f"{name} is missing"
+            return None, f"{name} is missing", "invalid"
         if not isinstance(value, str):
             # A value that crossed an Arrow stage as JSON text still carries its original type's name.
             type_name = getattr(value, "original_type", type(value).__name__)
-            return None, f"{name} must be a string, got {type_name}"
+            hint = "; store the text as a string (UTF-8) column, not a binary one" if type_name == "bytes" else ""
+            return None, f"{name} must be a string, got {type_name}{hint}", "invalid"
+        if len(value) > limit:
+            # Measured before clean-up, which costs time in proportion to the length.
+            return None, f"{name} has {len(value):,} characters; at most {limit:,} are allowed per text", "too_many_chars"
         surrogate_at = find_unpaired_surrogate(value)
         if surrogate_at is not None:
             # A JSON "\ud800" escape decodes to a lone surrogate, which is not text: the tokenizer
             # would refuse the whole batch, so the one row is refused here instead.
             return None, (f"{name} holds an unpaired UTF-16 surrogate at character {surrogate_at} "
-                          "(not valid Unicode); fix the escape in the input")
+                          "(not valid Unicode); fix the escape in the input"), "invalid"
         cleaned = normalize_text(value, self.normalization)
         if not cleaned:
-            return None, f"{name} is empty" + (" after clean-up (only spaces or control characters)" if value else "")
-        return cleaned, None
+            return None, f"{name} is empty" + (" after clean-up (only spaces or control characters)" if value else ""), "invalid"
+        grown = self._tokenizer_chars(cleaned)
+        if grown > MAX_TEXT_CHARS_LIMIT:
+            return None, (f"{name} grows to {grown:,} characters under Unicode NFKC normalisation; at most "
+                          f"{MAX_TEXT_CHARS_LIMIT:,} can be tokenized"), "too_many_chars"
+        return cleaned, None, "invalid"
 
-    def input_problem(self, text: object, text_pair: object = None) -> str | None:
-        """Why one input cannot be scored (wrong type, empty after clean-up), or None if it can."""
-        problem = self.clean(text, "text")[1]
+    def _tokenizer_chars(self, cleaned: str) -> int:
+        """Characters of `cleaned` as MeCab will see them: the tokenizer applies NFKC again itself."""
+        if self.normalization.nfkc or len(cleaned) * _NFKC_MAX_GROWTH <= MAX_TEXT_CHARS_LIMIT:
+            return len(cleaned)  # already NFKC (idempotent), or too short to grow past the limit
+        return len(unicodedata.normalize("NFKC", cleaned))
+
+    def input_problem(self, text: object, text_pair: object = None, max_text_chars: int | None = None) -> str | None:
+        """Why one input cannot be scored (wrong type, empty after clean-up, too many characters), or None."""
+        problem = self.clean(text, "text", max_text_chars)[1]
         if problem is None and self.is_pair:
-            problem = self.clean(text_pair, "text_pair")[1]
+            problem = self.clean(text_pair, "text_pair", max_text_chars)[1]
         return problem
 
     def encode(
-        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, truncate: bool = True
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, truncate: bool = True,
+        max_text_chars: int | None = None,
     ) -> list[EncodedText]:
         """Normalise and tokenize texts as training did; raises InputError naming the first bad one.
 
         `truncate=False` turns a text longer than max_length tokens into an InputError
-        (kind "too_long") instead of silently cutting it.
+        (kind "too_long") instead of silently cutting it. A text (or text_pair) of more than
+        `max_text_chars` characters is an InputError of kind "too_many_chars", raised before
+        anything is tokenized; None means MAX_TEXT_CHARS_LIMIT, and more than that is a UserError.
         """
+        limit = check_max_text_chars(max_text_chars)
         if isinstance(texts, str):
             raise InputError("texts must be a list of strings, not one string")
         if self.is_pair and text_pairs is None:
@@ -85,12 +142,12 @@ class TextEncoder:
         normalized: list[str] = []
         normalized_pairs: list[str] | None = [] if text_pairs is not None else None
         for index, text in enumerate(texts):
-            cleaned, problem = self.clean(text, "text")
+            cleaned, problem, kind = self._clean(text, "text", limit)
             if problem is None and normalized_pairs is not None:
-                cleaned_pair, problem = self.clean(text_pairs[index], "text_pair")
+                cleaned_pair, problem, kind = self._clean(text_pairs[index], "text_pair", limit)
                 normalized_pairs.append(cleaned_pair)
             if problem:
-                raise InputError(f"input {index}: {problem}", index=index)
+                raise InputError(f"input {index}: {problem}", index=index, kind=kind)
             normalized.append(cleaned)
         if not normalized:
             return []

@@ -29,7 +29,7 @@ from jbert.core.export_dir import ExportDir
 from jbert.core.postprocessing import sigmoid, softmax
 from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
 from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
-from jbert.serve.runtime.session import open_session, session_io_names
+from jbert.serve.runtime.session import check_session_matches_export, open_session, session_io_names
 from jbert.tokenization.encoded import EncodedText
 from jbert.tokenization.loading import load_serving_tokenizer
 
@@ -72,6 +72,7 @@ class OnnxClassifier:
         self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair)
         self.pad_token_id = self.encoder.pad_token_id
         self._input_names, self._output_name = session_io_names(session, model_path)
+        check_session_matches_export(session, Path(model_path), self._output_name, labels, self.export_dir.input_names)
 
     @classmethod
     def from_export_dir(
@@ -114,15 +115,21 @@ class OnnxClassifier:
         }
 
     # ------------------------------------------------------------------ stage 1: text -> ids
-    def input_problem(self, text: object, text_pair: object = None) -> str | None:
-        """Why one input cannot be scored (wrong type, empty after clean-up), or None if it can."""
-        return self.encoder.input_problem(text, text_pair)
+    def input_problem(self, text: object, text_pair: object = None, max_text_chars: int | None = None) -> str | None:
+        """Why one input cannot be scored (wrong type, empty after clean-up, too many characters), or None."""
+        return self.encoder.input_problem(text, text_pair, max_text_chars)
 
     def encode(
-        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, truncate: bool = True
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, truncate: bool = True,
+        max_text_chars: int | None = None,
     ) -> list[EncodedText]:
-        """Normalise and tokenize texts as training did (see `TextEncoder.encode`)."""
-        return self.encoder.encode(texts, text_pairs, truncate=truncate)
+        """Normalise and tokenize texts as training did (see `TextEncoder.encode`).
+
+        `max_text_chars`: characters allowed per text (and per text_pair), checked before any
+        tokenizing; None means `batch_inputs.MAX_TEXT_CHARS_LIMIT`, the most allowed (MeCab crashes
+        the process on much longer texts). Over it: InputError with kind "too_many_chars".
+        """
+        return self.encoder.encode(texts, text_pairs, truncate=truncate, max_text_chars=max_text_chars)
 
     def pad(self, encodings: Sequence[EncodedText]) -> dict[str, np.ndarray]:
         """Pad a batch into int64 arrays shaped (batch, longest) as this ONNX model expects."""
@@ -194,6 +201,7 @@ class OnnxClassifier:
         top_k: int | None = None,
         truncate: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        max_text_chars: int | None = None,
     ) -> list[dict]:
         """Classify texts (or sentence pairs); one dict per input, in input order.
 
@@ -201,9 +209,10 @@ class OnnxClassifier:
         (its probability; the raw value for regression) and "truncated". Multi-label models add
         "labels": every class whose sigmoid score is above the model's threshold. With `top_k`,
         "scores" lists the `top_k` best classes as {"label", "score"}, best first.
-        Raises InputError for an empty or non-text input, or a too long one with truncate=False.
+        Raises InputError for an empty or non-text input, a too long one with truncate=False, or
+        one of more than `max_text_chars` characters (see `encode`).
         """
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}", kind="invalid")
-        encodings = self.encode(texts, text_pairs, truncate=truncate)
+        encodings = self.encode(texts, text_pairs, truncate=truncate, max_text_chars=max_text_chars)
         return self.predict_encoded(encodings, top_k=top_k, batch_size=batch_size)

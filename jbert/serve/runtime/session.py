@@ -14,6 +14,8 @@ from pathlib import Path
 from jbert.core.errors import UserError
 
 REQUIRED_INPUTS = ("input_ids", "attention_mask")
+# Every input the runtime knows how to build (`batch_inputs.TextEncoder.pad`).
+FEEDABLE_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def physical_core_count() -> int:
@@ -111,3 +113,41 @@ def session_io_names(session, model_path: Path) -> tuple[set[str], str]:
         raise UserError(f"{model_path}: the ONNX model lacks inputs {sorted(missing)}; re-export it with export.py")
     outputs = [item.name for item in session.get_outputs()]
     return input_names, "logits" if "logits" in outputs else outputs[0]
+
+
+def check_session_matches_export(session, model_path: Path, output_name: str, labels: list[str],
+                                 manifest_inputs: list[str] | None) -> None:
+    """UserError unless the ONNX model fits its export: its inputs are the manifest's, one output per label.
+
+    A model file swapped into an export (with the manifest's hash recomputed) would otherwise serve
+    another model's classes under these label names, or fail with an IndexError on the first
+    request. `manifest_inputs`: the input names export.py checked the model with (None for exports
+    that did not record them: then only inputs the runtime can build are accepted).
+    """
+    import numpy as np
+
+    problems = []
+    graph_inputs = sorted(item.name for item in session.get_inputs())
+    if manifest_inputs and set(graph_inputs) != set(manifest_inputs):
+        problems.append(f"the model's inputs {graph_inputs} differ from the manifest's {sorted(manifest_inputs)}")
+    unknown = sorted(set(graph_inputs) - set(FEEDABLE_INPUTS))
+    if unknown:
+        problems.append(f"the model takes inputs {unknown} that jbert does not build (it builds {list(FEEDABLE_INPUTS)})")
+    expected = max(1, len(labels))  # regression: one output, named by its one label (if any)
+    if not problems:
+        output = next(item for item in session.get_outputs() if item.name == output_name)
+        width = output.shape[-1] if output.shape else None
+        if not isinstance(width, int):
+            # A symbolic width is only known by running the model: one tiny batch of padding ids.
+            feeds = {name: np.zeros((1, 2), dtype=np.int64) for name in graph_inputs}
+            feeds["attention_mask"] = np.ones((1, 2), dtype=np.int64)
+            result = session.run([output_name], feeds)[0]
+            width = int(result.shape[-1]) if result.ndim == 2 else None
+            if width is None:
+                problems.append(f"its output {output_name!r} has shape {list(result.shape)}, not (batch, labels)")
+        if width is not None and width != expected:
+            problems.append(f"its output {output_name!r} has {width} values per input but the export names "
+                            f"{len(labels)} labels {labels[:10]}{' ...' if len(labels) > 10 else ''}")
+    if problems:
+        raise UserError(f"{model_path} does not match its export directory: " + "; ".join(problems)
+                        + ". The model file was replaced or the export is incomplete: re-export the model with export.py")

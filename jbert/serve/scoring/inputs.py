@@ -20,6 +20,7 @@ from typing import IO, Callable, Iterator
 
 from jbert.core.errors import UserError
 from jbert.core.readers import detect_format, iter_rows, suggest_column
+from jbert.core.safe_input import check_regular_file
 from jbert.serve.scoring.records import (
     ByteCounter, DecodedLines, Record, choose_encoding, delimited_records, jsonl_records, peek_columns,
 )
@@ -111,6 +112,8 @@ def _open_binary(source: str) -> tuple[IO[bytes], int | None]:
         raise UserError(f"input file {path} does not exist; check the path")
     if path.is_dir():
         raise UserError(f"input {path} is a directory, not a CSV/TSV/JSONL/Parquet file")
+    # A FIFO or a device (/dev/zero) never ends: refused before a byte is read (standard input is "-").
+    check_regular_file(path, f"input {path}")
     return open(path, "rb"), path.stat().st_size
 
 
@@ -221,9 +224,14 @@ def expand_inputs(spec: str) -> list[str]:
         )
         if not found:
             raise UserError(f"input directory {spec} holds no {', '.join(INPUT_EXTENSIONS)} file")
+        if not remote:
+            for found_path in found:
+                check_regular_file(found_path, f"input {found_path} (in {spec})")
         return [name(p) for p in found]
     if not filesystem.exists(path):
         raise UserError(f"input {spec} does not exist; check the path")
+    if not remote:
+        check_regular_file(path, f"input {spec}")  # a FIFO or a device never ends
     return [spec]
 
 

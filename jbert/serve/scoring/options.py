@@ -14,14 +14,15 @@ from typing import Optional
 
 from jbert.core.cli import option
 from jbert.core.errors import UserError, format_problems
+from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS, MAX_TEXT_CHARS_LIMIT
 from jbert.serve.scoring.inputs import INPUT_FORMATS
 from jbert.serve.scoring.outputs import TEXT_OUTPUT_FORMATS
 from jbert.serve.scoring.tables import SHARD_FORMATS
 
 OUTPUT_FORMATS = TEXT_OUTPUT_FORMATS
 ENGINES = ("local", "ray")
-
-
+# What happens to a text over --max-text-chars: an error row, or its first max-text-chars characters scored.
+LONG_TEXT_CHOICES = ("error", "truncate-chars")
 
 
 @dataclass
@@ -41,6 +42,8 @@ class ScoreOptions:
     num_threads: Optional[int] = option(None, "onnxruntime threads (default: one per physical core; with --engine ray: per worker, physical cores / workers on a local Ray, 1 on a cluster).")
     all_scores: bool = option(False, "Add every class's score (JSONL: a 'scores' object; CSV/TSV: one score_<label> column per class).")
     truncate: bool = option(True, "Cut texts longer than the model's max_length.", negative_flag="--no-truncate", negative_help="Mark texts longer than the model's max_length as errors instead of cutting them.")
+    max_text_chars: int = option(DEFAULT_MAX_TEXT_CHARS, f"Characters allowed per text (and per text pair), checked before tokenizing; at most {MAX_TEXT_CHARS_LIMIT:,} (MeCab crashes the process on much longer texts).")
+    long_text: str = option("error", "A text over --max-text-chars: error (an error row) or truncate-chars (its first --max-text-chars characters are scored, the row marked truncated).", choices=LONG_TEXT_CHOICES)
     batch_size: int = option(32, "Texts per onnxruntime call (sorted by length within each chunk).")
     chunk_size: int = option(4096, "Rows read, scored and written at a time (bounds memory; resume granularity).")
     resume: bool = option(False, "Continue an interrupted run from its .partial file instead of starting over.")
@@ -77,9 +80,15 @@ class ScoreOptions:
             problems.append("--resume needs an input file: standard input cannot be read again")
         if self.output == "-" and self.resume:
             problems.append("--resume needs an output file, not standard output")
-        if self.input not in (None, "-") and self.output not in (None, "-"):
-            if Path(self.input).absolute() == Path(self.output).absolute():
-                problems.append("the output file must differ from the input file")
+        if self.input not in (None, "-") and self.output not in (None, "-") and same_file(self.input, self.output):
+            problems.append(f"the output file must differ from the input file: {self.output} is the input file "
+                            f"{self.input} (after resolving '..' and links); write the scores to another file")
+        if isinstance(self.max_text_chars, bool) or not isinstance(self.max_text_chars, int) \
+                or not 1 <= self.max_text_chars <= MAX_TEXT_CHARS_LIMIT:
+            problems.append(f"--max-text-chars must be between 1 and {MAX_TEXT_CHARS_LIMIT:,}, got {self.max_text_chars!r} "
+                            "(MeCab crashes the process on longer texts)")
+        if self.long_text not in LONG_TEXT_CHOICES:
+            problems.append(f"--long-text {self.long_text!r} is not one of {', '.join(LONG_TEXT_CHOICES)}")
         for name in ("batch_size", "chunk_size"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -104,6 +113,7 @@ class ScoreSummary:
     truncated: int
     resumed_rows: int  # rows taken over from an interrupted run
     seconds: float
+    over_max_text_chars: int = 0  # rows with a text over --max-text-chars (error rows, or cut and scored)
 
     @property
     def texts_per_second(self) -> float:
@@ -123,3 +133,17 @@ def writes_directory(options: ScoreOptions) -> bool:
     return (output.endswith(("/", os.sep)) or Path(output).is_dir() or "." not in name
             or any(ch in options.input for ch in "*?[") or Path(options.input).is_dir()
             or options.output_format == "parquet")
+
+
+def same_file(input_path: str, output_path: str) -> bool:
+    """True when `output_path` names the input file itself: compared after resolving '..' and symbolic links.
+
+    URLs are compared as written; a local output that does not exist yet is a new file, unless its
+    resolved path is the input's (a dangling link pointing at the input cannot exist: the input does).
+    """
+    if "://" in input_path or "://" in output_path:
+        return input_path.rstrip("/") == output_path.rstrip("/")
+    try:
+        return os.path.samefile(input_path, output_path)
+    except OSError:  # one of them does not exist (yet): compare where they lead
+        return Path(input_path).resolve() == Path(output_path).resolve()

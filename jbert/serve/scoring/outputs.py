@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 from jbert.core.errors import UserError
 
@@ -60,8 +61,8 @@ class OutputWriter:
             # Every row gets every prediction key (null where not scored), in a fixed order.
             predicted = set(self.prediction_columns)
             text = "".join(
-                json.dumps({**{k: v for k, v in row.items() if k not in predicted},
-                            **{c: row.get(c) for c in self.prediction_columns}}, ensure_ascii=False) + "\n"
+                json_line({**{k: v for k, v in row.items() if k not in predicted},
+                           **{c: row.get(c) for c in self.prediction_columns}})
                 for row in rows
             )
             return self._encode(text)
@@ -93,11 +94,36 @@ class OutputWriter:
         return text.encode(encoding, errors="replace")
 
 
+def json_value(value):
+    """`value` as strict JSON can hold it: NaN and ±Infinity become null, bytes become text.
+
+    Python's json writes NaN/Infinity (not JSON; most readers refuse the line) and cannot write
+    bytes (a Parquet binary column) at all. Bytes are decoded as UTF-8, a byte that is not UTF-8
+    written as a \\xNN escape.
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(item) for item in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", errors="backslashreplace")
+    return value
+
+
+def json_line(row: dict) -> str:
+    """One JSON line of a row, strict JSON (allow_nan=False: a non-finite number left over is a bug, not output)."""
+    return json.dumps(json_value(row), ensure_ascii=False, allow_nan=False, default=str) + "\n"
+
+
 def cell_text(value) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(json_value(value), ensure_ascii=False, allow_nan=False, default=str)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return json_value(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

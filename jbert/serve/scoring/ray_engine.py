@@ -35,6 +35,7 @@ from pathlib import Path
 from jbert.core.errors import UserError
 from jbert.core.progress import Progress
 from jbert.core.export_dir import ExportDir
+from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS
 from jbert.serve.runtime.session import physical_core_count
 from jbert.serve.scoring.shards import (
     MANIFEST_NAME, build_manifest, check_complete, prepare_output_directory, write_json_atomically,
@@ -61,13 +62,15 @@ class ScoreBatches:
 
     def __init__(self, export_dir: str, model: str = "default", num_threads: int = 1, text_column: str | None = None,
                  text_pair_column: str | None = None, batch_size: int = 32, truncate: bool = True,
-                 all_scores: bool = False, chunk_size: int | None = None):
+                 all_scores: bool = False, chunk_size: int | None = None,
+                 max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, long_text: str = "error"):
         """Load the export (on the worker, which opens it again there: the path must exist on every node)."""
         from jbert.serve.runtime.classifier import OnnxClassifier
 
         self.classifier = OnnxClassifier.from_export_dir(export_dir, model=model, num_threads=num_threads)
         self.text_column, self.pair_column = self.classifier.export_dir.text_columns(text_column, text_pair_column)
-        self.options = {"batch_size": batch_size, "truncate": truncate, "all_scores": all_scores, "chunk_size": chunk_size}
+        self.options = {"batch_size": batch_size, "truncate": truncate, "all_scores": all_scores, "chunk_size": chunk_size,
+                        "max_text_chars": max_text_chars, "long_text": long_text}
 
     def __call__(self, table):
         """The batch with predicted_label, predicted_score, ... and error added (one row out per row in)."""
@@ -77,7 +80,8 @@ class ScoreBatches:
 def score_dataset(dataset, export_dir: str, *, model: str = "default", text_column: str | None = None,
                   text_pair_column: str | None = None, num_workers: int | None = None, num_threads: int = 1,
                   batch_size: int = 32, rows_per_batch: int | None = 4096, all_scores: bool = False,
-                  truncate: bool = True, chunk_size: int | None = None):
+                  truncate: bool = True, chunk_size: int | None = None,
+                  max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, long_text: str = "error"):
     """A Ray Dataset with the prediction columns added to every row of `dataset` (lazy, like any map).
 
     `export_dir` must exist at the same path on every worker node (shared storage or copied).
@@ -87,7 +91,8 @@ def score_dataset(dataset, export_dir: str, *, model: str = "default", text_colu
     onnxruntime call; `rows_per_batch`: rows per actor call (None: one block per call; `chunk_size`:
     the reader's chunk length, scored chunk by chunk as the local scorer does). A row that cannot be scored keeps
     its place with a non-null `error`. Rows keep their columns; a row from `serve_onnx.py`'s
-    readers also has `source_file` and `source_row`.
+    readers also has `source_file` and `source_row`. `max_text_chars` / `long_text`: see
+    `jbert.serve.scoring.rows.score_records`.
     """
     ray = import_ray()
     if num_threads < 1 or batch_size < 1 or (rows_per_batch is not None and rows_per_batch < 1):
@@ -99,7 +104,7 @@ def score_dataset(dataset, export_dir: str, *, model: str = "default", text_colu
         fn_constructor_kwargs={"export_dir": str(export_dir), "model": model, "num_threads": num_threads,
                                "text_column": text_column, "text_pair_column": text_pair_column,
                                "batch_size": batch_size, "truncate": truncate, "all_scores": all_scores,
-                               "chunk_size": chunk_size},
+                               "chunk_size": chunk_size, "max_text_chars": max_text_chars, "long_text": long_text},
         batch_size=rows_per_batch, batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=num_workers), num_cpus=num_threads,
     )
@@ -284,7 +289,8 @@ def score_files_with_ray(files: list[str], options, output_format: str) -> dict:
         scored = score_dataset(records, options.export_dir, model=options.model, text_column=text_column,
                                text_pair_column=pair_column, num_workers=workers, num_threads=threads,
                                batch_size=options.batch_size, rows_per_batch=None, chunk_size=options.chunk_size,
-                               all_scores=options.all_scores, truncate=options.truncate)
+                               all_scores=options.all_scores, truncate=options.truncate,
+                               max_text_chars=options.max_text_chars, long_text=options.long_text)
         # One shard per block, never a batch joined across blocks: two input files may have columns of
         # different types (an id read as text from CSV, as integers from Parquet) that cannot be one table.
         written = scored.map_batches(

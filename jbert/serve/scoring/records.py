@@ -9,7 +9,6 @@ opens the files (local, remote or standard input) and hands their lines here.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterator
@@ -17,6 +16,7 @@ from typing import IO, Iterator
 from jbert.core.errors import UserError
 from jbert.core.file_encodings import detect_encoding, detect_sample_encoding, resolve_encoding
 from jbert.core.readers import csv_dialect
+from jbert.core.safe_input import JsonInputError, parse_json
 
 
 @dataclass
@@ -155,9 +155,10 @@ def jsonl_records(lines: DecodedLines) -> Iterator[Record]:
             yield Record(line, None, decode_error)
             continue
         try:
-            row = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield Record(line, None, f"line {line}: not valid JSON ({err})")
+            # parse_json: deep nesting and 5,000-digit integers are a message too, not a traceback.
+            row = parse_json(text, f"line {line}")
+        except JsonInputError as err:
+            yield Record(line, None, str(err))
             continue
         if not isinstance(row, dict):
             yield Record(line, None, f"line {line}: a JSON {type(row).__name__} where an object was expected")

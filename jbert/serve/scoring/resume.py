@@ -42,6 +42,8 @@ def file_fingerprint(options, classifier, text_column: str, pair_column: str | N
         "output_encoding": options.output_encoding,
         "all_scores": options.all_scores,
         "truncate": options.truncate,
+        "max_text_chars": options.max_text_chars,
+        "long_text": options.long_text,
     }
 
 
@@ -57,6 +59,7 @@ def directory_fingerprint(files: list[str], options, classifier, text_column: st
         "inputs": sizes, "model_file": str(classifier.model_path), "text_column": text_column,
         "text_pair_column": pair_column, "format": output_format, "chunk_size": options.chunk_size,
         "all_scores": options.all_scores, "truncate": options.truncate,
+        "max_text_chars": options.max_text_chars, "long_text": options.long_text,
     }
 
 

@@ -128,7 +128,7 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
             handle = sys.stdout.buffer
 
         started = time.perf_counter()
-        counts = {"rows": resumed_rows, "scored": 0, "errors": 0, "truncated": 0}
+        counts = {"rows": resumed_rows, "scored": 0, "errors": 0, "truncated": 0, "over_max_text_chars": 0}
         if resumed_rows:
             skipped = 0
             for _ in records:
@@ -147,7 +147,8 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
         try:
             for chunk in _chunks(records, options.chunk_size):
                 rows = score_records(classifier, chunk, text_column, pair_column, batch_size=options.batch_size,
-                                     truncate=options.truncate, all_scores=options.all_scores, counts=counts)
+                                     truncate=options.truncate, all_scores=options.all_scores,
+                                     max_text_chars=options.max_text_chars, long_text=options.long_text, counts=counts)
                 data = writer.rows(rows)
                 handle.write(data)
                 handle.flush()
@@ -179,6 +180,7 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
     summary = ScoreSummary(
         output=options.output, rows=counts["rows"], scored=counts["scored"], errors=counts["errors"],
         truncated=counts["truncated"], resumed_rows=resumed_rows, seconds=seconds,
+        over_max_text_chars=counts["over_max_text_chars"],
     )
     return summary
 

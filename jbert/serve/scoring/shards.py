@@ -125,7 +125,8 @@ def score_files_locally(files: list[str], options, classifier, text_column: str,
             for table in read_file_tables(source, index, options.input_format, options.encoding, text_column,
                                           pair_column, options.chunk_size, skip_rows=done):
                 scored = score_table(classifier, table, text_column, pair_column, batch_size=options.batch_size,
-                                     truncate=options.truncate, all_scores=options.all_scores)
+                                     truncate=options.truncate, all_scores=options.all_scores,
+                                     max_text_chars=options.max_text_chars, long_text=options.long_text)
                 shard = write_shard(scored, filesystem, path, output_format)
                 count += table.num_rows
                 state["shards"] = [s for s in state["shards"] if s["shard"] != shard["shard"]] + [shard]

@@ -20,8 +20,9 @@ from typing import Iterator
 from jbert.core.storage import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.serve.scoring.inputs import open_records
-from jbert.serve.scoring.outputs import prediction_columns
+from jbert.serve.scoring.outputs import json_line, json_value, prediction_columns
 from jbert.serve.scoring.records import Record
+from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS
 from jbert.serve.scoring.rows import score_records
 
 ROW_ID_COLUMNS = ("source_file", "source_row")
@@ -54,7 +55,7 @@ def _arrow_column(values: list, as_text: bool):
             return pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, OverflowError):
             pass
-    return pa.array([v if v is None or isinstance(v, str) else json.dumps(v, ensure_ascii=False) for v in values],
+    return pa.array([v if v is None or isinstance(v, str) else json.dumps(json_value(v), ensure_ascii=False, default=str) for v in values],
                     type=pa.string())
 
 
@@ -144,7 +145,8 @@ def table_to_records(table, text_column: str, pair_column: str | None) -> list[R
 
 
 def score_table(classifier, table, text_column: str, pair_column: str | None, *, batch_size: int = 32,
-                truncate: bool = True, all_scores: bool = False, chunk_size: int | None = None):
+                truncate: bool = True, all_scores: bool = False, chunk_size: int | None = None,
+                max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, long_text: str = "error"):
     """`table` with the prediction columns added (one row out per row in), internal columns dropped.
 
     Column types do not depend on the batch: predicted_label string, predicted_labels list of
@@ -165,7 +167,8 @@ def score_table(classifier, table, text_column: str, pair_column: str | None, *,
     for start, stop in _chunk_runs(table, chunk_size):
         part = table.slice(start, stop - start)
         rows += score_records(classifier, table_to_records(part, text_column, pair_column), text_column, pair_column,
-                              batch_size=batch_size, truncate=truncate, all_scores=all_scores)
+                              batch_size=batch_size, truncate=truncate, all_scores=all_scores,
+                              max_text_chars=max_text_chars, long_text=long_text)
     keep = [n for n in table.column_names if not n.startswith("_jbert_") and n not in ROW_ID_COLUMNS]
     out = {name: table.column(name) for name in keep}
     for name in prediction_columns(classifier.problem_type, all_scores, nested_scores=True):
@@ -215,7 +218,7 @@ def write_shard(table, filesystem, directory: str, fmt: str) -> dict:
                 pq.write_table(table, handle)
             else:
                 for row in table.to_pylist():
-                    handle.write((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+                    handle.write(json_line(row).encode("utf-8"))
         filesystem.mv(temporary, final)
     except OSError as err:
         if not is_storage_full(err):
