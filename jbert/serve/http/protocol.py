@@ -78,16 +78,16 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         self._accepted_at = self.loop.time()
         self._read_deadline = None
-        if len(self.connections) > self.limits.max_connections:
-            idle = [c for c in self.connections
-                    if c is not self and isinstance(c, GuardedH11Protocol) and c.waiting_for_request]
+        # Connections already told to close stay in the set until the loop runs their connection_lost.
+        held = [c for c in self.connections if c is not self and not c.transport.is_closing()]
+        if len(held) >= self.limits.max_connections:
+            idle = [c for c in held if isinstance(c, GuardedH11Protocol) and c.waiting_for_request]
             if idle:
                 min(idle, key=lambda c: c._accepted_at).transport.close()
-            elif len(self.connections) <= self.limits.max_connections + RESERVED_CONNECTIONS:
+            elif len(held) < self.limits.max_connections + RESERVED_CONNECTIONS:
                 self.app = health_only(self.app)
             else:
-                logger.warning("refused a connection: %d open, all with a request in progress",
-                               len(self.connections) - 1)
+                logger.warning("refused a connection: %d open, all with a request in progress", len(held))
                 transport.close()
                 return
         self._arm_read_deadline()
