@@ -67,6 +67,8 @@ def malformed_requests(max_inputs: int, max_body: int) -> list[tuple[str, dict]]
         ("invalid_utf8", {"content": b'{"inputs": ["\xff\xfe"]}'}),
         ("blank_text", {"json": {"inputs": ["\u3000 \u200b"]}}),
         ("lone_surrogate", {"content": b'{"inputs": ["ok\\ud800"]}'}),
+        ("deep_nesting", {"content": b"[" * 50_000 + b"]" * 50_000}),
+        ("huge_integer", {"content": b'{"inputs": "ok", "top_k": ' + b"9" * 5000 + b"}"}),
     ]
 
 
