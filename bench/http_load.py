@@ -3,7 +3,7 @@
     python bench/http_load.py                                   # serves bench/inference.py's export
     python bench/http_load.py --export-dir outputs/onnx --requests 2000 --clients 32
 
-Phase "clean": every client sends one-text /predict requests back to back until --requests have
+Phase "clean": every client sends one-text /v1/predict requests back to back until --requests have
 been sent; reports throughput, p50/p99 latency and errors (anything but 200). Phase "mixed": the
 same load with every --bad-every'th request malformed (broken JSON, wrong types, empty or unknown
 fields, too many inputs, an oversized body, a too long text with truncate=false, a blank text, an
@@ -67,6 +67,8 @@ def malformed_requests(max_inputs: int, max_body: int) -> list[tuple[str, dict]]
         ("invalid_utf8", {"content": b'{"inputs": ["\xff\xfe"]}'}),
         ("blank_text", {"json": {"inputs": ["\u3000 \u200b"]}}),
         ("lone_surrogate", {"content": b'{"inputs": ["ok\\ud800"]}'}),
+        ("deep_nesting", {"content": b"[" * 50_000 + b"]" * 50_000}),
+        ("huge_integer", {"content": b'{"inputs": "ok", "top_k": ' + b"9" * 5000 + b"}"}),
     ]
 
 
@@ -153,7 +155,7 @@ async def run_phase(port: int, texts: list[str], requests: int, clients: int, ba
                     body = json.dumps({"inputs": [texts[index % len(texts)]]}, ensure_ascii=False).encode()
                 started = time.perf_counter()
                 try:
-                    status, payload = await http.post("/predict", body)
+                    status, payload = await http.post("/v1/predict", body)
                 except (OSError, asyncio.IncompleteReadError, ValueError) as err:
                     failures.append(f"{type(err).__name__}: {err}")
                     continue
@@ -215,7 +217,7 @@ async def run_sigterm_phase(port: int, server: subprocess.Popen, texts: list[str
             for index in counter:
                 body = json.dumps({"inputs": [texts[index % len(texts)]]}, ensure_ascii=False).encode()
                 try:
-                    status, payload = await http.post("/predict", body)
+                    status, payload = await http.post("/v1/predict", body)
                 except ConnectionRefusedError:
                     outcomes["refused_connection"] += 1  # the drain is over and the socket closed
                     return
@@ -312,7 +314,7 @@ def main(argv=None) -> None:
         idle_memory = resident_memory_mb(server.pid)
         # Warm-up (not measured): first calls allocate onnxruntime's buffers.
         for text in texts[:16]:
-            httpx.post(f"{base}/predict", json={"inputs": [text]}, timeout=60)
+            httpx.post(f"{base}/v1/predict", json={"inputs": [text]}, timeout=60)
         log(f"clean phase: {args.requests} requests from {args.clients} clients")
         clean = asyncio.run(run_phase(port, texts, args.requests, args.clients, None, []))
         log(f"clean: {clean['throughput_requests_per_s']} req/s, p50 {clean['latency_ms']['p50']} ms, p99 {clean['latency_ms']['p99']} ms, errors {clean['errors']}")
@@ -334,8 +336,8 @@ def main(argv=None) -> None:
             "model_calls": batch_count,
             "inference_seconds_total": metric("jbert_inference_duration_seconds_sum"),
             "tokenization_seconds_total": metric("jbert_tokenization_duration_seconds_sum"),
-            "predict_mean_latency_ms": round(1000 * metric('jbert_request_duration_seconds_sum{path="/predict"}')
-                                             / metric('jbert_request_duration_seconds_count{path="/predict"}'), 1),
+            "predict_mean_latency_ms": round(1000 * metric('jbert_request_duration_seconds_sum{path="/v1/predict"}')
+                                             / metric('jbert_request_duration_seconds_count{path="/v1/predict"}'), 1),
         }
     finally:
         if server.poll() is None:

@@ -31,7 +31,7 @@ def secured(classifier):
 
 
 @pytest.mark.parametrize("method, path", [
-    ("post", "/predict"), ("get", "/info"), ("get", "/metrics"), ("get", "/openapi.json"), ("get", "/docs"),
+    ("post", "/predict"), ("post", "/"), ("post", "/v1/predict"), ("get", "/info"), ("get", "/metrics"), ("get", "/openapi.json"), ("get", "/docs"),
     ("get", "/nowhere"), ("delete", "/predict"),
 ])
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-key-0123456789", f"Basic {KEY}", f"Bearer {KEY}x", "Bearer"])
@@ -47,7 +47,7 @@ def test_the_right_token_opens_every_route(secured):
     assert secured.get("/health").status_code == 200  # no token: probes have none
     for scheme in ("Bearer", "bearer"):
         headers = {"Authorization": f"{scheme} {KEY}"}
-        assert secured.post("/predict", json={"inputs": TEXTS}, headers=headers).status_code == 200
+        assert secured.post("/v1/predict", json={"inputs": TEXTS}, headers=headers).status_code == 200
         assert secured.get("/info", headers=headers).json()["auth"] == "bearer"
     schema = secured.get("/openapi.json", headers=headers).json()
     assert schema["components"]["securitySchemes"]["bearer"] == {
@@ -57,7 +57,7 @@ def test_the_right_token_opens_every_route(secured):
             assert ("security" in operation) == (path != "/health"), path
             assert ("401" in operation["responses"]) == (path != "/health"), path
     metrics = secured.get("/metrics", headers=headers).text
-    assert 'jbert_requests_total{path="/predict",status="200"} 2' in metrics
+    assert 'jbert_requests_total{path="/v1/predict",status="200"} 2' in metrics
 
 
 @pytest.mark.parametrize("content, fragment", [

@@ -41,7 +41,7 @@ def test_sigterm_under_load_drains_then_exits_0(export_dir, classifier):
     with running_server(export_dir, "--max-wait-ms", str(MAX_WAIT_MS), "--shutdown-timeout-s", "20") as (base_url, server):
         # 1. Requests accepted before the signal: they sit in the batcher for MAX_WAIT_MS.
         pool = concurrent.futures.ThreadPoolExecutor(12)
-        accepted = [pool.submit(httpx.post, f"{base_url}/predict", json={"inputs": TEXTS}, timeout=60) for _ in range(6)]
+        accepted = [pool.submit(httpx.post, f"{base_url}/v1/predict", json={"inputs": TEXTS}, timeout=60) for _ in range(6)]
         deadline = time.monotonic() + 20
         while _metric(base_url, "jbert_queue_depth_texts") < 6 * len(TEXTS):
             assert time.monotonic() < deadline, "the requests were never accepted"
@@ -59,7 +59,7 @@ def test_sigterm_under_load_drains_then_exits_0(export_dir, classifier):
                 if stop_load.is_set():
                     return
                 try:
-                    response = httpx.post(f"{base_url}/predict", json={"inputs": TEXTS[0]}, timeout=30)
+                    response = httpx.post(f"{base_url}/v1/predict", json={"inputs": TEXTS[0]}, timeout=30)
                     outcomes.append(("response", response, time.monotonic()))
                 except httpx.TransportError as err:
                     # Refused, or closed before the request was read: only allowed once the drain
@@ -80,7 +80,7 @@ def test_sigterm_under_load_drains_then_exits_0(export_dir, classifier):
             assert time.monotonic() - signalled_at < 10, "health never reported draining"
             time.sleep(0.02)
         assert health.json()["error_type"] == "draining" and health.headers["retry-after"]
-        refused = httpx.post(f"{base_url}/predict", json={"inputs": "犬"}, timeout=10)
+        refused = httpx.post(f"{base_url}/v1/predict", json={"inputs": "犬"}, timeout=10)
         assert refused.status_code == 503 and refused.json()["error_type"] == "draining", refused.text
         assert "another replica" in refused.json()["error"] and refused.headers["retry-after"]
         assert not all(f.done() for f in accepted), "the accepted requests finished before the drain was seen"
@@ -118,7 +118,7 @@ def test_service_writes_no_files(export_dir):
     """A full disk or `ulimit -f` cannot hurt the HTTP service: it writes no file from start to exit
     (logs go to its stdout, a pipe here), so it has nothing half-written to leave behind."""
     with running_server(export_dir, preexec_fn=_no_file_writes) as (base_url, server):
-        assert httpx.post(f"{base_url}/predict", json={"inputs": TEXTS}, timeout=30).status_code == 200
+        assert httpx.post(f"{base_url}/v1/predict", json={"inputs": TEXTS}, timeout=30).status_code == 200
         for path in ("/openapi.json", "/metrics", "/info"):
             assert httpx.get(f"{base_url}{path}", timeout=30).status_code == 200
         server.send_signal(signal.SIGTERM)

@@ -35,28 +35,28 @@ def client(classifier):
 
 def test_predict_matches_runtime(client, classifier):
     expected = classifier.predict(TEXTS, top_k=2)
-    response = client.post("/predict", json={"inputs": TEXTS, "top_k": 2})
+    response = client.post("/v1/predict", json={"inputs": TEXTS, "top_k": 2})
     assert response.status_code == 200
     got = response.json()
     assert [r["label"] for r in got] == [r["label"] for r in expected]
     np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in expected], atol=1e-6)
     assert all(len(r["scores"]) == 2 for r in got)
     # One string in, one object out.
-    single = client.post("/predict", json={"inputs": TEXTS[0]}).json()
+    single = client.post("/v1/predict", json={"inputs": TEXTS[0]}).json()
     assert single["label"] == expected[0]["label"] and "scores" not in single
     # top_k beyond the number of labels is capped, not an error.
-    assert len(client.post("/predict", json={"inputs": TEXTS[0], "top_k": 50}).json()["scores"]) == 3
+    assert len(client.post("/v1/predict", json={"inputs": TEXTS[0], "top_k": 50}).json()["scores"]) == 3
 
 
 def test_health_info_and_metrics(client):
     assert client.get("/health").json()["status"] == "ok"
     info = client.get("/info").json()
     assert info["labels"] == ["negative", "neutral", "positive"] and info["max_client_batch_size"] == 8
-    client.post("/predict", json={"inputs": TEXTS})
-    client.post("/predict", json={"inputs": 5})
+    client.post("/v1/predict", json={"inputs": TEXTS})
+    client.post("/v1/predict", json={"inputs": 5})
     text = client.get("/metrics").text
-    assert 'jbert_requests_total{path="/predict",status="200"} 1' in text
-    assert 'jbert_requests_total{path="/predict",status="422"} 1' in text
+    assert 'jbert_requests_total{path="/v1/predict",status="200"} 1' in text
+    assert 'jbert_requests_total{path="/v1/predict",status="422"} 1' in text
     assert f"jbert_texts_total {len(TEXTS)}" in text
     for name in ("jbert_request_duration_seconds_bucket", "jbert_batch_size_bucket", "jbert_queue_depth_texts",
                  "jbert_tokenization_duration_seconds_count", "jbert_inference_duration_seconds_sum"):
@@ -89,7 +89,7 @@ def test_health_info_and_metrics(client):
     ],
 )
 def test_client_mistakes_get_clear_4xx(client, body, status, fragment):
-    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    response = client.post("/v1/predict", content=body, headers={"content-type": "application/json"})
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"]
     assert response.json()["error_type"]
@@ -97,7 +97,8 @@ def test_client_mistakes_get_clear_4xx(client, body, status, fragment):
 
 def test_long_texts(client):
     def post(payload):
-        return client.post("/predict", content=json.dumps(payload, ensure_ascii=False).encode())
+        return client.post("/v1/predict", content=json.dumps(payload, ensure_ascii=False).encode(),
+                           headers={"content-type": "application/json"})
 
     long_text = "この商品はとても良いです。" * 7700  # 100,100 characters, 300 kB of UTF-8
     ok = post({"inputs": [long_text[:90_000], "犬"]})  # 270 kB: under this client's 300 kB limit
@@ -107,7 +108,7 @@ def test_long_texts(client):
     too_big = post({"inputs": [long_text]})
     assert too_big.status_code == 413 and "exceeds the limit of 300000 bytes" in too_big.json()["error"]
     assert client.get("/nowhere").status_code == 404
-    assert client.get("/predict").status_code == 405
+    assert client.get("/v1/predict").status_code == 405
 
 
 def test_pairs(tmp_path_factory):
@@ -117,10 +118,10 @@ def test_pairs(tmp_path_factory):
     classifier = OnnxClassifier.from_export_dir(export_dir, model="fp32", num_threads=1)
     with TestClient(create_app(classifier)) as client:
         inputs = [[t, p] for t, p in zip(TEXTS, PAIRS)]
-        got = client.post("/predict", json={"inputs": inputs}).json()
+        got = client.post("/v1/predict", json={"inputs": inputs}).json()
         assert [r["label"] for r in got] == [r["label"] for r in classifier.predict(TEXTS, PAIRS)]
-        assert client.post("/predict", json={"inputs": inputs[0]}).json()["label"] == got[0]["label"]
-        wrong = client.post("/predict", json={"inputs": ["one text"]})
+        assert client.post("/v1/predict", json={"inputs": inputs[0]}).json()["label"] == got[0]["label"]
+        wrong = client.post("/v1/predict", json={"inputs": ["one text"]})
         assert wrong.status_code == 422 and "sentence pairs" in wrong.json()["error"]
 
 
@@ -228,8 +229,9 @@ def test_real_server_on_loopback(export_dir):
 
         async def load():
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                good = [http.post("/predict", json={"inputs": TEXTS[: 1 + i % 6]}) for i in range(24)]
-                bad = [http.post("/predict", content=b"{oops") for _ in range(4)]
+                good = [http.post("/v1/predict", json={"inputs": TEXTS[: 1 + i % 6]}) for i in range(24)]
+                bad = [http.post("/v1/predict", content=b"{oops", headers={"content-type": "application/json"})
+                       for _ in range(4)]
                 return await asyncio.gather(*good, *bad)
 
         responses = asyncio.run(load())
@@ -242,7 +244,7 @@ def test_real_server_on_loopback(export_dir):
         # Graceful shutdown: requests waiting in the batcher (max wait 1 s) when SIGTERM
         # arrives are still answered.
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            waiting = [pool.submit(httpx.post, f"{base}/predict", json={"inputs": TEXTS}, timeout=30) for _ in range(4)]
+            waiting = [pool.submit(httpx.post, f"{base}/v1/predict", json={"inputs": TEXTS}, timeout=30) for _ in range(4)]
             while "jbert_queue_depth_texts 24" not in httpx.get(f"{base}/metrics", timeout=5).text:
                 assert not any(f.done() for f in waiting), "requests were answered before the shutdown began"
                 time.sleep(0.02)
@@ -260,8 +262,12 @@ def test_real_server_on_loopback(export_dir):
 def test_openapi_states_every_answer_and_limit(client):
     schema = client.get("/openapi.json").json()
     operations = {(path, method): op for path, item in schema["paths"].items() for method, op in item.items()}
-    assert set(operations) == {("/predict", "post"), ("/health", "get"), ("/info", "get"), ("/metrics", "get")}
-    assert set(operations["/predict", "post"]["responses"]) == {"200", "400", "413", "422", "503", "500"}
+    assert set(operations) == {("/predict", "post"), ("/", "post"), ("/v1/predict", "post"), ("/health", "get"),
+                               ("/info", "get"), ("/metrics", "get")}
+    assert set(operations["/v1/predict", "post"]["responses"]) == {"200", "400", "413", "415", "422", "503", "500"}
+    for tei_route in ("/predict", "/"):
+        assert set(operations[tei_route, "post"]["responses"]) == {
+            "200", "400", "413", "415", "422", "424", "429", "503", "500"}
     assert set(operations["/health", "get"]["responses"]) == {"200", "503", "500"}
     for (path, _), operation in operations.items():
         assert "security" not in operation  # no key configured
@@ -298,5 +304,5 @@ def test_not_blank_pattern_reads_the_same_in_python_and_rust_and_matches_the_ser
         assert in_python == validator.is_valid({"inputs": char}), repr(char)
         assert in_python == (char not in blanks), repr(char)
     for text in (" \u3000", "\x00\ufeff", "犬 "):
-        status = client.post("/predict", json={"inputs": text}).status_code
+        status = client.post("/v1/predict", json={"inputs": text}).status_code
         assert (status == 200) == (re.search(pattern, text) is not None), (repr(text), status)

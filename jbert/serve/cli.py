@@ -9,16 +9,19 @@
     python serve_onnx.py score outputs/onnx s3://bucket/day=2026-11-24/ scored/ --engine ray --address auto
     python serve_onnx.py http outputs/onnx --port 8000
     python serve_onnx.py http outputs/onnx --host 0.0.0.0 --api-key-file /run/secrets/jbert-key
-    curl -s localhost:8000/predict -H 'content-type: application/json' \\
+    curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"inputs": "この商品はとても良いです。"}'
+    curl -s localhost:8000/v1/predict -H 'content-type: application/json' \\
          -d '{"inputs": ["この商品はとても良いです。"], "top_k": 3}'
 
 `score` writes one output row per input row (a row that cannot be scored gets an `error`), to a
 temporary file renamed into place at the end; several inputs (a glob, a directory) or an output
 directory give Parquet (or JSONL) shards with `source_file`/`source_row` and a manifest.json, on
 this process or, with --engine ray, on Ray Data. `http` listens on 127.0.0.1 unless --host says
-otherwise (then it prints a warning); POST /predict, GET /health, GET /info, GET /metrics, and the
-OpenAPI schema at /openapi.json. With --api-key-file every route but /health needs
-`Authorization: Bearer <key>`. On SIGTERM it drains (/health 503, new requests 503, accepted ones
+otherwise (then it prints a warning); POST /predict (text-embeddings-inference's), POST / (what
+huggingface_hub.InferenceClient sends), POST /v1/predict (jbert's richer answer), GET /health,
+GET /info, GET /metrics, and the OpenAPI schema at /openapi.json. Slow clients get 408 after
+--read-timeout-s; at most --max-connections connections are held. With --api-key-file every
+route but /health needs `Authorization: Bearer <key>`. On SIGTERM it drains (/health 503, new requests 503, accepted ones
 answered) and exits 0. Bad input exits with code 2.
 Flags accept dashes or underscores (--text-column or --text_column).
 """
@@ -49,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Score files: one output row per input row, streamed in chunks, here or on Ray.")
     add_options(score, ScoreOptions)
     http = commands.add_parser("http", help="Run the HTTP service (micro-batched, Prometheus /metrics).",
-                               description="Serve POST /predict, GET /health, /info and /metrics with uvicorn.")
+                               description="Serve POST /predict (TEI), POST / (Inference API), POST /v1/predict, GET /health, /info and /metrics with uvicorn.")
     add_options(http, ServeOptions)
     return parser
 

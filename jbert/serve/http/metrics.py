@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 
-KNOWN_PATHS = ("/predict", "/health", "/info", "/metrics")
+KNOWN_PATHS = ("/predict", "/v1/predict", "/", "/health", "/info", "/metrics")
 
 
 class Histogram:

@@ -8,8 +8,8 @@ keeps accepting requests, and tokenizing the next requests overlaps with running
 (onnxruntime releases the GIL while it computes).
 
 This layer knows nothing of HTTP and nothing of ONNX: it needs a model with
-`encode(texts, text_pairs, truncate)`, `run_logits(encodings, batch_size)`,
-`scores_from_logits(logits)` and `format_predictions(scores, truncated, top_k)` (see
+`encode(texts, text_pairs, truncate)`, `run_logits(encodings, batch_size)`, and for the default
+answer `scores_from_logits(logits)` and `format_predictions(scores, truncated, top_k)` (see
 `jbert.serve.runtime.OnnxClassifier`), and reports what it does to an optional observer
 (`jbert.serve.http.metrics` turns that into Prometheus metrics).
 """
@@ -21,7 +21,7 @@ import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from jbert.core.errors import UserError
 
@@ -97,10 +97,14 @@ class BatcherConfig:
         self.validate()
 
 
+# What a request's answer is made of: (its logits rows, its encodings) -> the result for the route.
+Formatter = Callable[[Any, list], Any]
+
+
 @dataclass
 class _Request:
     encodings: list
-    top_k: int | None
+    format: Formatter
     future: asyncio.Future
     enqueued_at: float = field(default_factory=time.perf_counter)
 
@@ -177,10 +181,13 @@ class MicroBatcher:
         text_pairs: Sequence[str] | None = None,
         top_k: int | None = None,
         truncate: bool = True,
-    ) -> list[dict]:
+        format: Formatter | None = None,
+    ) -> Any:
         """Classify one request's texts together with whatever else is queued; results in order.
 
-        Raises QueueFullError when accepting would exceed `max_queue_texts`, ShuttingDownError
+        `format(logits, encodings)` turns this request's rows of logits into its answer (it may raise
+        InputError); by default the model's result dicts with `top_k`. Raises QueueFullError when
+        accepting would exceed `max_queue_texts`, ShuttingDownError
         while stopping, and the model's InputError for unusable inputs.
         """
         if self._closing or self._loop_task is None:
@@ -210,13 +217,18 @@ class MicroBatcher:
             future = loop.create_future()
             self._queued_texts += count
             queued = True
-            await self._queue.put(_Request(encodings, top_k, future))
+            await self._queue.put(_Request(encodings, format or self._default_format(top_k), future))
             return await future
         finally:
             self._pending_texts -= count
             if queued:
                 self._queued_texts -= count
             self.observer.queue_depth(self._pending_texts)
+
+    def _default_format(self, top_k: int | None) -> Formatter:
+        model = self.model
+        return lambda logits, encodings: model.format_predictions(
+            model.scores_from_logits(logits), [e.truncated for e in encodings], top_k)
 
     def _estimated_drain_s(self) -> float:
         """Rough seconds until the queue has room again, for Retry-After."""
@@ -267,7 +279,6 @@ class MicroBatcher:
             logits = await loop.run_in_executor(
                 self._model_pool, self.model.run_logits, encodings, self.config.model_batch_size
             )
-            scores = self.model.scores_from_logits(logits)
         except Exception as err:  # a model failure answers these requests, the loop goes on
             logger.exception("model call failed for a batch of %d texts", texts)
             for request in batch:
@@ -280,13 +291,11 @@ class MicroBatcher:
         offset = 0
         for request in batch:
             count = len(request.encodings)
-            rows = scores[offset : offset + count]
+            rows = logits[offset : offset + count]
             offset += count
             if request.future.done():  # the client went away (cancelled)
                 continue
             try:
-                request.future.set_result(
-                    self.model.format_predictions(rows, [e.truncated for e in request.encodings], request.top_k)
-                )
+                request.future.set_result(request.format(rows, request.encodings))
             except Exception as err:
                 request.future.set_exception(err)

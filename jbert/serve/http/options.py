@@ -12,7 +12,8 @@ from typing import Optional
 from jbert.core.cli import option
 from jbert.core.errors import UserError, format_problems
 from jbert.serve.http.microbatch import BatcherConfig
-from jbert.serve.http.request import ServeLimits
+from jbert.serve.http.protocol import ConnectionLimits
+from jbert.serve.http.request import MAX_TEXT_CHARS_LIMIT, ServeLimits
 from jbert.serve.http.security import load_api_key
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -26,8 +27,7 @@ class ServeSetup:
     limits: ServeLimits
     api_key: str | None  # None: no --api-key-file, every route open
     key_warnings: list[str] = field(default_factory=list)  # e.g. the key file is readable by others
-
-
+    connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 @dataclass
@@ -46,7 +46,10 @@ class ServeOptions:
     max_queue_texts: int = option(BatcherConfig.max_queue_texts, "Texts waiting or running; beyond this, requests get 503 with Retry-After.")
     max_client_batch_size: int = option(ServeLimits.max_client_batch_size, "Inputs per request; more gets 422.")
     max_body_bytes: int = option(ServeLimits.max_body_bytes, "Request body size in bytes; more gets 413.")
-    max_text_chars: int = option(ServeLimits.max_text_chars, "Characters per text; more gets 422.")
+    max_text_chars: int = option(ServeLimits.max_text_chars, f"Characters per text; more gets 422. At most {MAX_TEXT_CHARS_LIMIT:,}: the tokenizer's native code crashes on texts about 1.5 times that long.")
+    max_connections: int = option(ConnectionLimits.max_connections, "Open connections held; at the cap a new one closes the oldest idle one, and when all have a request in progress a few more are taken for GET /health only (others 503), beyond that new ones are closed.")
+    read_timeout_s: float = option(ConnectionLimits.read_timeout_s, "Seconds a client has to send a request's headers and body (from connecting, or from the first byte of a later request); slower: 408 and the connection is closed.")
+    keep_alive_timeout_s: float = option(5.0, "Seconds an idle kept-alive connection stays open waiting for the next request.")
     ort_spinning: bool = option(False, "Let onnxruntime's idle threads busy-wait between model calls (off: on small machines they would take CPU from tokenization and HTTP).")
     shutdown_timeout_s: float = option(30.0, "On SIGTERM/SIGINT, how long to drain: /health turns 503, new requests get 503, accepted ones are answered.")
     log_level: str = option("info", "uvicorn log level: critical, error, warning, info or debug (debug adds an access log).")
@@ -75,6 +78,11 @@ class ServeOptions:
             problems.append(f"--port must be between 0 and 65535, got {self.port}")
         if self.num_threads is not None and self.num_threads < 1:
             problems.append(f"--num-threads must be at least 1, got {self.num_threads}")
+        if self.max_connections < 1:
+            problems.append(f"--max-connections must be at least 1, got {self.max_connections}")
+        for name in ("read_timeout_s", "keep_alive_timeout_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"--{name.replace('_', '-')} must be more than 0, got {getattr(self, name)}")
         if self.shutdown_timeout_s < 0:
             problems.append(f"--shutdown-timeout-s must not be negative, got {self.shutdown_timeout_s}")
         if self.log_level not in LOG_LEVELS:
@@ -97,4 +105,5 @@ class ServeOptions:
                 problems.append(str(err))
         if problems:
             raise UserError(format_problems("cannot serve", problems))
-        return ServeSetup(batcher_config, limits, api_key, key_warnings)
+        return ServeSetup(batcher_config, limits, api_key, key_warnings,
+                          ConnectionLimits(self.max_connections, self.read_timeout_s))

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from jbert.serve.http.request import PREDICT_FIELDS, ServeLimits
+from jbert.serve.http.tei import inference_api_request_schema, tei_request_schema
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -36,6 +37,7 @@ class ErrorBody(BaseModel):
     error_type: Literal[
         "malformed_json", "malformed_request", "validation", "payload_too_large", "overloaded", "unavailable",
         "draining", "unauthorized", "not_found", "method_not_allowed", "http_error", "internal",
+        "unsupported_media_type", "timeout", "backend",
     ] = Field(description="A stable machine-readable kind of error.")
 
 
@@ -143,8 +145,8 @@ def not_blank_pattern(blanks: list[str]) -> str:
     return "[^" + "".join(parts) + "]"
 
 
-def predict_request_schema(limits: ServeLimits, is_pair: bool, text_pattern: str | None) -> dict:
-    """JSON Schema of the /predict body as `parse_predict_body` accepts it for this model."""
+def text_schema(limits: ServeLimits, text_pattern: str | None) -> dict:
+    """JSON Schema of one text as every route checks it: length, not blank, valid Unicode."""
     text = {"type": "string", "minLength": 1, "maxLength": limits.max_text_chars}
     if text_pattern:
         text["pattern"] = text_pattern
@@ -152,6 +154,12 @@ def predict_request_schema(limits: ServeLimits, is_pair: bool, text_pattern: str
         f"At most {limits.max_text_chars} characters, not blank after clean-up (spaces, control and format "
         "characters are removed), valid Unicode (no unpaired surrogates)."
     )
+    return text
+
+
+def predict_request_schema(limits: ServeLimits, is_pair: bool, text_pattern: str | None) -> dict:
+    """JSON Schema of the /v1/predict body as `parse_predict_body` accepts it for this model."""
+    text = text_schema(limits, text_pattern)
     if is_pair:
         one = {"type": "array", "items": text, "minItems": 2, "maxItems": 2, "description": "[text, text_pair]"}
     else:
@@ -179,19 +187,20 @@ def predict_request_schema(limits: ServeLimits, is_pair: bool, text_pattern: str
 
 
 def install_openapi(app: FastAPI, limits: ServeLimits, is_pair: bool, auth: bool,
-                    text_pattern: Callable[[], str | None]) -> None:
+                    text_pattern: Callable[[], str | None], side: str = "right") -> None:
     """Replace FastAPI's generated document with the precise one, built once on first request."""
     assert set(predict_request_schema(limits, is_pair, None)["properties"]) == set(PREDICT_FIELDS)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = build_openapi(app, limits, is_pair, auth, text_pattern())
+            app.openapi_schema = build_openapi(app, limits, is_pair, auth, text_pattern(), side)
         return app.openapi_schema
 
     app.openapi = openapi
 
 
-def build_openapi(app: FastAPI, limits: ServeLimits, is_pair: bool, auth: bool, text_pattern: str | None) -> dict:
+def build_openapi(app: FastAPI, limits: ServeLimits, is_pair: bool, auth: bool, text_pattern: str | None,
+                  side: str = "right") -> dict:
     """The OpenAPI 3.1 document of the service: every route, every status code, every body."""
     document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
     _, definitions = models_json_schema(
@@ -200,17 +209,47 @@ def build_openapi(app: FastAPI, limits: ServeLimits, is_pair: bool, auth: bool, 
     )
     schemas = definitions.get("$defs", {})
     schemas["PredictRequest"] = predict_request_schema(limits, is_pair, text_pattern)
+    text = text_schema(limits, text_pattern)
+    schemas["TeiPredictRequest"] = tei_request_schema(text, limits, is_pair, side)
+    schemas["InferenceApiRequest"] = inference_api_request_schema(text, limits, is_pair)
     components = document.setdefault("components", {})
     components["schemas"] = schemas
     prediction = {"$ref": "#/components/schemas/Prediction"}
     json_body = lambda schema: {"content": {"application/json": {"schema": schema}}}  # noqa: E731
+    label_scores = {"type": "array", "items": {"$ref": "#/components/schemas/ScoredLabel"}}
+    unsupported = _error("The POST has no Content-Type: application/json (charset utf-8 if any).")
+    tei_errors = {
+        "400": _error("The body is empty, not UTF-8 or not JSON."),
+        "413": _error(f"Too many inputs (over {limits.max_client_batch_size}), or the body is over max_body_bytes "
+                      f"({limits.max_body_bytes})."),
+        "415": unsupported,
+        "422": _error("The JSON is outside the request schema, or a text is longer than the model's max_length "
+                      "tokens while truncate is false."),
+        "424": _error("The model failed on this request's batch (error_type backend)."),
+        "429": _error("The queue is full (error_type overloaded): retry after Retry-After seconds.", _RETRY_AFTER),
+        "503": _error("Draining for shutdown (error_type draining), or every connection is busy (overloaded).",
+                      _RETRY_AFTER),
+        "500": _INTERNAL,
+    }
     responses = {
         ("/predict", "post"): {
+            "200": {"description": "text-embeddings-inference's answer: for one input a list of {label, score}, "
+                                   "every label, best first; for a batch one such list per input, in order.",
+                    **json_body({"anyOf": [label_scores, {"type": "array", "items": label_scores}]})},
+            **tei_errors,
+        },
+        ("/", "post"): {
+            "200": {"description": "The Inference API's answer: one list of {label, score} per input (best first), "
+                                   "also for one text.", **json_body({"type": "array", "items": label_scores})},
+            **tei_errors,
+        },
+        ("/v1/predict", "post"): {
             "200": {"description": "One result for one input, a list of results (in input order) for a list.",
                     **json_body({"anyOf": [prediction, {"type": "array", "items": prediction}]})},
             "400": _error("The body is empty, not UTF-8 or not JSON."),
             "413": _error(f"The body is over max_body_bytes ({limits.max_body_bytes}), or a text is longer than "
                           "the model's max_length tokens while truncate is false."),
+            "415": unsupported,
             "422": _error("The JSON is outside the request schema: wrong types, unknown fields, no inputs, too many "
                           "inputs, a too long, blank or invalid text."),
             "503": _error("The queue is full (error_type overloaded) or the server is draining for shutdown "
@@ -239,8 +278,10 @@ def build_openapi(app: FastAPI, limits: ServeLimits, is_pair: bool, auth: bool, 
     for (path, method), answers in responses.items():
         operation = document["paths"][path][method]
         operation["responses"] = answers
-        if path == "/predict":
-            operation["requestBody"] = {"required": True, **json_body({"$ref": "#/components/schemas/PredictRequest"})}
+        body_schema = {"/predict": "TeiPredictRequest", "/": "InferenceApiRequest", "/v1/predict": "PredictRequest"}
+        if path in body_schema:
+            operation["requestBody"] = {"required": True,
+                                        **json_body({"$ref": f"#/components/schemas/{body_schema[path]}"})}
         if auth and path != "/health":
             operation["security"] = [{"bearer": []}]
             answers["401"] = _UNAUTHORIZED

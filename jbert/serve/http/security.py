@@ -20,8 +20,10 @@ import stat
 from pathlib import Path
 
 from jbert.core.errors import UserError
+from jbert.core.safe_input import check_regular_file
 
 MIN_KEY_CHARS = 16
+MAX_KEY_FILE_BYTES = 4096  # a token is a line; more is the wrong file (and /dev/zero never ends)
 OPEN_PATHS = ("/health",)  # answered without a key: orchestrators probe them without credentials
 _KEY_HINT = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))" > KEYFILE'
 
@@ -53,14 +55,19 @@ def load_api_key(path: str | os.PathLike) -> tuple[str, list[str]]:
     The file holds one line: the token (surrounding whitespace and the newline are ignored).
     """
     key_file = Path(path)
+    # A FIFO or a device (/dev/zero) is refused unread: reading it would hang or never end.
+    check_regular_file(key_file, f"--api-key-file {key_file}")
     try:
-        raw = key_file.read_bytes()
+        with open(key_file, "rb") as handle:
+            raw = handle.read(MAX_KEY_FILE_BYTES + 1)
     except FileNotFoundError:
         raise UserError(f"--api-key-file {key_file}: no such file; {_KEY_HINT}") from None
     except IsADirectoryError:
         raise UserError(f"--api-key-file {key_file}: is a directory, not a file holding the key") from None
     except OSError as err:
         raise UserError(f"--api-key-file {key_file}: cannot read it ({err.strerror})") from None
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise UserError(f"--api-key-file {key_file}: larger than {MAX_KEY_FILE_BYTES} bytes, so not a key file; {_KEY_HINT}")
     try:
         key = raw.decode("utf-8").strip()
     except UnicodeDecodeError:

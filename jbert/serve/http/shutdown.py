@@ -10,8 +10,11 @@ the first signal starts a drain instead, while the socket stays open:
 4. then uvicorn's own shutdown closes the socket and the connections, the lifespan stops the
    batcher, and the process exits 0 (uvicorn would re-raise the signal and exit -15).
 
-The drain is bounded by --shutdown-timeout-s; a second signal skips what is left of it and a
-third (SIGINT) stops without waiting for open connections.
+The whole shutdown is bounded by --shutdown-timeout-s, whatever clients do: uvicorn's own wait
+for open connections gets only what the drain left of that budget (a stuck upload would
+otherwise wait once in the drain and once more in uvicorn), then its tasks are cancelled. A
+second signal skips what is left of the drain and a third (SIGINT) stops without waiting for
+open connections.
 """
 
 from __future__ import annotations
@@ -62,10 +65,15 @@ class DrainGate:
 class DrainingServer(uvicorn.Server):
     """uvicorn.Server whose first SIGTERM/SIGINT drains the app (see the module docstring)."""
 
-    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[bool]]):
-        """`drain()`: the app's drain, returning False when it had to give up on some requests."""
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[bool]], budget_s: float | None = None):
+        """`drain()`: the app's drain, returning False when it had to give up on some requests.
+
+        `budget_s`: seconds from the signal to the end of uvicorn's wait for connections (default:
+        the config's timeout_graceful_shutdown).
+        """
         super().__init__(config)
         self._drain = drain
+        self._budget_s = config.timeout_graceful_shutdown if budget_s is None else budget_s
         self._drain_requested = False
         self._drain_task: asyncio.Task | None = None
 
@@ -99,4 +107,7 @@ class DrainingServer(uvicorn.Server):
             logger.info("drained in %.2f s: every accepted request was answered", time.monotonic() - started)
         else:
             logger.warning("drain timed out after %.1f s; stopping with requests unanswered", time.monotonic() - started)
+        if self._budget_s is not None:
+            # uvicorn reads this when its shutdown begins: what is left of the one budget.
+            self.config.timeout_graceful_shutdown = max(0.0, self._budget_s - (time.monotonic() - started))
         self.should_exit = True
