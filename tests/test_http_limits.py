@@ -207,6 +207,6 @@ def test_limit_options_are_bounded(export_dir):
     result = _serve(str(export_dir), "--port", "0", "--max-text-chars", "2000000", "--max-connections", "0",
                     "--read-timeout-s", "0", "--keep-alive-timeout-s", "-1")
     assert result.returncode == 2, result.stderr
-    for fragment in ("max_text_chars must be between 1 and 100,000", "--max-connections must be at least 1",
+    for fragment in ("max_text_chars must be between 1 and 150,000", "--max-connections must be at least 1",
                      "--read-timeout-s must be more than 0", "--keep-alive-timeout-s must be more than 0"):
         assert fragment in result.stderr, result.stderr

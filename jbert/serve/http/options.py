@@ -13,7 +13,8 @@ from jbert.core.cli import option
 from jbert.core.errors import UserError, format_problems
 from jbert.serve.http.microbatch import BatcherConfig
 from jbert.serve.http.protocol import ConnectionLimits
-from jbert.serve.http.request import MAX_TEXT_CHARS_LIMIT, ServeLimits
+from jbert.serve.http.request import ServeLimits
+from jbert.serve.runtime.batch_inputs import MAX_TEXT_CHARS_LIMIT
 from jbert.serve.http.security import load_api_key
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -46,7 +47,7 @@ class ServeOptions:
     max_queue_texts: int = option(BatcherConfig.max_queue_texts, "Texts waiting or running; beyond this, requests get 503 with Retry-After.")
     max_client_batch_size: int = option(ServeLimits.max_client_batch_size, "Inputs per request; more gets 422.")
     max_body_bytes: int = option(ServeLimits.max_body_bytes, "Request body size in bytes; more gets 413.")
-    max_text_chars: int = option(ServeLimits.max_text_chars, f"Characters per text; more gets 422. At most {MAX_TEXT_CHARS_LIMIT:,}: the tokenizer's native code crashes on texts about 1.5 times that long.")
+    max_text_chars: int = option(ServeLimits.max_text_chars, f"Characters per text; more gets 422. At most {MAX_TEXT_CHARS_LIMIT:,} (the limit of batch scoring too): MeCab's native code crashes the process on texts from about 192,000 characters.")
     max_connections: int = option(ConnectionLimits.max_connections, "Open connections held; at the cap a new one closes the oldest idle one, and when all have a request in progress a few more are taken for GET /health only (others 503), beyond that new ones are closed.")
     read_timeout_s: float = option(ConnectionLimits.read_timeout_s, "Seconds a client has to send a request's headers and body (from connecting, or from the first byte of a later request); slower: 408 and the connection is closed.")
     keep_alive_timeout_s: float = option(5.0, "Seconds an idle kept-alive connection stays open waiting for the next request.")

@@ -23,12 +23,10 @@ from starlette.requests import ClientDisconnect
 
 from jbert.core.errors import UserError
 from jbert.core.safe_input import JsonInputError, parse_json
+# The runtime's limits, one for every caller: MeCab crashes the process from about 192,000 ASCII characters.
+from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS, MAX_TEXT_CHARS_LIMIT
 
 PREDICT_FIELDS = ("inputs", "top_k", "truncate")
-# MeCab (the tokenizer's native word splitter) crashes the process on one text of about 150,000+
-# ASCII characters (measured: 150,000 passes, more than that crashes with SIGSEGV); the cap keeps
-# a margin below that, whatever --max-text-chars asks for.
-MAX_TEXT_CHARS_LIMIT = 100_000
 
 
 @dataclass
@@ -38,7 +36,7 @@ class ServeLimits:
     max_client_batch_size: int = 64  # inputs per request
     max_body_bytes: int = 2 * 1024 * 1024  # request body size
     max_top_k: int | None = None  # None: as many as the model has labels
-    max_text_chars: int = 100_000  # characters per text (or text_pair), before clean-up
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS  # characters per text (or text_pair), before clean-up
 
     def validate(self) -> None:
         """Raise UserError for limits that make no sense."""
