@@ -26,6 +26,7 @@ from jbert.core.normalize import NormalizationConfig
 from jbert.core.postprocessing import predictions_from_logits, sigmoid
 from jbert.data import PreparedData, prepare_data, tokenize_dataset
 from jbert.data.labels import MULTI_LABEL, SINGLE_LABEL
+from jbert.tokenization.tokenizer_dir import known_length_limit
 from jbert.train.baseline import baseline_card_lines, baseline_for_data, compare_with_baseline
 from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
@@ -37,8 +38,6 @@ from jbert.train.task_protocol import RunFacts, TaskData
 
 logger = logging.getLogger("jbert")
 
-# Beyond this a tokenizer's model_max_length is "no limit" (transformers' placeholder is 10**30).
-NO_LENGTH_LIMIT = 100_000
 EXAMPLES_KEPT = 32  # validation rows in examples.jsonl
 
 
@@ -68,8 +67,8 @@ class ClassificationTask:
         tokenizer = load_run_tokenizer(config, accelerator, lambda: _training_texts(config, prepared),
                                        config.max_length)
         max_length = config.max_length
-        model_limit = getattr(tokenizer, "model_max_length", None)
-        if config.model_name_or_path and model_limit and model_limit < NO_LENGTH_LIMIT and max_length > model_limit:
+        model_limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
+        if config.model_name_or_path and model_limit and max_length > model_limit:
             raise UserError(f"--max_length {max_length} exceeds the model's maximum of {model_limit} tokens")
 
         has_pair = config.text_pair_column is not None
