@@ -5,6 +5,7 @@ checked against the runtime's own scores, and the real `huggingface_hub.Inferenc
 from __future__ import annotations
 
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -68,7 +69,8 @@ def test_tei_predict_single_batch_and_raw_scores(client, classifier):
     ({"inputs": [["a"], "b"]}, 422, '"inputs" must be a string, a pair'),
     ({"inputs": []}, 422, '"inputs" must be'),
     ({"inputs": [["a"]] * 5}, 413, "at most 4 per request"),
-    ({"inputs": "a", "truncation_direction": "Left"}, 422, "truncates on the right"),
+    ({"inputs": "a", "truncation_direction": "Middle"}, 422, '"truncation_direction" must be "Left" or "Right"'),
+    ({"inputs": "a", "truncation_direction": 1}, 422, '"truncation_direction" must be "Left" or "Right"'),
     ({"inputs": "a", "raw_scores": "yes"}, 422, '"raw_scores" must be true or false'),
     ({"inputs": "a", "top_k": 1}, 422, "unknown fields ['top_k']"),
     ({"inputs": "この商品はとても良いです。" * 200, "truncate": False}, 422, "longer than the model's max_length"),
@@ -77,6 +79,52 @@ def test_tei_statuses(client, body, status, fragment):
     response = client.post("/predict", json=body)
     assert response.status_code == status, response.text
     assert fragment in response.json()["error"] and set(response.json()) == {"error", "error_type"}
+
+
+# 62 tokens (the tiny model's max_length 64 minus [CLS] and [SEP]) whose words decide, after a long beginning.
+DECISIVE_END = "最悪の料理でした。" * 6 + "犬が走る。" * 5
+LONG_TEXT = "普通のホテルです。" * 20 + DECISIVE_END
+
+
+def test_tei_truncation_direction_left_keeps_the_end(client, classifier):
+    """Left scores a long text by its end (as the end alone scores), Right by its beginning; default: the model's side."""
+    assert not classifier.encode([DECISIVE_END])[0].truncated  # the end alone fits whole
+
+    def scores(inputs, direction=None):
+        # Logits: the tiny random model's are small (about 0.01), and differ by about 1e-4 between the sides.
+        body = {"inputs": inputs, "raw_scores": True}
+        if direction is not None:
+            body["truncation_direction"] = direction
+        response = client.post("/predict", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def by_label(answer):
+        return {item["label"]: item["score"] for item in answer}
+
+    def near(answer):
+        return pytest.approx(by_label(answer), abs=1e-7)  # requests batched differently may round apart
+
+    end_alone = scores(DECISIVE_END)
+    right = scores(LONG_TEXT, "Right")
+    assert by_label(scores(LONG_TEXT, "Left")) == near(end_alone)
+    assert max(abs(by_label(right)[label] - score) for label, score in by_label(end_alone).items()) > 1e-5
+    assert by_label(scores(LONG_TEXT)) == near(right)  # the tiny model's tokenizer truncates on the right
+    _assert_sorted_scores(right, _expected(classifier, [LONG_TEXT], raw=True)[0])
+    # A batch over inline_tokenize_chars is tokenized on the batcher's thread pool: the side goes along.
+    batch = [[LONG_TEXT]] * 4
+    assert sum(len(text) for [text] in batch) > BatcherConfig().inline_tokenize_chars
+    assert [by_label(answer) for answer in scores(batch, "Left")] == [near(end_alone)] * 4
+    # Concurrent requests, batched together, each cut on its own side.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(lambda number: scores(LONG_TEXT, ("Left", "Right")[number % 2]), range(16)))
+    assert [by_label(answer) for answer in answers] == [near(end_alone if n % 2 == 0 else right) for n in range(16)]
+
+
+def test_tei_schema_lists_both_directions(client):
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TeiPredictRequest"]
+    direction = schema["properties"]["truncation_direction"]
+    assert {"Left", "Right"} <= set(direction["anyOf"][0]["enum"]) and direction["default"] == "Right"
 
 
 def test_tei_overload_is_429_and_model_failure_is_424(classifier):

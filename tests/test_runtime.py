@@ -325,3 +325,29 @@ def test_a_swapped_model_is_refused_at_load(tmp_path, tmp_path_factory, single_e
     with pytest.raises(UserError, match=r"the model's inputs \['attention_mask', 'input_ids', 'token_type_ids'\] "
                                         r"differ from the manifest's \['attention_mask', 'input_ids'\]"):
         OnnxClassifier.from_export_dir(copy, model="fp32", num_threads=1)
+
+
+# 62 tokens (max_length 64 minus [CLS] and [SEP]) whose words decide; a long beginning before them.
+DECISIVE_END = "最悪の料理でした。" * 6 + "犬が走る。" * 5
+FILLER = "普通のホテルです。" * 20
+
+
+def test_truncation_side_per_call(classifier):
+    """"left" keeps the end of a long text, "right" its beginning; None is the model's own side."""
+    from jbert.serve.runtime import InputError
+
+    end_alone = classifier.encode([DECISIVE_END])[0]
+    assert len(end_alone.input_ids) == 64 and not end_alone.truncated  # exactly fits
+    left, right, default = (classifier.encode([FILLER + DECISIVE_END], truncation_side=side)[0]
+                            for side in ("left", "right", None))
+    assert left.truncated and right.truncated
+    assert left.input_ids == end_alone.input_ids
+    assert right.input_ids == classifier.encode([FILLER])[0].input_ids
+    assert default == right  # the tiny model's tokenizer truncates on the right
+    scores = {side: classifier.predict([FILLER + DECISIVE_END], top_k=3, truncation_side=side)[0]["scores"]
+              for side in ("left", "right")}
+    assert scores["left"] == classifier.predict([DECISIVE_END], top_k=3)[0]["scores"]
+    assert scores["left"] != scores["right"]
+    with pytest.raises(InputError, match="truncation_side must be 'left', 'right' or None") as caught:
+        classifier.predict(TEXTS, truncation_side="Left")
+    assert caught.value.kind == "invalid"

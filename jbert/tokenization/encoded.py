@@ -21,6 +21,22 @@ class EncodedText(NamedTuple):
 
 
 
+# The sides a tokenizer can cut a long text on, as transformers' `truncation_side` names them.
+TRUNCATION_SIDES = ("left", "right")
+
+
+def resolve_truncation_side(truncation_side: str | None, default: str) -> str:
+    """The side one call truncates on: `truncation_side`, or the tokenizer's own `default` for None.
+
+    Anything but "left", "right" or None is a ValueError (checked before any work is done).
+    """
+    if truncation_side is None:
+        return default
+    if truncation_side not in TRUNCATION_SIDES:
+        raise ValueError(f"truncation_side must be 'left', 'right' or None, got {truncation_side!r}")
+    return truncation_side
+
+
 def build_encoding(
     ids: list[int], pair_ids: list[int] | None, max_length: int | None, cls_id: int, sep_id: int, truncation_side: str
 ) -> EncodedText:

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Sequence
 
 from jbert.core.errors import UserError
-from jbert.tokenization.encoded import EncodedText, build_encoding, check_inputs
+from jbert.tokenization.encoded import EncodedText, build_encoding, check_inputs, resolve_truncation_side
 from jbert.tokenization.tokenizer_dir import (
     TOKENIZER_JSON_FILE,
     VOCAB_FILE,
@@ -47,6 +48,8 @@ _BERT_JAPANESE_SPECIAL_DEFAULTS = {
 MAX_INPUT_CHARS_PER_WORD = 100
 # Words whose WordPiece ids are remembered (about 100 bytes each).
 WORDPIECE_CACHE_SIZE = 200_000
+# Truncating copies of a tokenizer.json kept at once (one per max_length and side in use).
+MAX_TRUNCATING_TOKENIZERS = 8
 
 
 
@@ -253,22 +256,25 @@ class FastBertJapaneseTokenizer:
         return result
 
     def encode_batch(
-        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512,
+        truncation_side: str | None = None,
     ) -> list[EncodedText]:
-        """[CLS] text [SEP] (text_pair [SEP]) ids, truncated longest-first to `max_length`; not padded."""
+        """[CLS] text [SEP] (text_pair [SEP]) ids, truncated longest-first to `max_length`; not padded.
+
+        `truncation_side` ("left"/"right") overrides the tokenizer's own side for this call only;
+        None keeps it. Nothing shared is changed, so concurrent calls with different sides are safe.
+        """
         check_inputs(texts, text_pairs)
+        side = resolve_truncation_side(truncation_side, self.truncation_side)
         if max_length is None:
             max_length = self.model_max_length
         if text_pairs is None:
             ids = self.tokenize_ids(texts)
-            return [
-                build_encoding(row, None, max_length, self.cls_token_id, self.sep_token_id, self.truncation_side)
-                for row in ids
-            ]
+            return [build_encoding(row, None, max_length, self.cls_token_id, self.sep_token_id, side) for row in ids]
         ids = self.tokenize_ids(list(texts) + list(text_pairs))
         first, second = ids[: len(texts)], ids[len(texts):]
         return [
-            build_encoding(a, b, max_length, self.cls_token_id, self.sep_token_id, self.truncation_side)
+            build_encoding(a, b, max_length, self.cls_token_id, self.sep_token_id, side)
             for a, b in zip(first, second)
         ]
 
@@ -308,21 +314,50 @@ class FastJsonTokenizer:
         pad_token = token_content(config.get("pad_token"))
         pad_id = self.tokenizer.token_to_id(pad_token) if pad_token else None
         self.pad_token_id = int(pad_id) if pad_id is not None else 0
-        self._truncation_length: int | None = -1
+        # One `tokenizers.Tokenizer` per (max_length, side), each set up once and never changed again:
+        # enable_truncation on a Tokenizer that another thread is encoding with fails ("Already
+        # borrowed") or cuts that call on the wrong side, and a lock would serialise the Rust
+        # encoding that otherwise runs without the GIL. Copies cost one tokenizer.json each.
+        self._truncating: dict[tuple[int | None, str], object] = {}
+        self._truncating_lock = threading.Lock()
+
+    def _tokenizer_for(self, max_length: int | None, side: str):
+        """The `tokenizers.Tokenizer` that truncates to `max_length` on `side` (made on first use)."""
+        key = (max_length or None, side)
+        tokenizer = self._truncating.get(key)
+        if tokenizer is not None:
+            return tokenizer
+        with self._truncating_lock:
+            tokenizer = self._truncating.get(key)
+            if tokenizer is None:
+                from tokenizers import Tokenizer
+
+                if len(self._truncating) >= MAX_TRUNCATING_TOKENIZERS:
+                    # Callers that vary max_length endlessly: start again rather than grow (a caller
+                    # already holding a dropped copy keeps using it safely).
+                    self._truncating = {}
+                tokenizer = Tokenizer.from_str(self.tokenizer.to_str())
+                if max_length:
+                    tokenizer.enable_truncation(max_length, strategy="longest_first", direction=side)
+                else:
+                    tokenizer.no_truncation()
+                self._truncating = {**self._truncating, key: tokenizer}
+            return tokenizer
 
     def encode_batch(
-        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512,
+        truncation_side: str | None = None,
     ) -> list[EncodedText]:
-        """Ids with special tokens from the tokenizer's post-processor, truncated longest-first; not padded."""
+        """Ids with special tokens from the tokenizer's post-processor, truncated longest-first; not padded.
+
+        `truncation_side` ("left"/"right") overrides the tokenizer's own side for this call only;
+        None keeps it. Safe to call from several threads at once, with different sides.
+        """
         check_inputs(texts, text_pairs)
+        side = resolve_truncation_side(truncation_side, self.truncation_side)
         if max_length is None:
             max_length = self.model_max_length
-        if max_length != self._truncation_length:
-            if max_length:
-                self.tokenizer.enable_truncation(max_length, strategy="longest_first", direction=self.truncation_side)
-            else:
-                self.tokenizer.no_truncation()
-            self._truncation_length = max_length
+        tokenizer = self._tokenizer_for(max_length, side)
         inputs = list(texts) if text_pairs is None else list(zip(texts, text_pairs))
-        encodings = self.tokenizer.encode_batch_fast(inputs, add_special_tokens=True)
+        encodings = tokenizer.encode_batch_fast(inputs, add_special_tokens=True)
         return [EncodedText(e.ids, e.type_ids, bool(e.overflowing)) for e in encodings]

@@ -29,7 +29,8 @@ def load_serving_tokenizer(directory: str | os.PathLike, prefer_fast: bool = Tru
     path; directories with a tokenizer.json get `tokenizers.Tokenizer`; anything else, or
     `prefer_fast=False`, gets transformers' reference tokenizer (a warning says why when the fast
     path was wanted). Every returned object has `.encode_batch(texts, text_pairs=None,
-    max_length=512) -> list[EncodedText]`, `.pad_token_id` and `.is_fast`.
+    max_length=512, truncation_side=None) -> list[EncodedText]` (safe to call from several threads),
+    `.truncation_side` (its own side), `.pad_token_id` and `.is_fast`.
     """
     directory = Path(directory)
     if not directory.is_dir():

@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import threading
 from pathlib import Path
 from typing import Sequence
 
 from jbert.core.errors import UserError
-from jbert.tokenization.encoded import EncodedText, check_inputs
+from jbert.tokenization.encoded import EncodedText, check_inputs, resolve_truncation_side
 from jbert.tokenization.tokenizer_dir import (
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_JSON_FILE,
@@ -190,24 +191,37 @@ class ReferenceTokenizer:
         self.tokenizer = load_tokenizer(str(directory))
         self.pad_token_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.model_max_length = known_length_limit(self.tokenizer.model_max_length)
+        self.truncation_side = self.tokenizer.truncation_side  # the side it was saved with (training's)
+        self._call_lock = threading.Lock()
 
     def encode_batch(
-        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512
+        self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, max_length: int | None = 512,
+        truncation_side: str | None = None,
     ) -> list[EncodedText]:
-        """Ids exactly as `tokenizer(texts, text_pairs, truncation=True, max_length=max_length)`; not padded."""
+        """Ids exactly as `tokenizer(texts, text_pairs, truncation=True, max_length=max_length)`; not padded.
+
+        `truncation_side` ("left"/"right") overrides the tokenizer's own side for this call only;
+        None keeps it. Safe to call from several threads at once, with different sides.
+        """
         check_inputs(texts, text_pairs)
+        side = resolve_truncation_side(truncation_side, self.truncation_side)
         if max_length is None:
             max_length = self.model_max_length
-        tokenizer = self.tokenizer
         if not texts:
             return []
-        truncation = bool(max_length)
-        full = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None, truncation=False)
-        if truncation:
-            cut = tokenizer(list(texts), list(text_pairs) if text_pairs is not None else None,
-                            truncation=True, max_length=max_length)
-        else:
-            cut = full
+        pairs = list(text_pairs) if text_pairs is not None else None
+        # transformers takes the side only from the tokenizer's `truncation_side` attribute, and a fast
+        # (Rust-backed) one also re-sets its backend's truncation on every call, so the (set side, full,
+        # cut) calls run under one lock: otherwise concurrent calls would cut with each other's side
+        # and length. This is the fallback path, slower anyway; the fast tokenizers need no lock.
+        with self._call_lock:
+            tokenizer = self.tokenizer
+            tokenizer.truncation_side = side
+            try:
+                full = tokenizer(list(texts), pairs, truncation=False)
+                cut = tokenizer(list(texts), pairs, truncation=True, max_length=max_length) if max_length else full
+            finally:
+                tokenizer.truncation_side = self.truncation_side
         result = []
         for row in range(len(texts)):
             ids = cut["input_ids"][row]

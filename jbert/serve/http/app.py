@@ -142,10 +142,11 @@ def create_app(
                 gate.release()
         return route
 
-    async def classify(texts, text_pairs, truncate, tei: bool, top_k=None, format=None):
+    async def classify(texts, text_pairs, truncate, tei: bool, top_k=None, format=None, truncation_side=None):
         """The batcher's answer, its refusals turned into ClientErrors (TEI's statuses when `tei`)."""
         try:
-            return await batcher.predict(texts, text_pairs, top_k, truncate, format=format)
+            return await batcher.predict(texts, text_pairs, top_k, truncate, format=format,
+                                         truncation_side=truncation_side)
         except QueueFullError as err:
             raise ClientError(429 if tei else 503, "overloaded", str(err), {"Retry-After": str(err.retry_after_s)}) from None
         except ShuttingDownError as err:  # only when a drain ran out of time
@@ -176,9 +177,9 @@ def create_app(
     @admitted
     async def predict_tei(request: Request):
         """text-embeddings-inference's /predict: every label's score per input, best first."""
-        parsed = parse_tei_body(await read_body(request, limits.max_body_bytes), is_pair, limits, side)
+        parsed = parse_tei_body(await read_body(request, limits.max_body_bytes), is_pair, limits)
         results = await classify(parsed.texts, parsed.text_pairs, parsed.truncate, tei=True,
-                                 format=label_scores_format(model, parsed))
+                                 format=label_scores_format(model, parsed), truncation_side=parsed.direction)
         return JSONResponse(results[0] if parsed.single else results)
 
     @app.post("/")

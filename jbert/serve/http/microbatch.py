@@ -8,7 +8,8 @@ keeps accepting requests, and tokenizing the next requests overlaps with running
 (onnxruntime releases the GIL while it computes).
 
 This layer knows nothing of HTTP and nothing of ONNX: it needs a model with
-`encode(texts, text_pairs, truncate)`, `run_logits(encodings, batch_size)`, and for the default
+`encode(texts, text_pairs, truncate)` (and its `truncation_side` keyword, when a request names a
+side), `run_logits(encodings, batch_size)`, and for the default
 answer `scores_from_logits(logits)` and `format_predictions(scores, truncated, top_k)` (see
 `jbert.serve.runtime.OnnxClassifier`), and reports what it does to an optional observer
 (`jbert.serve.http.metrics` turns that into Prometheus metrics).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -182,8 +184,12 @@ class MicroBatcher:
         top_k: int | None = None,
         truncate: bool = True,
         format: Formatter | None = None,
+        truncation_side: str | None = None,
     ) -> Any:
         """Classify one request's texts together with whatever else is queued; results in order.
+
+        `truncation_side` ("left"/"right") cuts this request's long texts on that side; None: the
+        model's own side. It applies to this request alone, whatever it is batched with.
 
         `format(logits, encodings)` turns this request's rows of logits into its answer (it may raise
         InputError); by default the model's result dicts with `top_k`. Raises QueueFullError when
@@ -207,12 +213,15 @@ class MicroBatcher:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
             chars = sum(len(t) for t in texts if isinstance(t, str)) + sum(len(t) for t in text_pairs or () if isinstance(t, str))
+            # The side is passed only when named, so a model without the keyword keeps working.
+            encode = (self.model.encode if truncation_side is None
+                      else functools.partial(self.model.encode, truncation_side=truncation_side))
             if chars <= self.config.inline_tokenize_chars:
                 # Short requests (the common case) are tokenized right here: tens of microseconds,
                 # cheaper than two thread hand-offs that each wait for the GIL.
-                encodings = self.model.encode(texts, text_pairs, truncate)
+                encodings = encode(texts, text_pairs, truncate)
             else:
-                encodings = await loop.run_in_executor(self._tokenize_pool, self.model.encode, texts, text_pairs, truncate)
+                encodings = await loop.run_in_executor(self._tokenize_pool, encode, texts, text_pairs, truncate)
             self.observer.tokenized(count, time.perf_counter() - started)
             future = loop.create_future()
             self._queued_texts += count

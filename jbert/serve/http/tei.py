@@ -11,8 +11,9 @@
 
 Statuses as TEI documents them: 400 body not JSON, 413 too many inputs or too large a body, 422
 a body outside the schema or a text that cannot be tokenized (too long with truncate false), 424
-the model failed, 429 the queue is full (Retry-After), 503 draining. Truncation follows the
-model's own side (as in training): "truncation_direction" naming the other side is a 422.
+the model failed, 429 the queue is full (Retry-After), 503 draining. "truncation_direction" picks
+the side a long text is cut on per request ("Left" keeps its end, "Right" its beginning); left out,
+the model's own side applies (the one its tokenizer was saved with, so what it saw in training).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class LabelScoresRequest:
     text_pairs: list[str] | None
     single: bool  # one input: TEI answers one list, not a list of lists
     truncate: bool = True
-    direction: str = "right"
+    direction: str | None = None  # "left"/"right"; None: the model's own truncation side
     function: str | None = None  # None: the model's own (softmax, sigmoid for multi-label, none for regression)
     top_k: int | None = None
 
@@ -75,10 +76,11 @@ def _batch_size_ok(count: int, limits: ServeLimits) -> None:
                                              "request: split it into several requests")
 
 
-def parse_tei_body(body: bytes, is_pair: bool, limits: ServeLimits, side: str = "right") -> LabelScoresRequest:
+def parse_tei_body(body: bytes, is_pair: bool, limits: ServeLimits) -> LabelScoresRequest:
     """Validate a TEI /predict body for this model; ClientError with TEI's status and what to fix.
 
-    `side`: where this model's tokenizer cuts long texts; the other truncation_direction is refused.
+    "truncation_direction" ("Left"/"Right", TEI's spelling; lower case too) becomes `direction`
+    ("left"/"right"); left out or null, `direction` is None: the model's own side.
     """
     payload = _fields(parse_body_json(body), TEI_FIELDS, '{"inputs": "テキスト"}')
     inputs = payload["inputs"]
@@ -107,14 +109,12 @@ def parse_tei_body(body: bytes, is_pair: bool, limits: ServeLimits, side: str = 
         if is_pair:
             pairs.append(checked_text(sequence[1], f"{where}[1]", limits))
     direction = payload.get("truncation_direction")
-    direction = side if direction is None else direction
-    if not isinstance(direction, str) or DIRECTIONS.get(direction) != side:
-        spelled = side.title()
-        raise ClientError(422, "validation", f'"truncation_direction" must be "{spelled}" for this model (it truncates '
-                                             f"on the {side}, as in training), got {direction!r}")
+    if direction is not None and (not isinstance(direction, str) or direction not in DIRECTIONS):
+        raise ClientError(422, "validation", '"truncation_direction" must be "Left" or "Right" (or left out for the '
+                                             f"model's own side), got {direction!r}")
     raw_scores = _flag(payload, "raw_scores", False)
-    return LabelScoresRequest(texts, pairs, single, _flag(payload, "truncate", True), DIRECTIONS[direction],
-                              "none" if raw_scores else None)
+    return LabelScoresRequest(texts, pairs, single, _flag(payload, "truncate", True),
+                              None if direction is None else DIRECTIONS[direction], "none" if raw_scores else None)
 
 
 def parse_inference_api_body(body: bytes, is_pair: bool, limits: ServeLimits) -> LabelScoresRequest:
@@ -207,9 +207,10 @@ def tei_request_schema(text: dict, limits: ServeLimits, is_pair: bool, side: str
                     'This model classifies single texts: "text", ["text"], or a batch [["text"], ...].'))},
             "truncate": {**nullable_flag, "default": True,
                          "description": "Cut texts longer than the model's max_length tokens (default); false: 422."},
-            "truncation_direction": {"anyOf": [{"enum": sorted(k for k, v in DIRECTIONS.items() if v == side)},
-                                               {"type": "null"}],
-                                     "description": f"This model truncates on the {side}, as in training."},
+            "truncation_direction": {"anyOf": [{"enum": sorted(DIRECTIONS)}, {"type": "null"}], "default": side.title(),
+                                     "description": ("Where a text over max_length tokens is cut: Left keeps its "
+                                                     "end, Right its beginning. Default: this model's own side "
+                                                     f"({side.title()}), the one it saw in training.")},
             "raw_scores": {**nullable_flag, "default": False, "description": "Logits instead of probabilities."},
         },
     }

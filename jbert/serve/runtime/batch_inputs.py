@@ -14,7 +14,7 @@ import numpy as np
 
 from jbert.core.errors import UserError
 from jbert.core.normalize import normalize_text
-from jbert.tokenization.encoded import EncodedText, find_unpaired_surrogate
+from jbert.tokenization.encoded import TRUNCATION_SIDES, EncodedText, find_unpaired_surrogate
 
 # Sorting window, in batches: large enough to group similar lengths, small enough that a
 # million-text call does not hold every encoding at once (scoring streams chunks anyway).
@@ -121,7 +121,7 @@ class TextEncoder:
 
     def encode(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, truncate: bool = True,
-        max_text_chars: int | None = None,
+        max_text_chars: int | None = None, truncation_side: str | None = None,
     ) -> list[EncodedText]:
         """Normalise and tokenize texts as training did; raises InputError naming the first bad one.
 
@@ -129,8 +129,12 @@ class TextEncoder:
         (kind "too_long") instead of silently cutting it. A text (or text_pair) of more than
         `max_text_chars` characters is an InputError of kind "too_many_chars", raised before
         anything is tokenized; None means MAX_TEXT_CHARS_LIMIT, and more than that is a UserError.
+        `truncation_side`: "left" keeps the end of a long text, "right" its beginning; None (the
+        default) cuts where the tokenizer was saved to, as in training. Anything else: InputError.
         """
         limit = check_max_text_chars(max_text_chars)
+        if truncation_side is not None and truncation_side not in TRUNCATION_SIDES:
+            raise InputError(f"truncation_side must be 'left', 'right' or None, got {truncation_side!r}", kind="invalid")
         if isinstance(texts, str):
             raise InputError("texts must be a list of strings, not one string")
         if self.is_pair and text_pairs is None:
@@ -151,7 +155,11 @@ class TextEncoder:
             normalized.append(cleaned)
         if not normalized:
             return []
-        encodings = self.tokenizer.encode_batch(normalized, normalized_pairs, max_length=self.max_length)
+        if truncation_side is None:  # the tokenizer's own side: works with any tokenizer object
+            encodings = self.tokenizer.encode_batch(normalized, normalized_pairs, max_length=self.max_length)
+        else:
+            encodings = self.tokenizer.encode_batch(normalized, normalized_pairs, max_length=self.max_length,
+                                                    truncation_side=truncation_side)
         for index, item in enumerate(encodings):
             if item.truncated and not truncate:
                 raise InputError(

@@ -121,15 +121,18 @@ class OnnxClassifier:
 
     def encode(
         self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, truncate: bool = True,
-        max_text_chars: int | None = None,
+        max_text_chars: int | None = None, truncation_side: str | None = None,
     ) -> list[EncodedText]:
         """Normalise and tokenize texts as training did (see `TextEncoder.encode`).
 
         `max_text_chars`: characters allowed per text (and per text_pair), checked before any
         tokenizing; None means `batch_inputs.MAX_TEXT_CHARS_LIMIT`, the most allowed (MeCab crashes
         the process on much longer texts). Over it: InputError with kind "too_many_chars".
+        `truncation_side`: "left" (keep the end of a long text) or "right" (keep its beginning) for
+        this call; None: the tokenizer's own side, the one the model saw in training.
         """
-        return self.encoder.encode(texts, text_pairs, truncate=truncate, max_text_chars=max_text_chars)
+        return self.encoder.encode(texts, text_pairs, truncate=truncate, max_text_chars=max_text_chars,
+                                   truncation_side=truncation_side)
 
     def pad(self, encodings: Sequence[EncodedText]) -> dict[str, np.ndarray]:
         """Pad a batch into int64 arrays shaped (batch, longest) as this ONNX model expects."""
@@ -202,6 +205,7 @@ class OnnxClassifier:
         truncate: bool = True,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_text_chars: int | None = None,
+        truncation_side: str | None = None,
     ) -> list[dict]:
         """Classify texts (or sentence pairs); one dict per input, in input order.
 
@@ -210,9 +214,11 @@ class OnnxClassifier:
         "labels": every class whose sigmoid score is above the model's threshold. With `top_k`,
         "scores" lists the `top_k` best classes as {"label", "score"}, best first.
         Raises InputError for an empty or non-text input, a too long one with truncate=False, or
-        one of more than `max_text_chars` characters (see `encode`).
+        one of more than `max_text_chars` characters (see `encode`), or a `truncation_side` other
+        than "left", "right" or None (the tokenizer's own side).
         """
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}", kind="invalid")
-        encodings = self.encode(texts, text_pairs, truncate=truncate, max_text_chars=max_text_chars)
+        encodings = self.encode(texts, text_pairs, truncate=truncate, max_text_chars=max_text_chars,
+                                truncation_side=truncation_side)
         return self.predict_encoded(encodings, top_k=top_k, batch_size=batch_size)
