@@ -103,7 +103,8 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
     try:
         input_columns, records, total_bytes = opened.columns, opened.records, opened.total_bytes
         regression = classifier.problem_type == "regression"
-        columns = prediction_columns(classifier.problem_type, options.all_scores, output_format == "jsonl")
+        columns = prediction_columns(classifier.problem_type, options.all_scores, output_format == "jsonl",
+                                     abstention=classifier.min_confidence is not None)
         writer = OutputWriter(
             output_format, options.output_encoding, input_columns, columns,
             classifier.labels if options.all_scores and not regression else None,
