@@ -34,6 +34,15 @@ def prediction_columns(problem_type: str, all_scores: bool, nested_scores: bool,
     )
 
 
+def has_abstention(classifier) -> bool:
+    """True when the classifier answers "abstained" below a min_confidence (its rows get ABSTENTION_COLUMNS).
+
+    Read with getattr: any object with the runtime's predict interface can score, and one that has
+    never heard of abstention never abstains.
+    """
+    return getattr(classifier, "min_confidence", None) is not None
+
+
 class OutputWriter:
     """Formats result rows as JSONL, CSV or TSV bytes; the caller writes and counts them."""
 

@@ -20,7 +20,7 @@ from typing import Iterator
 from jbert.core.storage import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.serve.scoring.inputs import open_records
-from jbert.serve.scoring.outputs import json_line, json_value, prediction_columns
+from jbert.serve.scoring.outputs import has_abstention, json_line, json_value, prediction_columns
 from jbert.serve.scoring.records import Record
 from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS
 from jbert.serve.scoring.rows import score_records
@@ -173,7 +173,7 @@ def score_table(classifier, table, text_column: str, pair_column: str | None, *,
     keep = [n for n in table.column_names if not n.startswith("_jbert_") and n not in ROW_ID_COLUMNS]
     out = {name: table.column(name) for name in keep}
     for name in prediction_columns(classifier.problem_type, all_scores, nested_scores=True,
-                                   abstention=classifier.min_confidence is not None):
+                                   abstention=has_abstention(classifier)):
         out[name] = pa.array([row.get(name) for row in rows], type=types[name])
     for name in ROW_ID_COLUMNS + (_FILE_INDEX,):
         if name in table.column_names:
