@@ -206,3 +206,24 @@ def test_an_unreached_target_precision_writes_nothing(topic_files, monkeypatch):
         run_training(tiny_args(topic_files, target_precision=0.99, num_train_epochs=1))
     assert not (topic_files / "model").exists()
     assert not (topic_files / "model.checkpoints").exists()
+
+
+def test_http_v1_predict_says_abstained_and_tei_predict_keeps_its_shape(tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from jbert.serve.http.app import create_app
+
+    _, export_path = cached_export(tmp_path_factory)
+    plain = _classifier(export_path)
+    with TestClient(create_app(plain)) as client:
+        before_v1 = client.post("/v1/predict", json={"inputs": TEXTS[:2]}).json()
+        before_tei = client.post("/predict", json={"inputs": TEXTS[0]}).json()
+    with TestClient(create_app(_classifier(export_path, min_confidence=1.0))) as client:
+        answers = client.post("/v1/predict", json={"inputs": TEXTS[:2]}).json()
+        tei = client.post("/predict", json={"inputs": TEXTS[0]}).json()
+        assert client.get("/info").json()["min_confidence"] == 1.0
+    assert all("abstained" not in answer for answer in before_v1)
+    for answer, reference in zip(answers, before_v1):
+        assert answer["abstained"] is True and answer["label"] is None
+        assert answer["label_if_accepted"] == reference["label"] and answer["score"] == reference["score"]
+    assert tei == before_tei  # TEI's /predict has no abstain outcome: every label's score, as before
