@@ -227,3 +227,11 @@ def test_http_v1_predict_says_abstained_and_tei_predict_keeps_its_shape(tmp_path
         assert answer["abstained"] is True and answer["label"] is None
         assert answer["label_if_accepted"] == reference["label"] and answer["score"] == reference["score"]
     assert tei == before_tei  # TEI's /predict has no abstain outcome: every label's score, as before
+
+
+@pytest.mark.parametrize("rule", [{"min_confidence": "high"}, {"min_confidence": 0}, {"min_confidence": True},
+                                  {"label_thresholds": {"food": 1.5}}, {"label_thresholds": [0.5]}])
+def test_a_hand_edited_rule_serving_cannot_apply_is_refused_on_load(tmp_path, rule):
+    values = {**JbertSettings().to_dict(), **rule}
+    with pytest.raises(UserError, match="jbert.json: (min_confidence|label_thresholds) must"):
+        JbertSettings.from_dict(values)

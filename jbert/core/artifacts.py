@@ -81,6 +81,7 @@ class JbertSettings:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
         kwargs["normalization"] = NormalizationConfig.from_dict(values.get("normalization"))
+        _check_decision_rule(kwargs)
         return cls(**kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -94,6 +95,22 @@ class JbertSettings:
         if not path.is_file():
             return cls()
         return cls.from_dict(read_json(path))
+
+
+def _is_probability(value: object, upper_inclusive: bool) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value and (value <= 1 if upper_inclusive else value < 1))
+
+
+def _check_decision_rule(values: dict) -> None:
+    """A hand-edited jbert.json with a decision rule serving could not apply is a UserError, not a crash later."""
+    min_confidence = values.get("min_confidence")
+    if min_confidence is not None and not _is_probability(min_confidence, upper_inclusive=True):
+        raise UserError(f"{SETTINGS_FILE}: min_confidence must be a number in (0, 1] or null, got {min_confidence!r}")
+    thresholds = values.get("label_thresholds")
+    if thresholds is not None and not (isinstance(thresholds, dict) and all(
+            isinstance(name, str) and _is_probability(value, upper_inclusive=False) for name, value in thresholds.items())):
+        raise UserError(f"{SETTINGS_FILE}: label_thresholds must map label names to numbers in (0, 1), got {thresholds!r}")
 
 
 def read_json(path: str | os.PathLike) -> dict:
