@@ -4,7 +4,7 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
     config.json            transformers config: id2label, label2id, problem_type
     model.safetensors      weights
     tokenizer files        tokenizer_config.json, vocab.txt, special_tokens_map.json ...
-    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold
+    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold(s), min_confidence
     training_config.yaml   the resolved TrainConfig of the run
     metrics.json           per-evaluation history and final figures
     examples.jsonl         a few validation texts (+ labels) used by export to check parity
@@ -55,6 +55,10 @@ class JbertSettings:
     text_pair_column: str | None = None
     multi_label_threshold: float = 0.5
     format_version: int = 1
+    # Per-label sigmoid thresholds by label name (multi-label, tuned on validation); None: the global one.
+    label_thresholds: dict[str, float] | None = None
+    # Single-label abstention: a top score below it is answered "abstained"; None: never abstain.
+    min_confidence: float | None = None
 
     @property
     def is_pair(self) -> bool:
@@ -65,6 +69,10 @@ class JbertSettings:
         """Plain dict for JSON."""
         values = asdict(self)
         values["normalization"] = self.normalization.to_dict()
+        # Without a decision rule the file is as before thresholds existed (no null keys added).
+        for name in ("label_thresholds", "min_confidence"):
+            if values.get(name) is None:
+                values.pop(name, None)
         return values
 
     @classmethod
@@ -73,6 +81,7 @@ class JbertSettings:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
         kwargs["normalization"] = NormalizationConfig.from_dict(values.get("normalization"))
+        _check_decision_rule(kwargs)
         return cls(**kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -86,6 +95,22 @@ class JbertSettings:
         if not path.is_file():
             return cls()
         return cls.from_dict(read_json(path))
+
+
+def _is_probability(value: object, upper_inclusive: bool) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and 0 < value and (value <= 1 if upper_inclusive else value < 1))
+
+
+def _check_decision_rule(values: dict) -> None:
+    """A hand-edited jbert.json with a decision rule serving could not apply is a UserError, not a crash later."""
+    min_confidence = values.get("min_confidence")
+    if min_confidence is not None and not _is_probability(min_confidence, upper_inclusive=True):
+        raise UserError(f"{SETTINGS_FILE}: min_confidence must be a number in (0, 1] or null, got {min_confidence!r}")
+    thresholds = values.get("label_thresholds")
+    if thresholds is not None and not (isinstance(thresholds, dict) and all(
+            isinstance(name, str) and _is_probability(value, upper_inclusive=False) for name, value in thresholds.items())):
+        raise UserError(f"{SETTINGS_FILE}: label_thresholds must map label names to numbers in (0, 1), got {thresholds!r}")
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -248,10 +273,16 @@ class Manifest:
     quantization: dict = field(default_factory=dict)  # CPU target, calibration, every int8 candidate's figures
     files: dict = field(default_factory=dict)  # file name -> sha256 of every file of the export but manifest.json
     format_version: int = MANIFEST_FORMAT_VERSION
+    # The decision rule serving applies (jbert.json's label_thresholds / min_confidence), for the reader
+    # of the manifest; empty when the model has none (decisions as before thresholds existed).
+    decision: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """Plain dict for JSON."""
-        return asdict(self)
+        """Plain dict for JSON (no `decision` key when the model has no decision rule, as before it existed)."""
+        values = asdict(self)
+        if not values.get("decision"):
+            values.pop("decision", None)
+        return values
 
     @classmethod
     def from_dict(cls, values: dict, where: str = MANIFEST_FILE) -> "Manifest":

@@ -60,3 +60,39 @@ def predictions_from_logits(logits: np.ndarray, problem_type: str, threshold: fl
     if problem_type == "regression":
         return logits.reshape(-1)
     raise ValueError(f"unknown problem_type {problem_type!r}; expected one of {', '.join(PROBLEM_TYPES)}")
+
+
+# ------------------------------------------------------------------ decision rules tuned on validation
+# Kept apart from the functions above so that a model without tuned thresholds or abstention decides
+# exactly as before: each helper gives back the plain global threshold / "never abstain" then.
+
+
+def label_thresholds_array(label_names: list[str], label_thresholds: dict | None,
+                           default: float = 0.5) -> float | np.ndarray:
+    """The multi-label threshold(s) for `predictions_from_logits` / `multi_label_decisions`.
+
+    Without per-label thresholds this is `default` itself (a float), so decisions are bit for bit
+    those of the single global threshold; with them, one threshold per class in `label_names`
+    order (a class the mapping does not name keeps `default`).
+    """
+    if not label_thresholds:
+        return default
+    return np.asarray([float(label_thresholds.get(name, default)) for name in label_names], dtype=np.float64)
+
+
+def multi_label_decisions(scores: np.ndarray, thresholds: float | np.ndarray) -> np.ndarray:
+    """0/1 matrix of sigmoid scores strictly above their class's threshold (training and serving alike)."""
+    return (np.asarray(scores) > thresholds).astype(np.int64)
+
+
+def abstentions(scores: np.ndarray, min_confidence: float | None) -> np.ndarray:
+    """True where a single-label row's top score is below `min_confidence` (None: never abstain).
+
+    A top score equal to `min_confidence` is accepted: the threshold chosen on validation is the
+    lowest accepted confidence. A NaN row (a broken model) abstains rather than be trusted.
+    """
+    scores = np.asarray(scores)
+    if min_confidence is None:
+        return np.zeros(scores.shape[0], dtype=bool)
+    top = scores.max(axis=-1)
+    return ~(top >= min_confidence)

@@ -35,6 +35,7 @@ import numpy as np
 
 from jbert.core.artifacts import Manifest, ManifestModelFile
 from jbert.core.errors import UserError, ValidationError
+from jbert.core.postprocessing import label_thresholds_array
 from jbert.export import quantize
 from jbert.export.agreement import AGREEMENT_MEASURES, agreement_figures, predicted_labels, quality_figures
 from jbert.export.calibration import CALIBRATION_BATCH_SIZE, CalibrationTexts, calibration_dataset
@@ -80,7 +81,8 @@ class RuntimeMeter:
         self.texts = [example.text for example in examples]
         self.pairs = [example.text_pair for example in examples] if info.settings.is_pair else None
         self.labels = [example.label for example in examples]
-        self.threshold = info.settings.multi_label_threshold
+        self.threshold = label_thresholds_array(info.labels, info.settings.label_thresholds,
+                                                info.settings.multi_label_threshold)
         self.manifest = Manifest(task=info.problem_type, labels=info.labels, max_length=info.settings.max_length,
                                  is_pair=info.settings.is_pair, default_model="fp32",
                                  models={"fp32": ManifestModelFile(file=FP32_FILE, precision="fp32")})

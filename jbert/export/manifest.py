@@ -89,4 +89,19 @@ def build_manifest(work_dir: Path, info: ModelDirInfo, options: ExportOptions, p
         versions=package_versions(),
         opset=onnx_opset(work_dir / FP32_FILE),
         validation=validation,
+        decision=decision_record(info.settings),
     )
+
+
+def decision_record(settings) -> dict:
+    """The decision rule serving applies, as jbert.json holds it: per-label thresholds and/or min_confidence.
+
+    Empty without one, so an export of a model without tuned rules has the manifest it had before.
+    """
+    record = {}
+    if settings.label_thresholds:
+        record["label_thresholds"] = dict(settings.label_thresholds)
+        record["default_threshold"] = float(settings.multi_label_threshold)
+    if settings.min_confidence is not None:
+        record["min_confidence"] = float(settings.min_confidence)
+    return record

@@ -17,6 +17,7 @@ import numpy as np
 
 from jbert.core.progress import Progress
 from jbert.core.errors import ValidationError, format_problems
+from jbert.core.postprocessing import label_thresholds_array
 from jbert.export.model_dir import ModelDirInfo, load_model_tokenizer
 from jbert.export.options import MODEL_FILES, QUANTIZED_FILE, ExportOptions
 from jbert.export.steps import StepLog
@@ -69,7 +70,9 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
     sessions = onnx_sessions(work_dir, keys)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True, trust_remote_code=False)
     model = model.float().eval()
-    problem_type, threshold = info.problem_type, info.settings.multi_label_threshold
+    # the decision rule serving applies: per-label thresholds when training tuned them
+    problem_type = info.problem_type
+    threshold = label_thresholds_array(info.labels, info.settings.label_thresholds, info.settings.multi_label_threshold)
     max_length = info.settings.max_length
 
     # One extra text joining all of them exercises truncation at max_length and every position.

@@ -21,6 +21,7 @@
     metrics         accuracy / F1 / regression metrics, best-model selection
     report          model card and plots
     baseline        TF-IDF + logistic regression on the same splits, in every classification report
+    thresholds      decision rules chosen on validation: per-label thresholds, abstention (--target_precision)
     recipes         --from_scratch defaults per size, and where every option's value came from
     hp_search       --hp_search N: Optuna trials with pruning, then the final model with the best
 

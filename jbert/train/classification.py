@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from jbert.core.artifacts import EXAMPLES_FILE, JbertSettings
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig
-from jbert.core.postprocessing import predictions_from_logits, sigmoid
+from jbert.core.postprocessing import abstentions, label_thresholds_array, predictions_from_logits, sigmoid, softmax
 from jbert.data import PreparedData, prepare_data, tokenize_dataset
 from jbert.data.labels import MULTI_LABEL, SINGLE_LABEL
 from jbert.tokenization.tokenizer_dir import known_length_limit
@@ -35,6 +35,7 @@ from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metr
 from jbert.train.modeling import build_scratch_model, load_pretrained_model, load_run_tokenizer
 from jbert.train.optimization import Schedule
 from jbert.train.task_protocol import RunFacts, TaskData
+from jbert.train import thresholds as decision_rules
 
 logger = logging.getLogger("jbert")
 
@@ -83,6 +84,7 @@ class ClassificationTask:
             max_length=config.max_length, problem_type=problem_type, text_column=config.text_column,
             text_pair_column=config.text_pair_column, multi_label_threshold=config.multi_label_threshold,
         )
+        decision_rules.check_decision_options(config, problem_type, settings)
         source = LabelledData(prepared, {"train": truncated_train, "validation": truncated_eval}, extra_metrics)
         return TaskData(tokenizer, train_set, eval_set, settings, best_metric, greater_is_better, source)
 
@@ -119,12 +121,16 @@ class ClassificationTask:
         """examples.jsonl, the test file's predictions, the baseline; returns metrics.json's content."""
         prepared, best_metric = data.source.prepared, data.best_metric
         problem_type, label_names = prepared.problem_type, prepared.label_names
+        decision = {}
+        if decision_rules.rule_wanted(config, problem_type) and len(prepared.validation):
+            validation_logits = predict_saved_model(directory, config, prepared.validation, data.tokenizer, facts.device)
+            decision = decision_rules.choose_decision_rule(directory, config, data.settings, prepared, validation_logits)
         write_examples(directory / EXAMPLES_FILE, prepared, config.text_pair_column is not None)
         best_record = next(h for h in state.history if h["step"] == state.best_step and f"eval_{best_metric}" in h)
         validation_metrics = {k.removeprefix("eval_"): v for k, v in best_record.items() if k.startswith("eval_")}
         test_metrics = None
         if prepared.test is not None and len(prepared.test):
-            test_metrics = predict_test_file(directory, config, prepared, data.tokenizer, facts.device)
+            test_metrics = predict_test_file(directory, config, prepared, data.tokenizer, facts.device, data.settings)
         data_summary = {
             "train_file": config.train_file, "validation_file": config.validation_file or
             f"{config.validation_split:.0%} stratified split of the training file", "test_file": config.test_file,
@@ -144,6 +150,8 @@ class ClassificationTask:
         }
         if baseline is not None:
             metrics["baseline"] = {**baseline, "comparison": comparison}
+        if decision:
+            metrics["decision"] = decision
         return metrics
 
     def write_report(self, directory: Path, config: TrainConfig, data: TaskData, metrics: dict) -> None:
@@ -161,7 +169,8 @@ class ClassificationTask:
                          settings=data.settings, label_names=label_names, data_summary=metrics["data"],
                          validation_metrics=validation_metrics, test_metrics=test_metrics,
                          best=metrics["best"], plots=plots, config=config.to_dict(),
-                         extra_sections=baseline_card_lines(baseline, comparison, validation_metrics, test_metrics))
+                         extra_sections=baseline_card_lines(baseline, comparison, validation_metrics, test_metrics)
+                         + decision_rules.decision_card_lines(metrics.get("decision") or {}))
         _log_baseline_summary(best_metric, comparison, baseline, test_metrics)
 
 
@@ -262,8 +271,12 @@ def write_examples(path: Path, data: PreparedData, has_pair: bool) -> None:
             handle.write(json.dumps(example, ensure_ascii=False) + "\n")
 
 
-def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, tokenizer, device) -> dict | None:
-    """predictions_test.jsonl from the saved model (as a user would load it); metrics when labelled."""
+def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, tokenizer, device,
+                      settings: JbertSettings | None = None) -> dict | None:
+    """predictions_test.jsonl from the saved model (as a user would load it); metrics when labelled.
+
+    `settings`: the model's jbert.json; its per-label thresholds and abstention decide as serving will.
+    """
     from transformers import AutoModelForSequenceClassification
 
     problem_type, label_names = data.problem_type, data.label_names
@@ -275,7 +288,11 @@ def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, 
     texts = list(data.test["text"])
     pairs = list(data.test["text_pair"]) if has_pair else None
     logits = predict(model, tokenizer, texts, pairs, config.max_length, config.per_device_eval_batch_size, device)
-    predictions = predictions_from_logits(logits, problem_type, config.multi_label_threshold)
+    threshold = label_thresholds_array(label_names, settings.label_thresholds if settings else None,
+                                       config.multi_label_threshold)
+    min_confidence = settings.min_confidence if settings and problem_type == SINGLE_LABEL else None
+    abstained = abstentions(softmax(logits), min_confidence) if problem_type == SINGLE_LABEL else None
+    predictions = predictions_from_logits(logits, problem_type, threshold)
     with open(model_dir / "predictions_test.jsonl", "w", encoding="utf-8") as handle:
         for i, text in enumerate(texts):
             row = {"text": text}
@@ -288,6 +305,8 @@ def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, 
                 probabilities /= probabilities.sum()
                 row["prediction"] = label_names[int(predictions[i])]
                 row["score"] = float(probabilities.max())
+                if min_confidence is not None:
+                    row["abstained"] = bool(abstained[i])
             elif problem_type == MULTI_LABEL:
                 row["prediction"] = [n for n, on in zip(label_names, predictions[i]) if on]
                 row["scores"] = dict(zip(label_names, sigmoid(logits[i]).round(6).tolist()))
@@ -296,5 +315,19 @@ def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, 
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     if not labelled:
         return None
-    return compute_metrics(logits, np.asarray(data.test["labels"]), problem_type, label_names,
-                           config.multi_label_threshold)
+    test_labels = np.asarray(data.test["labels"])
+    figures = compute_metrics(logits, test_labels, problem_type, label_names, threshold)
+    if min_confidence is not None:
+        figures["abstention"] = decision_rules.selective_figures(softmax(logits), test_labels, min_confidence)
+    return figures
+
+
+def predict_saved_model(model_dir: Path, config: TrainConfig, split, tokenizer, device) -> np.ndarray:
+    """Logits of the model saved in `model_dir` for a prepared split (validation), as the test file's are made."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, trust_remote_code=config.trust_remote_code).to(device)
+    pairs = list(split["text_pair"]) if config.text_pair_column is not None else None
+    return predict(model, tokenizer, list(split["text"]), pairs, config.max_length,
+                   config.per_device_eval_batch_size, device)

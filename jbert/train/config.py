@@ -62,6 +62,9 @@ class TrainConfig:
     mlm_pack: bool = option(True, "--task mlm: pack texts into full --max_length sequences; --mlm_pack false keeps one text per sequence (truncated).")
     label_delimiter: Optional[str] = option(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")
     multi_label_threshold: float = option(0.5, "Sigmoid probability above which a multi-label class is predicted.")
+    multi_label_thresholds: str = option("tuned", "Multi-label: tuned gives each label the threshold that maximises its F1 on the validation set (labels with fewer than 5 positive validation examples, or no gain, keep --multi_label_threshold); global uses --multi_label_threshold for every label.", choices=("tuned", "global"))
+    min_confidence: Optional[float] = option(None, "Single-label abstention: inputs whose top score is below this (0 < P <= 1) are answered 'abstained' by serving (HTTP /v1/predict, batch scoring).")
+    target_precision: Optional[float] = option(None, "Single-label abstention chosen on validation: the lowest confidence whose accepted predictions reach this precision (0 < P <= 1) becomes --min_confidence; the coverage is reported. Unreachable: an error, nothing written.")
     encoding: str = option("auto", "Text encoding of CSV/TSV/JSONL files: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, utf-8-sig, cp932, shift_jis ...")
     validation_split: float = option(0.1, "Fraction of the training file held out (seeded, shuffled, stratified) when no --validation_file is given.")
     strict: bool = option(False, "Fail on empty texts or labels instead of skipping and counting them.")
@@ -162,6 +165,7 @@ class TrainConfig:
             problems.append(f"--dropout must be in [0, 1) (got {self.dropout})")
         if not 0 < self.multi_label_threshold < 1:
             problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
+        problems += self._decision_rule_problems()
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
             problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
         if self.task == "mlm" and not 0 < self.mlm_probability < 1:
@@ -188,6 +192,21 @@ class TrainConfig:
             problems.append("--metric_for_best_model accuracy is undefined for multi-label; use subset_accuracy, micro_f1 or macro_f1")
         if problems:
             raise UserError(format_problems("invalid options", problems))
+
+
+    def _decision_rule_problems(self) -> list[str]:
+        """Abstention options: each a probability in (0, 1], one of the two, classification only."""
+        problems = []
+        for name in ("min_confidence", "target_precision"):
+            value = getattr(self, name)
+            if value is not None and math.isfinite(value) and not 0 < value <= 1:
+                problems.append(f"--{name} must be in (0, 1] (got {value})")
+        if self.min_confidence is not None and self.target_precision is not None:
+            problems.append("--min_confidence and --target_precision exclude each other: give the threshold, "
+                            "or the precision to choose it for, not both")
+        if (self.min_confidence is not None or self.target_precision is not None) and self.task in ("multi_label", "regression", "mlm"):
+            problems.append(f"--min_confidence / --target_precision apply to single-label classification, not --task {self.task}")
+        return problems
 
 
 def _looks_like_path(name: str) -> bool:

@@ -111,6 +111,8 @@ def run_hp_search(config: TrainConfig, train_fn=None) -> dict:
             config, **params, hp_search=0, output_dir=str(search_dir / f"trial_{trial.number:03d}"),
             overwrite_output_dir=True, test_file=None, baseline="none", checkpointing_steps=None,
             resume_from_checkpoint=None, with_tracking=False,
+            # the decision rule is chosen once, for the final model: no trial fails on an unreached precision
+            multi_label_thresholds="global", min_confidence=None, target_precision=None,
         ), config, params, f"hp_search trial {trial.number}")
         evaluations = 0
 

@@ -61,6 +61,14 @@ class Prediction(BaseModel):
         default_factory=list, description='Only when "top_k" was given: the top_k labels, best first.'
     )
     truncated: bool = Field(description="True when the text was longer than the model's max_length and was cut.")
+    abstained: bool | None = Field(
+        default=None, description="Only for a single-label model trained with --min_confidence/--target_precision: "
+        "true when the top score is below its min_confidence; `label` is then null and `label_if_accepted` "
+        "holds the best label."
+    )
+    label_if_accepted: str | None = Field(
+        default=None, description="Only when `abstained` is true: the label the model would have answered."
+    )
 
 
 class Health(BaseModel):
@@ -89,6 +97,9 @@ class Info(BaseModel):
     max_wait_ms: float
     max_queue_texts: int
     auth: Literal["none", "bearer"]
+    min_confidence: float | None = Field(default=None, description="Abstention threshold (single-label models that have one).")
+    label_thresholds: dict[str, float] | None = Field(
+        default=None, description="Per-label thresholds tuned on validation (multi-label models that have them).")
 
 
 def _error(description: str, headers: dict | None = None) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 from jbert.core.artifacts import JbertSettings, Manifest
 from jbert.core.errors import UserError
 from jbert.core.export_dir import ExportDir
-from jbert.core.postprocessing import sigmoid, softmax
+from jbert.core.postprocessing import abstentions, label_thresholds_array, sigmoid, softmax
 from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
 from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
 from jbert.serve.runtime.session import check_session_matches_export, open_session, session_io_names
@@ -68,7 +68,11 @@ class OnnxClassifier:
         self.problem_type = self.export_dir.problem_type
         self.max_length = self.export_dir.max_length
         self.is_pair = self.export_dir.is_pair
-        self.threshold = float(settings.multi_label_threshold)
+        # One float (the global threshold) unless training tuned one per label (jbert.json label_thresholds).
+        self.threshold = label_thresholds_array(labels, settings.label_thresholds, float(settings.multi_label_threshold))
+        # Single-label abstention (jbert.json min_confidence); None: every input gets its label, as before.
+        self.min_confidence = (settings.min_confidence
+                               if self.problem_type == "single_label_classification" else None)
         self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair)
         self.pad_token_id = self.encoder.pad_token_id
         self._input_names, self._output_name = session_io_names(session, model_path)
@@ -112,7 +116,17 @@ class OnnxClassifier:
             "model_file": self.model_path.name,
             "fast_tokenizer": bool(getattr(self.tokenizer, "is_fast", False)),
             "intra_op_threads": self.session.get_session_options().intra_op_num_threads,
+            **self.decision_rule(),
         }
+
+    def decision_rule(self) -> dict:
+        """The tuned decision rule, for /info: {"label_thresholds": {...}} or {"min_confidence": p}; {} without one."""
+        rule = {}
+        if self.problem_type == "multi_label_classification" and self.settings.label_thresholds:
+            rule["label_thresholds"] = dict(self.settings.label_thresholds)
+        if self.min_confidence is not None:
+            rule["min_confidence"] = float(self.min_confidence)
+        return rule
 
     # ------------------------------------------------------------------ stage 1: text -> ids
     def input_problem(self, text: object, text_pair: object = None, max_text_chars: int | None = None) -> str | None:
@@ -187,8 +201,22 @@ class OnnxClassifier:
                     ranked = np.argsort(-row, kind="stable")[:top_k]
                     result["scores"] = [{"label": self.labels[i], "score": float(row[i])} for i in ranked]
             result["truncated"] = bool(truncated[row_index]) if truncated is not None else False
+            if self.min_confidence is not None:
+                self.mark_abstention(result, row)
             results.append(result)
         return results
+
+    def mark_abstention(self, result: dict, row: np.ndarray) -> None:
+        """Add "abstained" to a single-label result; an abstained one has "label": None, its label kept as "label_if_accepted".
+
+        The label is taken away rather than flagged beside it so that a client reading only "label"
+        cannot act on an answer the model was not sure enough of.
+        """
+        abstained = bool(abstentions(row[np.newaxis, :], self.min_confidence)[0])
+        result["abstained"] = abstained
+        if abstained:
+            result["label_if_accepted"] = result["label"]
+            result["label"] = None
 
     def predict_encoded(
         self, encodings: Sequence[EncodedText], top_k: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE
@@ -211,7 +239,9 @@ class OnnxClassifier:
 
         Each dict holds "label" (best class name; for regression the output's name) and "score"
         (its probability; the raw value for regression) and "truncated". Multi-label models add
-        "labels": every class whose sigmoid score is above the model's threshold. With `top_k`,
+        "labels": every class whose sigmoid score is above the model's threshold (its own per label
+        when training tuned them). A single-label model with an abstention rule (min_confidence)
+        adds "abstained"; when true, "label" is None and "label_if_accepted" holds the best class. With `top_k`,
         "scores" lists the `top_k` best classes as {"label", "score"}, best first.
         Raises InputError for an empty or non-text input, a too long one with truncate=False, or
         one of more than `max_text_chars` characters (see `encode`), or a `truncation_side` other

@@ -14,21 +14,33 @@ import math
 from jbert.core.errors import UserError
 
 TEXT_OUTPUT_FORMATS = ("jsonl", "csv", "tsv")
+ABSTENTION_COLUMNS = ["abstained", "predicted_label_if_accepted"]
 
 
-def prediction_columns(problem_type: str, all_scores: bool, nested_scores: bool) -> list[str]:
+def prediction_columns(problem_type: str, all_scores: bool, nested_scores: bool, abstention: bool = False) -> list[str]:
     """The columns scoring adds, in output order (`error` last).
 
     `nested_scores`: all scores as one "scores" object (JSONL, Parquet) rather than one
-    score_<label> column per class (CSV/TSV, added by the writer).
+    score_<label> column per class (CSV/TSV, added by the writer). `abstention`: the model has a
+    min_confidence, so `abstained` and `predicted_label_if_accepted` follow `predicted_label`.
     """
     regression = problem_type == "regression"
     multi_label = problem_type == "multi_label_classification"
     return (
         ([] if regression else ["predicted_label"]) + (["predicted_labels"] if multi_label else [])
+        + (ABSTENTION_COLUMNS if abstention else [])
         + ["predicted_score", "truncated"] + (["scores"] if all_scores and nested_scores and not regression else [])
         + ["error"]
     )
+
+
+def has_abstention(classifier) -> bool:
+    """True when the classifier answers "abstained" below a min_confidence (its rows get ABSTENTION_COLUMNS).
+
+    Read with getattr: any object with the runtime's predict interface can score, and one that has
+    never heard of abstention never abstains.
+    """
+    return getattr(classifier, "min_confidence", None) is not None
 
 
 class OutputWriter:

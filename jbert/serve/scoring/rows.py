@@ -85,6 +85,9 @@ def score_records(classifier, records: Iterable[Record], text_column: str, pair_
                 row["predicted_label"] = result["label"]
             if multi_label:
                 row["predicted_labels"] = result["labels"]
+            if "abstained" in result:  # a model with an abstention rule: label None, kept aside
+                row["abstained"] = result["abstained"]
+                row["predicted_label_if_accepted"] = result.get("label_if_accepted")
             row["predicted_score"] = result["score"]
             row["truncated"] = result["truncated"] or position in cut
             if top_k:

@@ -43,7 +43,7 @@ from jbert.core.readers import detect_format
 from jbert.serve.runtime.classifier import OnnxClassifier
 from jbert.serve.scoring.inputs import check_formats, expand_inputs, is_remote, open_records
 from jbert.serve.scoring.options import OUTPUT_FORMATS, ScoreOptions, ScoreSummary, writes_directory
-from jbert.serve.scoring.outputs import OutputWriter, prediction_columns
+from jbert.serve.scoring.outputs import OutputWriter, has_abstention, prediction_columns
 from jbert.serve.scoring.records import Record
 from jbert.serve.scoring.resume import STATE_VERSION, check_same_run, file_fingerprint, partial_paths
 from jbert.serve.scoring.rows import score_records
@@ -103,7 +103,8 @@ def score_file(options: ScoreOptions, classifier=None) -> ScoreSummary:
     try:
         input_columns, records, total_bytes = opened.columns, opened.records, opened.total_bytes
         regression = classifier.problem_type == "regression"
-        columns = prediction_columns(classifier.problem_type, options.all_scores, output_format == "jsonl")
+        columns = prediction_columns(classifier.problem_type, options.all_scores, output_format == "jsonl",
+                                     abstention=has_abstention(classifier))
         writer = OutputWriter(
             output_format, options.output_encoding, input_columns, columns,
             classifier.labels if options.all_scores and not regression else None,

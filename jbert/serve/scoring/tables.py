@@ -20,7 +20,7 @@ from typing import Iterator
 from jbert.core.storage import is_storage_full, storage_full_error
 from jbert.core.errors import UserError
 from jbert.serve.scoring.inputs import open_records
-from jbert.serve.scoring.outputs import json_line, json_value, prediction_columns
+from jbert.serve.scoring.outputs import has_abstention, json_line, json_value, prediction_columns
 from jbert.serve.scoring.records import Record
 from jbert.serve.runtime.batch_inputs import DEFAULT_MAX_TEXT_CHARS
 from jbert.serve.scoring.rows import score_records
@@ -161,6 +161,7 @@ def score_table(classifier, table, text_column: str, pair_column: str | None, *,
     types = {
         "predicted_label": pa.string(), "predicted_labels": pa.list_(pa.string()), "predicted_score": pa.float64(),
         "truncated": pa.bool_(), "error": pa.string(),
+        "abstained": pa.bool_(), "predicted_label_if_accepted": pa.string(),
         "scores": pa.struct([(label, pa.float64()) for label in classifier.labels]),
     }
     rows: list[dict] = []
@@ -171,7 +172,8 @@ def score_table(classifier, table, text_column: str, pair_column: str | None, *,
                               max_text_chars=max_text_chars, long_text=long_text)
     keep = [n for n in table.column_names if not n.startswith("_jbert_") and n not in ROW_ID_COLUMNS]
     out = {name: table.column(name) for name in keep}
-    for name in prediction_columns(classifier.problem_type, all_scores, nested_scores=True):
+    for name in prediction_columns(classifier.problem_type, all_scores, nested_scores=True,
+                                   abstention=has_abstention(classifier)):
         out[name] = pa.array([row.get(name) for row in rows], type=types[name])
     for name in ROW_ID_COLUMNS + (_FILE_INDEX,):
         if name in table.column_names:
