@@ -55,6 +55,9 @@ class JbertSettings:
     text_pair_column: str | None = None
     multi_label_threshold: float = 0.5
     format_version: int = 1
+    # Single-label softmax temperature fitted on validation (train --calibrate temperature); None: raw
+    # softmax. Left out of jbert.json when None, so a run without calibration writes today's file.
+    temperature: float | None = None
 
     @property
     def is_pair(self) -> bool:
@@ -65,6 +68,8 @@ class JbertSettings:
         """Plain dict for JSON."""
         values = asdict(self)
         values["normalization"] = self.normalization.to_dict()
+        if values["temperature"] is None:
+            del values["temperature"]
         return values
 
     @classmethod
@@ -73,6 +78,7 @@ class JbertSettings:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
         kwargs["normalization"] = NormalizationConfig.from_dict(values.get("normalization"))
+        kwargs["temperature"] = checked_temperature(values.get("temperature"), SETTINGS_FILE)
         return cls(**kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -86,6 +92,16 @@ class JbertSettings:
         if not path.is_file():
             return cls()
         return cls.from_dict(read_json(path))
+
+
+def checked_temperature(value: object, where: str) -> float | None:
+    """A saved temperature as a float (None when absent); anything but a positive finite number is a UserError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise UserError(f"{where}: temperature must be a positive number, got {value!r}; "
+                        "retrain with --calibrate temperature or remove the key")
+    return float(value)
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -248,6 +264,9 @@ class Manifest:
     quantization: dict = field(default_factory=dict)  # CPU target, calibration, every int8 candidate's figures
     files: dict = field(default_factory=dict)  # file name -> sha256 of every file of the export but manifest.json
     format_version: int = MANIFEST_FORMAT_VERSION
+    # The model directory's fitted softmax temperature (jbert.json); serving divides logits by it
+    # before softmax. None (and every export written before it existed): raw softmax.
+    temperature: float | None = None
 
     def to_dict(self) -> dict:
         """Plain dict for JSON."""
@@ -274,6 +293,7 @@ class Manifest:
             name: ManifestModelFile(**{k: v for k, v in entry.items() if k in model_known})
             for name, entry in values["models"].items()
         }
+        kwargs["temperature"] = checked_temperature(values.get("temperature"), where)
         if kwargs["default_model"] not in kwargs["models"]:
             raise UserError(f"{where}: default_model {kwargs['default_model']!r} is not among {list(kwargs['models'])}")
         return cls(**kwargs)

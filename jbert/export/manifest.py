@@ -89,4 +89,5 @@ def build_manifest(work_dir: Path, info: ModelDirInfo, options: ExportOptions, p
         versions=package_versions(),
         opset=onnx_opset(work_dir / FP32_FILE),
         validation=validation,
+        temperature=info.settings.temperature,
     )

@@ -26,7 +26,7 @@ import numpy as np
 from jbert.core.artifacts import JbertSettings, Manifest
 from jbert.core.errors import UserError
 from jbert.core.export_dir import ExportDir
-from jbert.core.postprocessing import sigmoid, softmax
+from jbert.core.postprocessing import scale_logits, sigmoid, softmax
 from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
 from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
 from jbert.serve.runtime.session import check_session_matches_export, open_session, session_io_names
@@ -69,6 +69,8 @@ class OnnxClassifier:
         self.max_length = self.export_dir.max_length
         self.is_pair = self.export_dir.is_pair
         self.threshold = float(settings.multi_label_threshold)
+        # The export's fitted softmax temperature (single-label only; None: raw softmax as before).
+        self.temperature = manifest.temperature if self.problem_type == "single_label_classification" else None
         self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair)
         self.pad_token_id = self.encoder.pad_token_id
         self._input_names, self._output_name = session_io_names(session, model_path)
@@ -110,6 +112,7 @@ class OnnxClassifier:
             "is_pair": self.is_pair,
             "model": self.model_key,
             "model_file": self.model_path.name,
+            "temperature": self.temperature,
             "fast_tokenizer": bool(getattr(self.tokenizer, "is_fast", False)),
             "intra_op_threads": self.session.get_session_options().intra_op_num_threads,
         }
@@ -154,13 +157,17 @@ class OnnxClassifier:
         return logits
 
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        """Probabilities (softmax or sigmoid) or raw regression values, by problem_type."""
+        """Probabilities (softmax or sigmoid) or raw regression values, by problem_type.
+
+        Single-label: softmax(logits / T) when the export carries a temperature T (calibrated
+        scores; the argmax is the same), plain softmax otherwise.
+        """
         logits = logits.astype(np.float64, copy=False)
         if self.problem_type == "regression":
             return logits
         if self.problem_type == "multi_label_classification":
             return sigmoid(logits)
-        return softmax(logits)
+        return softmax(scale_logits(logits, self.temperature))
 
     def format_predictions(
         self, scores: np.ndarray, truncated: Sequence[bool] | None = None, top_k: int | None = None
