@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from conftest import TEXTS, make_tiny_model_dir, run_training, tiny_args, topic_rows, write_training_csv
-from test_runtime import torch_logits
 
 from jbert.core.artifacts import MANIFEST_FILE, SETTINGS_FILE, JbertSettings, Manifest, read_json, write_json
 from jbert.core.errors import UserError
@@ -23,6 +22,17 @@ from jbert.train.calibration import (
     log_loss,
     reliability_bins,
 )
+
+
+def torch_logits(model_dir: Path, texts) -> np.ndarray:
+    """Reference logits of the PyTorch model with its reference tokenizer (texts already normalised)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        return model(**tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt")).logits.numpy()
 
 
 # ------------------------------------------------------------------ the fit and the figures
