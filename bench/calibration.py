@@ -11,7 +11,8 @@ Data as bench/quality.py reads it: JRTE rhr (train / dev / test as published) an
 pairs (the published valid file split 70/15/15 with a fixed seed).
 
     python bench/calibration.py                                       # rhr and JNLI, about 5 minutes on 2 cores
-    python bench/calibration.py --json-out docs/data/calibration.json  # the figures of docs/training.md
+    python bench/calibration.py --json-out docs/data/calibration.json --plots-dir docs/img/calibration
+                                                                      # the figures and plots of docs/training.md
     python bench/calibration.py --datasets rhr --size mini
 
 Needs ../shared/data (exits with a message when it is absent).
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -43,8 +45,11 @@ def rounded(figures: dict) -> dict:
     return {key: round(value, 4) for key, value in figures.items()}
 
 
-def bench_dataset(name: str, size: str, seed: int, work: Path, extra: list[str]) -> dict:
-    """Train once on NAME and report its calibration record from metrics.json, before and after T."""
+def bench_dataset(name: str, size: str, seed: int, work: Path, extra: list[str], plots_dir: str | None = None) -> dict:
+    """Train once on NAME and report its calibration record from metrics.json, before and after T.
+
+    `plots_dir`: where to copy the model directory's reliability diagram, as NAME.png.
+    """
     load, is_pair = DATASETS[name]
     splits = load()
     files = {split: write_csv(work / f"{name}-{split}.csv", rows) for split, rows in splits.items()}
@@ -54,6 +59,9 @@ def bench_dataset(name: str, size: str, seed: int, work: Path, extra: list[str])
     if is_pair:
         argv += ["--text_pair_column", "text_pair"]
     metrics, seconds = run_train(argv)
+    if plots_dir:
+        Path(plots_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / f"{name}-model" / "reliability.png", Path(plots_dir) / f"{name}.png")
     calibration = metrics["calibration"]
     result = {"data": {split: len(rows) for split, rows in splits.items()},
               "temperature": round(calibration["temperature"], 4), "seconds": round(seconds, 1)}
@@ -73,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", default="tiny", choices=("tiny", "mini", "small"), help="--from_scratch size")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--extra", default="", help="extra train.py flags, e.g. '--num_train_epochs 20'")
+    parser.add_argument("--plots-dir", default=None, metavar="DIR",
+                        help="copy each model's reliability.png to DIR/NAME.png (docs/img/calibration for the docs)")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
     if not SHARED.is_dir():
@@ -90,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="jbert-calibration-") as work:
         for name in names:
-            result["datasets"][name] = bench_dataset(name, args.size, args.seed, Path(work), args.extra.split())
+            result["datasets"][name] = bench_dataset(name, args.size, args.seed, Path(work), args.extra.split(),
+                                                     args.plots_dir)
     result["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(result, ensure_ascii=False, indent=2))
     write_json_out(args.json_out, "calibration", result, argv)
