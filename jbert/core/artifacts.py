@@ -4,17 +4,18 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
     config.json            transformers config: id2label, label2id, problem_type
     model.safetensors      weights
     tokenizer files        tokenizer_config.json, vocab.txt, special_tokens_map.json ...
-    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold
+    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold, temperature
     training_config.yaml   the resolved TrainConfig of the run
     metrics.json           per-evaluation history and final figures
     examples.jsonl         a few validation texts (+ labels) used by export to check parity
-    README.md, *.png       model card and plots
+    README.md, *.png       model card and plots (reliability.png: calibration before and after)
 
 EXPORT DIR (written by export, read by serving through `jbert.core.export_dir.ExportDir`)
     model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
     config.json, tokenizer files, jbert.json   copied from the model dir
     manifest.json          Manifest: files, default file, task, labels, parity figures, versions,
-                           the int8 search and the sha256 of every other file (checked at load)
+                           the int8 search, the sha256 of every other file (checked at load) and
+                           the softmax temperature serving applies (None: raw softmax)
 """
 
 from __future__ import annotations
