@@ -4,17 +4,18 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
     config.json            transformers config: id2label, label2id, problem_type
     model.safetensors      weights
     tokenizer files        tokenizer_config.json, vocab.txt, special_tokens_map.json ...
-    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold(s), min_confidence
+    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold(s), min_confidence, temperature
     training_config.yaml   the resolved TrainConfig of the run
     metrics.json           per-evaluation history and final figures
     examples.jsonl         a few validation texts (+ labels) used by export to check parity
-    README.md, *.png       model card and plots
+    README.md, *.png       model card and plots (reliability.png: calibration before and after)
 
 EXPORT DIR (written by export, read by serving through `jbert.core.export_dir.ExportDir`)
     model.onnx             fp32 export (plus model_optimized.onnx / model_quantized.onnx if asked)
     config.json, tokenizer files, jbert.json   copied from the model dir
     manifest.json          Manifest: files, default file, task, labels, parity figures, versions,
-                           the int8 search and the sha256 of every other file (checked at load)
+                           the int8 search, the sha256 of every other file (checked at load) and
+                           the softmax temperature serving applies (None: raw softmax)
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ class JbertSettings:
     label_thresholds: dict[str, float] | None = None
     # Single-label abstention: a top score below it is answered "abstained"; None: never abstain.
     min_confidence: float | None = None
+    # Single-label softmax temperature fitted on validation (train --calibrate temperature); None: raw
+    # softmax. Left out of jbert.json when None, so a run without calibration writes today's file.
+    temperature: float | None = None
 
     @property
     def is_pair(self) -> bool:
@@ -73,6 +77,8 @@ class JbertSettings:
         for name in ("label_thresholds", "min_confidence"):
             if values.get(name) is None:
                 values.pop(name, None)
+        if values["temperature"] is None:
+            del values["temperature"]
         return values
 
     @classmethod
@@ -82,6 +88,7 @@ class JbertSettings:
         kwargs = {k: v for k, v in values.items() if k in known}
         kwargs["normalization"] = NormalizationConfig.from_dict(values.get("normalization"))
         _check_decision_rule(kwargs)
+        kwargs["temperature"] = checked_temperature(values.get("temperature"), SETTINGS_FILE)
         return cls(**kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -111,6 +118,16 @@ def _check_decision_rule(values: dict) -> None:
     if thresholds is not None and not (isinstance(thresholds, dict) and all(
             isinstance(name, str) and _is_probability(value, upper_inclusive=False) for name, value in thresholds.items())):
         raise UserError(f"{SETTINGS_FILE}: label_thresholds must map label names to numbers in (0, 1), got {thresholds!r}")
+
+
+def checked_temperature(value: object, where: str) -> float | None:
+    """A saved temperature as a float (None when absent); anything but a positive finite number is a UserError."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise UserError(f"{where}: temperature must be a positive number, got {value!r}; "
+                        "retrain with --calibrate temperature or remove the key")
+    return float(value)
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -276,6 +293,9 @@ class Manifest:
     # The decision rule serving applies (jbert.json's label_thresholds / min_confidence), for the reader
     # of the manifest; empty when the model has none (decisions as before thresholds existed).
     decision: dict = field(default_factory=dict)
+    # The model directory's fitted softmax temperature (jbert.json); serving divides logits by it
+    # before softmax. None (and every export written before it existed): raw softmax.
+    temperature: float | None = None
 
     def to_dict(self) -> dict:
         """Plain dict for JSON (no `decision` key when the model has no decision rule, as before it existed)."""
@@ -305,6 +325,7 @@ class Manifest:
             name: ManifestModelFile(**{k: v for k, v in entry.items() if k in model_known})
             for name, entry in values["models"].items()
         }
+        kwargs["temperature"] = checked_temperature(values.get("temperature"), where)
         if kwargs["default_model"] not in kwargs["models"]:
             raise UserError(f"{where}: default_model {kwargs['default_model']!r} is not among {list(kwargs['models'])}")
         return cls(**kwargs)

@@ -96,3 +96,17 @@ def abstentions(scores: np.ndarray, min_confidence: float | None) -> np.ndarray:
         return np.zeros(scores.shape[0], dtype=bool)
     top = scores.max(axis=-1)
     return ~(top >= min_confidence)
+
+
+def scale_logits(logits: np.ndarray, temperature: float | None) -> np.ndarray:
+    """Logits divided by a fitted temperature (Guo et al. 2017), for calibrated scores.
+
+    None or exactly 1 returns `logits` itself, untouched, so a model without a temperature scores
+    bit for bit as before. A positive temperature keeps the order of each row (the argmax and the
+    ranking of classes never change); only how sharp the probabilities are moves.
+    """
+    if temperature is None or temperature == 1.0:
+        return logits
+    if not (temperature > 0 and np.isfinite(temperature)):
+        raise ValueError(f"a temperature must be a positive finite number, got {temperature!r}")
+    return np.asarray(logits) / temperature

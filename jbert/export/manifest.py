@@ -90,6 +90,7 @@ def build_manifest(work_dir: Path, info: ModelDirInfo, options: ExportOptions, p
         opset=onnx_opset(work_dir / FP32_FILE),
         validation=validation,
         decision=decision_record(info.settings),
+        temperature=info.settings.temperature,
     )
 
 

@@ -23,11 +23,12 @@ from accelerate import Accelerator
 from jbert.core.artifacts import EXAMPLES_FILE, JbertSettings
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig
-from jbert.core.postprocessing import abstentions, label_thresholds_array, predictions_from_logits, sigmoid, softmax
+from jbert.core.postprocessing import abstentions, label_thresholds_array, predictions_from_logits, scale_logits, sigmoid, softmax
 from jbert.data import PreparedData, prepare_data, tokenize_dataset
 from jbert.data.labels import MULTI_LABEL, SINGLE_LABEL
 from jbert.tokenization.tokenizer_dir import known_length_limit
 from jbert.train.baseline import baseline_card_lines, baseline_for_data, compare_with_baseline
+from jbert.train.calibration import calibrate_model_dir, calibration_card_lines, one_class_problem
 from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
@@ -49,6 +50,7 @@ class LabelledData:
     prepared: PreparedData  # cleaned, labelled, split texts (the model directory's report uses them)
     truncated: dict  # {"train": n, "validation": n} texts cut to max_length
     extra_metrics: ExtraMetrics
+    calibration_skipped: str | None = None  # why the default --calibrate temperature cannot run on this data
 
 
 class ClassificationTask:
@@ -65,6 +67,7 @@ class ClassificationTask:
         # Checked as soon as the problem type is known (--task auto): a metric that doesn't fit fails before any work.
         best_metric, greater_is_better = resolve_best_metric(config.metric_for_best_model, problem_type)
         extra_metrics = ExtraMetrics(config.extra_metrics)
+        calibration_skipped = _check_calibration_data(config, prepared)  # before a vocabulary is trained
         tokenizer = load_run_tokenizer(config, accelerator, lambda: _training_texts(config, prepared),
                                        config.max_length)
         max_length = config.max_length
@@ -85,7 +88,8 @@ class ClassificationTask:
             text_pair_column=config.text_pair_column, multi_label_threshold=config.multi_label_threshold,
         )
         decision_rules.check_decision_options(config, problem_type, settings)
-        source = LabelledData(prepared, {"train": truncated_train, "validation": truncated_eval}, extra_metrics)
+        source = LabelledData(prepared, {"train": truncated_train, "validation": truncated_eval}, extra_metrics,
+                              calibration_skipped=calibration_skipped)
         return TaskData(tokenizer, train_set, eval_set, settings, best_metric, greater_is_better, source)
 
     def build_model(self, config: TrainConfig, accelerator: Accelerator, data: TaskData) -> torch.nn.Module:
@@ -121,10 +125,14 @@ class ClassificationTask:
         """examples.jsonl, the test file's predictions, the baseline; returns metrics.json's content."""
         prepared, best_metric = data.source.prepared, data.best_metric
         problem_type, label_names = prepared.problem_type, prepared.label_names
+        # The temperature first: serving applies the decision rule to calibrated scores, so the rule is
+        # chosen on the same scores (softmax(logits / T)).
+        calibration = _calibrate(directory, config, data, facts.device)
         decision = {}
         if decision_rules.rule_wanted(config, problem_type) and len(prepared.validation):
             validation_logits = predict_saved_model(directory, config, prepared.validation, data.tokenizer, facts.device)
-            decision = decision_rules.choose_decision_rule(directory, config, data.settings, prepared, validation_logits)
+            decision = decision_rules.choose_decision_rule(directory, config, data.settings, prepared,
+                                                           scale_logits(validation_logits, data.settings.temperature))
         write_examples(directory / EXAMPLES_FILE, prepared, config.text_pair_column is not None)
         best_record = next(h for h in state.history if h["step"] == state.best_step and f"eval_{best_metric}" in h)
         validation_metrics = {k.removeprefix("eval_"): v for k, v in best_record.items() if k.startswith("eval_")}
@@ -152,6 +160,8 @@ class ClassificationTask:
             metrics["baseline"] = {**baseline, "comparison": comparison}
         if decision:
             metrics["decision"] = decision
+        if calibration is not None:
+            metrics["calibration"] = calibration
         return metrics
 
     def write_report(self, directory: Path, config: TrainConfig, data: TaskData, metrics: dict) -> None:
@@ -170,8 +180,59 @@ class ClassificationTask:
                          validation_metrics=validation_metrics, test_metrics=test_metrics,
                          best=metrics["best"], plots=plots, config=config.to_dict(),
                          extra_sections=baseline_card_lines(baseline, comparison, validation_metrics, test_metrics)
+                         + calibration_card_lines(metrics.get("calibration"))
                          + decision_rules.decision_card_lines(metrics.get("decision") or {}))
         _log_baseline_summary(best_metric, comparison, baseline, test_metrics)
+
+
+def _check_calibration_data(config: TrainConfig, prepared: PreparedData) -> str | None:
+    """Refuse, before any training, a temperature the user asked for that cannot be fitted (one validation class).
+
+    With --calibrate left at its default, the same data only skips calibration with a warning: a run
+    that trained before calibration existed still trains. Returns the reason calibration is skipped.
+    """
+    if config.calibrate != "temperature" or prepared.problem_type != SINGLE_LABEL:
+        return None
+    problem = one_class_problem(prepared.validation["labels"], prepared.label_names)
+    if problem is None:
+        return None
+    if (getattr(config, "value_sources", None) or {}).get("calibrate", "default") != "default":
+        raise UserError(f"--calibrate temperature: {problem}")
+    logger.warning("calibration skipped: %s", problem)
+    return problem
+
+
+def _calibrate(directory: Path, config: TrainConfig, data: TaskData, device) -> dict | None:
+    """Fit the temperature on the saved model's validation logits; jbert.json gets it. metrics.json's record.
+
+    None with --calibrate none (nothing changes); for multi-label and regression, or a skipped fit,
+    a record saying why the scores stay raw.
+    """
+    prepared = data.source.prepared
+    if config.calibrate == "none":
+        return None
+    if prepared.problem_type != SINGLE_LABEL:
+        return {"method": "none", "reason": "temperature scaling applies to single-label classification; "
+                f"{prepared.problem_type} scores are left as they are"}
+    if data.source.calibration_skipped:
+        return {"method": "none", "reason": data.source.calibration_skipped}
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        directory, trust_remote_code=config.trust_remote_code).to(device)
+    splits = {}
+    parts = [("validation", prepared.validation)]
+    if prepared.test is not None and len(prepared.test) and "labels" in prepared.test.column_names:
+        parts.append(("test", prepared.test))
+    for split, dataset in parts:
+        pairs = list(dataset["text_pair"]) if config.text_pair_column is not None else None
+        logits = predict(model, data.tokenizer, list(dataset["text"]), pairs, config.max_length,
+                         config.per_device_eval_batch_size, device)
+        splits[split] = (logits, np.asarray(dataset["labels"], dtype=np.int64))
+    report = calibrate_model_dir(directory, splits)
+    data.settings.temperature = report["temperature"]
+    data.settings.save(directory)  # written before the task's files; now with the temperature serving applies
+    return report
 
 
 def _training_texts(config: TrainConfig, prepared: PreparedData) -> list[str]:
@@ -275,7 +336,8 @@ def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, 
                       settings: JbertSettings | None = None) -> dict | None:
     """predictions_test.jsonl from the saved model (as a user would load it); metrics when labelled.
 
-    `settings`: the model's jbert.json; its per-label thresholds and abstention decide as serving will.
+    `settings`: the model's jbert.json; its temperature, per-label thresholds and abstention score and
+    decide as serving will.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -291,7 +353,9 @@ def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, 
     threshold = label_thresholds_array(label_names, settings.label_thresholds if settings else None,
                                        config.multi_label_threshold)
     min_confidence = settings.min_confidence if settings and problem_type == SINGLE_LABEL else None
-    abstained = abstentions(softmax(logits), min_confidence) if problem_type == SINGLE_LABEL else None
+    # Single-label scores as served: softmax(logits / T) with the fitted temperature (None: plain softmax).
+    temperature = settings.temperature if settings and problem_type == SINGLE_LABEL else None
+    abstained = abstentions(softmax(scale_logits(logits, temperature)), min_confidence) if problem_type == SINGLE_LABEL else None
     predictions = predictions_from_logits(logits, problem_type, threshold)
     with open(model_dir / "predictions_test.jsonl", "w", encoding="utf-8") as handle:
         for i, text in enumerate(texts):
@@ -301,7 +365,8 @@ def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, 
             if labelled:
                 row["label"] = _label_value(data.test[i]["labels"], problem_type, label_names)
             if problem_type == SINGLE_LABEL:
-                probabilities = np.exp(logits[i] - logits[i].max())
+                row_logits = scale_logits(logits[i], temperature)
+                probabilities = np.exp(row_logits - row_logits.max())
                 probabilities /= probabilities.sum()
                 row["prediction"] = label_names[int(predictions[i])]
                 row["score"] = float(probabilities.max())
@@ -318,7 +383,8 @@ def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, 
     test_labels = np.asarray(data.test["labels"])
     figures = compute_metrics(logits, test_labels, problem_type, label_names, threshold)
     if min_confidence is not None:
-        figures["abstention"] = decision_rules.selective_figures(softmax(logits), test_labels, min_confidence)
+        figures["abstention"] = decision_rules.selective_figures(softmax(scale_logits(logits, temperature)), test_labels,
+                                                                min_confidence)
     return figures
 
 

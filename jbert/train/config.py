@@ -98,6 +98,7 @@ class TrainConfig:
     metric_for_best_model: str = option("auto", "Metric that selects the best model: accuracy, macro_f1, micro_f1, loss, pearson, spearman, mse, subset_accuracy ... (auto: macro_f1, micro_f1 for multi-label, pearson for regression).")
     early_stopping_patience: Optional[int] = option(None, "Stop after this many evaluations without improvement.")
     baseline: str = option("tfidf_logreg", "Also fit TF-IDF char 1-3 grams + logistic regression on the same splits and report it beside the model (classification only); none skips it.", choices=("tfidf_logreg", "none"))
+    calibrate: str = option("temperature", "Single-label classification: fit a softmax temperature on the validation set after training (Guo et al. 2017), report ECE, Brier score and log-loss before and after and a reliability diagram, and carry it into the export so served scores are calibrated (the predicted label never changes); none keeps raw softmax scores.", choices=("temperature", "none"))
     extra_metrics: Optional[str] = option(None, "Comma-separated `evaluate` metrics by name or local path (loaded only when asked; a name needs the hub).")
     checkpointing_steps: Optional[str] = option(None, "Save a resumable checkpoint every N optimizer steps, or 'epoch'.")
     save_total_limit: int = option(2, "Keep only the newest K checkpoints.")

@@ -90,6 +90,7 @@ class Info(BaseModel):
     model_file: str
     fast_tokenizer: bool
     intra_op_threads: int
+    temperature: float | None = Field(None, description="Softmax temperature applied to the scores (None: raw softmax).")
     max_client_batch_size: int
     max_body_bytes: int
     max_text_chars: int

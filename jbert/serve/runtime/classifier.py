@@ -26,7 +26,7 @@ import numpy as np
 from jbert.core.artifacts import JbertSettings, Manifest
 from jbert.core.errors import UserError
 from jbert.core.export_dir import ExportDir
-from jbert.core.postprocessing import abstentions, label_thresholds_array, sigmoid, softmax
+from jbert.core.postprocessing import abstentions, label_thresholds_array, scale_logits, sigmoid, softmax
 from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
 from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
 from jbert.serve.runtime.session import check_session_matches_export, open_session, session_io_names
@@ -73,6 +73,8 @@ class OnnxClassifier:
         # Single-label abstention (jbert.json min_confidence); None: every input gets its label, as before.
         self.min_confidence = (settings.min_confidence
                                if self.problem_type == "single_label_classification" else None)
+        # The export's fitted softmax temperature (single-label only; None: raw softmax as before).
+        self.temperature = manifest.temperature if self.problem_type == "single_label_classification" else None
         self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair)
         self.pad_token_id = self.encoder.pad_token_id
         self._input_names, self._output_name = session_io_names(session, model_path)
@@ -114,6 +116,7 @@ class OnnxClassifier:
             "is_pair": self.is_pair,
             "model": self.model_key,
             "model_file": self.model_path.name,
+            "temperature": self.temperature,
             "fast_tokenizer": bool(getattr(self.tokenizer, "is_fast", False)),
             "intra_op_threads": self.session.get_session_options().intra_op_num_threads,
             **self.decision_rule(),
@@ -171,13 +174,17 @@ class OnnxClassifier:
         return logits
 
     def scores_from_logits(self, logits: np.ndarray) -> np.ndarray:
-        """Probabilities (softmax or sigmoid) or raw regression values, by problem_type."""
+        """Probabilities (softmax or sigmoid) or raw regression values, by problem_type.
+
+        Single-label: softmax(logits / T) when the export carries a temperature T (calibrated
+        scores; the argmax is the same), plain softmax otherwise.
+        """
         logits = logits.astype(np.float64, copy=False)
         if self.problem_type == "regression":
             return logits
         if self.problem_type == "multi_label_classification":
             return sigmoid(logits)
-        return softmax(logits)
+        return softmax(scale_logits(logits, self.temperature))
 
     def format_predictions(
         self, scores: np.ndarray, truncated: Sequence[bool] | None = None, top_k: int | None = None
