@@ -152,6 +152,9 @@ def test_trailing_empty_cells_from_excel_are_ignored(tmp_path):
     ('{"text": "a", "label": "x"}\n{"text": "b", "label": \n', r"line 2: not valid JSON"),
     ('{"text": "a", "label": "x"}\n\n["b", "y"]\n', r"line 3: a JSON list where an object"),
     ('{"text": "a", "label": NaN}\n', r"line 1: not valid JSON"),
+    ('{"text": "a", "label": "x"}\n' + "[" * 100_000 + "\n", r"line 2: JSON nested too deeply"),  # RecursionError in json
+    ('{"text": "a", "label": "x"}\n{"text": ' + "1" * 5_000 + "}\n", r"line 2: not valid JSON"),  # int digits limit
+    ('[{"text": "a", "label": "x"},\n' + "[" * 100_000 + "]\n", r"line 2: JSON nested too deeply"),  # in a .json array
 ])
 def test_bad_json_lines_name_their_line(tmp_path, content, pattern):
     path = tmp_path / "rows.jsonl"

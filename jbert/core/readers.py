@@ -219,6 +219,9 @@ def _iter_jsonl(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[
             continue
         try:
             row = _JSON_DECODER.decode(text)
+        except RecursionError:
+            raise UserError(f"{path}, line {line_number}: JSON nested too deeply to be read; each line must hold one "
+                            'flat JSON object such as {"text": "...", "label": "..."}') from None
         except (json.JSONDecodeError, ValueError) as err:
             raise UserError(
                 f"{path}, line {line_number}: not valid JSON ({err}); each line must hold one JSON "
@@ -307,6 +310,8 @@ def _iter_json_array(path: Path, first, lines) -> Iterator[tuple[int, dict]]:
             continue
         try:
             value, end = decoder.raw_decode(buffer)
+        except RecursionError:  # thousands of nested brackets: more lines would not help
+            raise UserError(f"{path}, line {buffer_line}: JSON nested too deeply to be read") from None
         except (json.JSONDecodeError, ValueError) as err:
             nxt = None if exhausted else next(lines, None)
             if nxt is None or len(buffer) > _MAX_JSON_VALUE_CHARS:
