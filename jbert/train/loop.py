@@ -266,7 +266,9 @@ def finish(config: TrainConfig, accelerator: Accelerator, task: Task, data: Task
     accelerator.wait_for_everyone()
     final = {}
     if accelerator.is_main_process:
-        final = write_model_dir(config, task, data, state, RunFacts(accelerator.device, throughput))
+        # Only this process writes: a model reloaded meanwhile must not wait for the others (ZeRO-3).
+        with process_group.models_load_on_this_process_alone(accelerator):
+            final = write_model_dir(config, task, data, state, RunFacts(accelerator.device, throughput))
         remove_working_files(config.checkpoint_dir)
     accelerator.wait_for_everyone()
     accelerator.end_training()

@@ -159,3 +159,28 @@ def verify_process_group(accelerator) -> None:
             f"(distributed type {accelerator.distributed_type}); every process would train alone as rank 0. "
             "Launch with a config from accelerate_configs/ (CPU: multi_cpu.yaml; DeepSpeed on CPU: DS_ACCELERATOR=cpu)"
         )
+
+
+@contextlib.contextmanager
+def models_load_on_this_process_alone(accelerator):
+    """A context in which `from_pretrained` builds a whole model on this process, even under ZeRO-3.
+
+    With a ZeRO-3 DeepSpeed config active, transformers partitions every model it builds with
+    collectives (`deepspeed.zero.Init`) that every process must join. The main process alone reloads
+    the saved model while writing the model directory (calibration, thresholds, test predictions),
+    so inside this context transformers does not see the DeepSpeed config (its public
+    unset/set_hf_deepspeed_config pair; Accelerate's zero3_init_context_manager keeps the config
+    visible, so it does not help here). Elsewhere a no-op.
+    """
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is None:
+        yield
+        return
+    from transformers.integrations import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if getattr(plugin, "dschf", None) is not None:
+            set_hf_deepspeed_config(plugin.dschf)
