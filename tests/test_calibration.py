@@ -16,6 +16,7 @@ from jbert.core.errors import UserError
 from jbert.core.postprocessing import scale_logits, softmax
 from jbert.train.calibration import (
     brier_score,
+    calibrate_model_dir,
     calibration_figures,
     expected_calibration_error,
     fit_temperature,
@@ -49,6 +50,15 @@ def test_fit_recovers_a_known_temperature():
     assert temperature == pytest.approx(2.5, rel=0.05)
     # And an under-confident model gets T < 1.
     assert fit_temperature(true_logits * 0.5, labels) == pytest.approx(0.5, rel=0.05)
+
+
+def test_a_validation_set_without_mistakes_leaves_the_scores_raw(tmp_path):
+    """Separable logits: the likelihood falls forever as T -> 0, so no temperature is kept (not T at its bound)."""
+    labels = np.array([0, 1] * 50)
+    logits = np.stack([np.where(labels == 0, 3.0, -3.0), np.where(labels == 0, -3.0, 3.0)], axis=1)
+    assert fit_temperature(logits, labels) < 0.2  # what the bare fit would serve: every score about 1.0
+    report = calibrate_model_dir(tmp_path, {"validation": (logits, labels)})
+    assert report["method"] == "none" and report["temperature"] is None and "no mistakes" in report["reason"]
 
 
 def test_figures_match_hand_computation():

@@ -197,8 +197,8 @@ def test_training_with_a_target_precision_writes_the_rule_and_its_report(topic_f
     assert "## Abstention" in (output / "README.md").read_text(encoding="utf-8")
     assert "abstention" in metrics["test"]
     rows = [json.loads(line) for line in (output / "predictions_test.jsonl").read_text(encoding="utf-8").splitlines()]
-    # The rule was chosen on the scores serving gives: calibrated by the fitted temperature (the default).
-    assert settings.temperature is not None and settings.temperature != 1.0
+    # The rule holds on the scores serving gives (softmax(logits / T) when a temperature was fitted;
+    # this fixture's validation set has no mistakes, so calibration is skipped and T is absent).
     assert all(row["abstained"] == (row["score"] < settings.min_confidence) for row in rows)
 
 

@@ -194,6 +194,17 @@ def calibrate_model_dir(directory: Path, splits: dict) -> dict:
     """
     validation_logits, validation_labels = splits["validation"]
     temperature = fit_temperature(validation_logits, validation_labels)
+    low, high = TEMPERATURE_BOUNDS
+    no_mistakes = bool((np.asarray(validation_logits).argmax(axis=1) == np.asarray(validation_labels)).all())
+    if no_mistakes or not low * 1.01 < temperature < high / 1.01:
+        # No interior optimum: on a validation set the model gets entirely right, the log-likelihood
+        # keeps falling as T -> 0, and such a T would make every served score 1.0, over-confident on
+        # the first new mistake. Leave the scores raw instead.
+        reason = (f"the validation set gives no mistakes to calibrate on (the fit ran towards T -> 0, "
+                  f"stopping at {temperature:.3g}), so scores stay the raw softmax; a larger or harder "
+                  "validation set calibrates")
+        logger.warning("calibration skipped: %s", reason)
+        return {"method": "none", "reason": reason, "temperature": None}
     test_logits, test_labels = splits.get("test", (None, None))
     report = calibration_report(validation_logits, validation_labels, temperature, test_logits, test_labels)
     write_reliability_diagram(directory / RELIABILITY_PLOT, splits, temperature)

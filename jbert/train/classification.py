@@ -230,8 +230,9 @@ def _calibrate(directory: Path, config: TrainConfig, data: TaskData, device) -> 
                          config.per_device_eval_batch_size, device)
         splits[split] = (logits, np.asarray(dataset["labels"], dtype=np.int64))
     report = calibrate_model_dir(directory, splits)
-    data.settings.temperature = report["temperature"]
-    data.settings.save(directory)  # written before the task's files; now with the temperature serving applies
+    if report["temperature"] is not None:
+        data.settings.temperature = report["temperature"]
+        data.settings.save(directory)  # written before the task's files; now with the temperature serving applies
     return report
 
 
