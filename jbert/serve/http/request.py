@@ -132,16 +132,21 @@ class PredictRequest:
     single: bool  # "inputs" was one string (or one pair): answer with one object, not a list
 
 
+def body_fields(payload: Any, accepted: tuple[str, ...], example: str) -> dict:
+    """The body as a JSON object with only `accepted` fields and "inputs"; ClientError 422 saying what to fix."""
+    if not isinstance(payload, dict):
+        raise ClientError(422, "validation", f"body must be a JSON object like {example}, got {json_type(payload)}")
+    unknown = sorted(set(payload) - set(accepted))
+    if unknown:
+        raise ClientError(422, "validation", f"unknown fields {unknown}; accepted: {list(accepted)}")
+    if "inputs" not in payload:
+        raise ClientError(422, "validation", f'"inputs" is required, as in {example}')
+    return payload
+
+
 def parse_predict_body(body: bytes, is_pair: bool, num_labels: int, limits: ServeLimits) -> PredictRequest:
     """Validate a /v1/predict body; raise ClientError with the status and a message saying what to fix."""
-    payload = parse_body_json(body)
-    if not isinstance(payload, dict):
-        raise ClientError(422, "validation", f'body must be a JSON object like {{"inputs": [...]}}, got {json_type(payload)}')
-    unknown = sorted(set(payload) - set(PREDICT_FIELDS))
-    if unknown:
-        raise ClientError(422, "validation", f"unknown fields {unknown}; accepted: {list(PREDICT_FIELDS)}")
-    if "inputs" not in payload:
-        raise ClientError(422, "validation", '"inputs" is required: a string, a list of strings, or a list of [text, text_pair]')
+    payload = body_fields(parse_body_json(body), PREDICT_FIELDS, '{"inputs": ["テキスト"]}')
 
     top_k = payload.get("top_k")
     if top_k is not None:

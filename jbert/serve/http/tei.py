@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from jbert.core.postprocessing import sigmoid, softmax
-from jbert.serve.http.request import ClientError, ServeLimits, checked_text, is_text_pair, json_type, parse_body_json
+from jbert.serve.http.request import (ClientError, ServeLimits, body_fields, checked_text, is_text_pair, json_type,
+                                      parse_body_json)
 
 TEI_FIELDS = ("inputs", "truncate", "truncation_direction", "raw_scores")
 API_FIELDS = ("inputs", "parameters")
@@ -50,17 +51,6 @@ class LabelScoresRequest:
     top_k: int | None = None
 
 
-def _fields(payload: Any, accepted: tuple[str, ...], example: str) -> dict:
-    if not isinstance(payload, dict):
-        raise ClientError(422, "validation", f"body must be a JSON object like {example}, got {json_type(payload)}")
-    unknown = sorted(set(payload) - set(accepted))
-    if unknown:
-        raise ClientError(422, "validation", f"unknown fields {unknown}; accepted: {list(accepted)}")
-    if "inputs" not in payload:
-        raise ClientError(422, "validation", f'"inputs" is required, as in {example}')
-    return payload
-
-
 def _flag(payload: dict, name: str, default: bool) -> bool:
     value = payload.get(name)
     if value is None:
@@ -82,7 +72,7 @@ def parse_tei_body(body: bytes, is_pair: bool, limits: ServeLimits) -> LabelScor
     "truncation_direction" ("Left"/"Right", TEI's spelling; lower case too) becomes `direction`
     ("left"/"right"); left out or null, `direction` is None: the model's own side.
     """
-    payload = _fields(parse_body_json(body), TEI_FIELDS, '{"inputs": "テキスト"}')
+    payload = body_fields(parse_body_json(body), TEI_FIELDS, '{"inputs": "テキスト"}')
     inputs = payload["inputs"]
     if isinstance(inputs, str):
         sequences, single = [[inputs]], True
@@ -120,7 +110,7 @@ def parse_tei_body(body: bytes, is_pair: bool, limits: ServeLimits) -> LabelScor
 def parse_inference_api_body(body: bytes, is_pair: bool, limits: ServeLimits) -> LabelScoresRequest:
     """Validate an Inference API body (what InferenceClient.text_classification sends); ClientError if not."""
     example = '{"inputs": "テキスト", "parameters": {"top_k": 2}}'
-    payload = _fields(parse_body_json(body), API_FIELDS, example)
+    payload = body_fields(parse_body_json(body), API_FIELDS, example)
     inputs = payload["inputs"]
     one = (lambda item: isinstance(item, dict)) if is_pair else (lambda item: isinstance(item, str))
     single = one(inputs)
