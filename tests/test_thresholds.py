@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import TEXTS, cached_export, make_tiny_model_dir, run_training, tiny_args
+from conftest import TEXTS, cached_export, make_tiny_model_dir, run_training, tiny_args, topic_rows, write_training_csv
 
 from jbert.core.artifacts import MANIFEST_FILE, JbertSettings, read_json
 from jbert.core.errors import UserError
 from jbert.core.export_dir import ExportDir
-from jbert.core.postprocessing import abstentions, label_thresholds_array, predictions_from_logits
+from jbert.core.postprocessing import abstentions, label_thresholds_array, predictions_from_logits, scale_logits, softmax
+from jbert.tokenization import load_tokenizer
 from jbert.train import thresholds
 from jbert.train.config import parse_config
 
@@ -237,3 +239,32 @@ def test_a_hand_edited_rule_serving_cannot_apply_is_refused_on_load(tmp_path, ru
     values = {**JbertSettings().to_dict(), **rule}
     with pytest.raises(UserError, match="jbert.json: (min_confidence|label_thresholds) must"):
         JbertSettings.from_dict(values)
+
+
+def test_the_abstention_rule_is_chosen_on_the_calibrated_scores_serving_gives(tmp_path):
+    """A validation set with mistakes gets a temperature; the rule's threshold is that of softmax(logits / T)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from jbert.train.classification import predict
+
+    rng = random.Random(5)
+    labels = sorted({row["label"] for row in topic_rows(1, seed=0)})
+    validation = topic_rows(16, seed=2)
+    for row in validation:  # a quarter of the labels wrong: mistakes to calibrate on
+        if rng.random() < 0.25:
+            row["label"] = rng.choice([name for name in labels if name != row["label"]])
+    write_training_csv(tmp_path / "train.csv", topic_rows(48, seed=1))
+    write_training_csv(tmp_path / "valid.csv", validation)
+    run_training(tiny_args(tmp_path, target_precision=0.5))
+    output = tmp_path / "model"
+    settings = JbertSettings.load(output)
+    assert settings.temperature is not None and abs(settings.temperature - 1.0) > 1e-3
+
+    model = AutoModelForSequenceClassification.from_pretrained(output)
+    label2id = {name: int(i) for name, i in model.config.label2id.items()}
+    logits = predict(model, load_tokenizer(str(output)), [row["text"] for row in validation], None, 32, 64, "cpu")
+    ids = np.array([label2id[row["label"]] for row in validation])
+    calibrated = thresholds.choose_abstention(softmax(scale_logits(logits, settings.temperature)), ids, None, 0.5)
+    raw = thresholds.choose_abstention(softmax(logits), ids, None, 0.5)
+    assert settings.min_confidence == pytest.approx(calibrated["validation"]["min_confidence"], abs=1e-6)
+    assert settings.min_confidence != pytest.approx(raw["validation"]["min_confidence"], abs=1e-6)
