@@ -180,3 +180,14 @@ def test_unpaired_surrogates_rejected_by_both(tokenizer_pairs, kind, before, sur
     # A batch without the bad text still works: the check rejects nothing else.
     batch.pop(position)
     _assert_same_ids(fast, reference, batch, None, 32)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known difference, found by the random search on 2026-12-07: MeCab reads a text only up to a NUL "
+    "character, and with a long tail after the NUL transformers' MecabTokenizer returns the two ESC "
+    "characters before it as one word where jbert's splitter returns two. Serving and training remove "
+    "control characters before tokenizing (remove_control, on by default), so only --remove_control "
+    "false meets it; MeCab dropping everything after a NUL is the larger problem there."))
+def test_nul_then_a_long_tail_gives_the_reference_ids(tokenizer_pairs):
+    fast, reference = tokenizer_pairs["mecab-wordpiece"]
+    _assert_same_ids(fast, reference, ["\x1b\x1b\x00" + "あ" * 300], None, None)
