@@ -127,10 +127,17 @@ class ClassificationTask:
         problem_type, label_names = prepared.problem_type, prepared.label_names
         # The temperature first: serving applies the decision rule to calibrated scores, so the rule is
         # chosen on the same scores (softmax(logits / T)).
-        calibration = _calibrate(directory, config, data, facts.device)
+        saved_logits = {}  # split name -> the saved model's logits: each split is predicted once
+
+        def logits_of(name: str, split) -> np.ndarray:
+            if name not in saved_logits:
+                saved_logits[name] = predict_saved_model(directory, config, split, data.tokenizer, facts.device)
+            return saved_logits[name]
+
+        calibration = _calibrate(directory, config, data, logits_of)
         decision = {}
         if decision_rules.rule_wanted(config, problem_type) and len(prepared.validation):
-            validation_logits = predict_saved_model(directory, config, prepared.validation, data.tokenizer, facts.device)
+            validation_logits = logits_of("validation", prepared.validation)
             decision = decision_rules.choose_decision_rule(directory, config, data.settings, prepared,
                                                            scale_logits(validation_logits, data.settings.temperature))
         write_examples(directory / EXAMPLES_FILE, prepared, config.text_pair_column is not None)
@@ -202,8 +209,8 @@ def _check_calibration_data(config: TrainConfig, prepared: PreparedData) -> str 
     return problem
 
 
-def _calibrate(directory: Path, config: TrainConfig, data: TaskData, device) -> dict | None:
-    """Fit the temperature on the saved model's validation logits; jbert.json gets it. metrics.json's record.
+def _calibrate(directory: Path, config: TrainConfig, data: TaskData, logits_of) -> dict | None:
+    """Fit T on the saved model's validation logits (`logits_of(name, split)`); jbert.json gets it. metrics.json's record.
 
     None with --calibrate none (nothing changes); for multi-label and regression, or a skipped fit,
     a record saying why the scores stay raw.
@@ -216,19 +223,12 @@ def _calibrate(directory: Path, config: TrainConfig, data: TaskData, device) -> 
                 f"{prepared.problem_type} scores are left as they are"}
     if data.source.calibration_skipped:
         return {"method": "none", "reason": data.source.calibration_skipped}
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        directory, trust_remote_code=config.trust_remote_code).to(device)
     splits = {}
     parts = [("validation", prepared.validation)]
     if prepared.test is not None and len(prepared.test) and "labels" in prepared.test.column_names:
         parts.append(("test", prepared.test))
     for split, dataset in parts:
-        pairs = list(dataset["text_pair"]) if config.text_pair_column is not None else None
-        logits = predict(model, data.tokenizer, list(dataset["text"]), pairs, config.max_length,
-                         config.per_device_eval_batch_size, device)
-        splits[split] = (logits, np.asarray(dataset["labels"], dtype=np.int64))
+        splits[split] = (logits_of(split, dataset), np.asarray(dataset["labels"], dtype=np.int64))
     report = calibrate_model_dir(directory, splits)
     if report["temperature"] is not None:
         data.settings.temperature = report["temperature"]
