@@ -138,7 +138,7 @@ def test_training_fits_and_records_a_temperature(tmp_path):
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert "## Calibration" in card and "![reliability.png](reliability.png)" in card and f"{temperature:.4f}" in card
     # predictions_test.jsonl scores are the calibrated ones, as serving gives them.
-    from jbert.train.classification import predict
+    from jbert.train.saved_predictions import predict
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     import torch
 

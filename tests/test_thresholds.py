@@ -245,7 +245,7 @@ def test_the_abstention_rule_is_chosen_on_the_calibrated_scores_serving_gives(tm
     """A validation set with mistakes gets a temperature; the rule's threshold is that of softmax(logits / T)."""
     from transformers import AutoModelForSequenceClassification
 
-    from jbert.train.classification import predict
+    from jbert.train.saved_predictions import predict
 
     rng = random.Random(5)
     labels = sorted({row["label"] for row in topic_rows(1, seed=0)})

@@ -4,7 +4,8 @@ MODEL DIR (written by training, read by export; standard `save_pretrained` layou
     config.json            transformers config: id2label, label2id, problem_type
     model.safetensors      weights
     tokenizer files        tokenizer_config.json, vocab.txt, special_tokens_map.json ...
-    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold(s), min_confidence, temperature
+    jbert.json             JbertSettings: text normalisation, max_length, columns, threshold(s), min_confidence, temperature,
+                           long_text (windows for texts over max_length: stride, pooling)
     training_config.yaml   the resolved TrainConfig of the run
     metrics.json           per-evaluation history and final figures
     examples.jsonl         a few validation texts (+ labels) used by export to check parity
@@ -15,7 +16,8 @@ EXPORT DIR (written by export, read by serving through `jbert.core.export_dir.Ex
     config.json, tokenizer files, jbert.json   copied from the model dir
     manifest.json          Manifest: files, default file, task, labels, parity figures, versions,
                            the int8 search, the sha256 of every other file (checked at load) and
-                           the softmax temperature serving applies (None: raw softmax)
+                           the softmax temperature serving applies (None: raw softmax) and
+                           the long-text rule (windows, stride, pooling; absent: truncation)
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from jbert.core.errors import UserError
 from jbert.core.file_hashes import hash_directory, mismatched_files
 from jbert.core.normalize import NormalizationConfig
 from jbert.core.storage import is_storage_full, storage_full_error, sync_directory, sync_tree
+from jbert.core.windows import LongTextRule
 
 SETTINGS_FILE = "jbert.json"
 MANIFEST_FILE = "manifest.json"
@@ -63,6 +66,9 @@ class JbertSettings:
     # Single-label softmax temperature fitted on validation (train --calibrate temperature); None: raw
     # softmax. Left out of jbert.json when None, so a run without calibration writes today's file.
     temperature: float | None = None
+    # How texts longer than max_length are read (train --long_text windows); None: truncated, as
+    # before windows existed (and left out of jbert.json then).
+    long_text: LongTextRule | None = None
 
     @property
     def is_pair(self) -> bool:
@@ -79,6 +85,8 @@ class JbertSettings:
                 values.pop(name, None)
         if values["temperature"] is None:
             del values["temperature"]
+        if values["long_text"] is None:
+            del values["long_text"]
         return values
 
     @classmethod
@@ -89,6 +97,8 @@ class JbertSettings:
         kwargs["normalization"] = NormalizationConfig.from_dict(values.get("normalization"))
         _check_decision_rule(kwargs)
         kwargs["temperature"] = checked_temperature(values.get("temperature"), SETTINGS_FILE)
+        if values.get("long_text") is not None:
+            kwargs["long_text"] = LongTextRule.from_dict(values["long_text"], SETTINGS_FILE)
         return cls(**kwargs)
 
     def save(self, directory: str | os.PathLike) -> None:
@@ -296,12 +306,17 @@ class Manifest:
     # The model directory's fitted softmax temperature (jbert.json); serving divides logits by it
     # before softmax. None (and every export written before it existed): raw softmax.
     temperature: float | None = None
+    # How texts longer than max_length are read (jbert.json's long_text: mode, stride, pooling), for
+    # the reader of the manifest; None (left out): truncated, as before windows existed.
+    long_text: dict | None = None
 
     def to_dict(self) -> dict:
-        """Plain dict for JSON (no `decision` key when the model has no decision rule, as before it existed)."""
+        """Plain dict for JSON (no `decision` or `long_text` key when the model has none, as before they existed)."""
         values = asdict(self)
         if not values.get("decision"):
             values.pop("decision", None)
+        if values.get("long_text") is None:
+            values.pop("long_text", None)
         return values
 
     @classmethod

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 
 def tokenize_dataset(
-    dataset: datasets.Dataset, tokenizer: "PreTrainedTokenizerBase", max_length: int, has_pair: bool
+    dataset: datasets.Dataset, tokenizer: "PreTrainedTokenizerBase", max_length: int, has_pair: bool,
+    stride: int | None = None,
 ) -> tuple[datasets.Dataset, int]:
     """Tokenize "text" (+ "text_pair") into input_ids, attention_mask, token_type_ids, unpadded.
 
@@ -29,6 +30,12 @@ def tokenize_dataset(
     Each text is tokenized once: slow tokenizers (BertJapaneseTokenizer runs MeCab in Python) are
     tokenized without special tokens and assembled with `prepare_for_model`, which is what their
     own `__call__` does; fast tokenizers report truncation through their overflowing tokens.
+
+    With `stride` (train --long_text windows), a text longer than `max_length` becomes several rows,
+    its windows (`jbert.tokenization.windows`), each with the text's label and the columns
+    "document" (the text's row number) and "window" (0, 1, ... in reading order); the count
+    returned is then the texts cut even so (pairs whose first text leaves no room), and
+    `count_windowed(dataset)` tells how many texts were read in more than one window.
     """
     special_count = tokenizer.num_special_tokens_to_add(pair=has_pair)
     if max_length <= special_count:
@@ -37,18 +44,23 @@ def tokenize_dataset(
         )
     if has_pair and "text_pair" not in dataset.column_names:
         raise ValueError("has_pair=True but the dataset has no 'text_pair' column")
-    encode = _fast_encoder(tokenizer, max_length, has_pair) if tokenizer.is_fast else _slow_encoder(tokenizer, max_length, has_pair)
-    text_columns = [c for c in dataset.column_names if c != "labels"]
+    if stride is not None:
+        encode = _window_encoder(tokenizer, max_length, has_pair, stride)
+        text_columns = list(dataset.column_names)  # rows multiply: labels are written again per window
+    else:
+        encode = _fast_encoder(tokenizer, max_length, has_pair) if tokenizer.is_fast else _slow_encoder(tokenizer, max_length, has_pair)
+        text_columns = [c for c in dataset.column_names if c != "labels"]
     # Deterministic, so a disk-backed dataset's cache is reused only for the very same tokenizer
     # (its vocabulary, not just its name) and settings; also spares datasets hashing the closure.
     fingerprint = datasets.fingerprint.Hasher.hash(
         [dataset._fingerprint, type(tokenizer).__name__, sorted(tokenizer.get_vocab().items()),
-         tokenizer.truncation_side, max_length, has_pair]
+         tokenizer.truncation_side, max_length, has_pair, stride]
     )
     with _quiet_transformers(), _progress_bar_only_on_a_terminal():
         tokenized = dataset.map(
             encode,
             batched=True,
+            with_indices=stride is not None,
             batch_size=256,
             remove_columns=text_columns,
             new_fingerprint=fingerprint,
@@ -111,6 +123,39 @@ def _fast_encoder(tokenizer: "PreTrainedTokenizerBase", max_length: int, has_pai
             # the Rust tokenizer keeps what truncation cut off: non-empty means truncated
             "_truncated": [bool(encoding.overflowing) for encoding in encoded.encodings],
         }
+
+    return encode
+
+
+def count_windowed(tokenized: datasets.Dataset) -> int:
+    """Texts of a windowed dataset (`tokenize_dataset(..., stride=N)`) read in more than one window."""
+    if "window" not in tokenized.column_names or not len(tokenized):
+        return 0
+    return len(set(tokenized.filter(lambda window: window > 0, input_columns="window")["document"]))
+
+
+def _window_encoder(tokenizer: "PreTrainedTokenizerBase", max_length: int, has_pair: bool, stride: int):
+    from jbert.tokenization.windows import encode_windows
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        output: dict[str, list] = {"input_ids": [], "attention_mask": [], "token_type_ids": [], "document": [],
+                                   "window": [], "_truncated": []}
+        labels = batch.get("labels")
+        if labels is not None:
+            output["labels"] = []
+        windowed = encode_windows(tokenizer, batch["text"], batch["text_pair"] if has_pair else None, max_length,
+                                  stride)
+        for row, (document, item) in enumerate(zip(indices, windowed)):
+            for number, window in enumerate(item.windows):
+                output["input_ids"].append(window.input_ids)
+                output["attention_mask"].append([1] * len(window.input_ids))
+                output["token_type_ids"].append(window.token_type_ids)
+                output["document"].append(document)
+                output["window"].append(number)
+                output["_truncated"].append(item.truncated and number == 0)
+                if labels is not None:
+                    output["labels"].append(labels[row])
+        return output
 
     return encode
 

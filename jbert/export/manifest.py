@@ -91,6 +91,7 @@ def build_manifest(work_dir: Path, info: ModelDirInfo, options: ExportOptions, p
         validation=validation,
         decision=decision_record(info.settings),
         temperature=info.settings.temperature,
+        long_text=info.settings.long_text.to_dict() if info.settings.long_text else None,
     )
 
 

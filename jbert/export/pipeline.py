@@ -11,7 +11,8 @@ directory that is renamed to EXPORT_DIR only when every check passed:
 3. `int8_search` (with `quantize`, `calibration`, `agreement`): optional int8 from the fp32 graph,
    the fastest of dynamic / calibrated static candidates that agrees with fp32 on held-out texts
    -> model_quantized.onnx, every candidate's figures in the manifest.
-4. `validate`: parity with PyTorch on the texts of `texts`, at batch size 1 and a padded batch.
+4. `validate`: parity with PyTorch on the texts of `texts`, at batch size 1 and a padded batch;
+   `document_parity`: for models trained with --long_text windows, the pooled answer per long document.
 5. `manifest`: manifest.json with the source, versions, every figure, the default file and the
    sha256 of every file of the export (the runtime refuses files changed since).
 """
@@ -25,7 +26,7 @@ from typing import Optional
 from jbert.core.artifacts import Manifest, atomic_directory, check_output_dir
 from jbert.core.errors import UserError
 from jbert.export import manifest as manifest_step
-from jbert.export import int8_search, onnx_export, validate
+from jbert.export import document_parity, int8_search, onnx_export, validate
 from jbert.export import optimize as optimize_step  # `optimize` reads as ExportOptions.optimize here
 from jbert.export.model_dir import check_export_path, inspect_model_dir, load_model_tokenizer, resolve_max_length
 from jbert.export.options import MODEL_FILES, ExportOptions
@@ -86,6 +87,10 @@ def export_model(
         steps.step(f"checking parity with PyTorch on {len(examples)} texts ({validation_source})")
         parity, validation = validate.check_parity(work_dir, model_dir, tokenizer, examples, info, options, steps)
         validation["source"] = validation_source
+        if info.settings.long_text is not None and info.settings.long_text.windows:
+            steps.step("checking long documents read in windows, per document")
+            validation["documents"] = document_parity.check_document_parity(work_dir, model_dir, tokenizer, examples,
+                                                                            info, options, steps)
         manifest = manifest_step.build_manifest(work_dir, info, options, parity, validation, source, quantization)
         manifest.quantization = search
         manifest.record_files(work_dir)

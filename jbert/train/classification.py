@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,13 @@ import torch
 from accelerate import Accelerator
 
 from jbert.core.artifacts import EXAMPLES_FILE, JbertSettings
+from jbert.core.windows import LongTextRule, check_stride, pool_window_logits
 from jbert.core.errors import UserError
 from jbert.core.normalize import NormalizationConfig
-from jbert.core.postprocessing import abstentions, label_thresholds_array, predictions_from_logits, scale_logits, sigmoid, softmax
+from jbert.core.postprocessing import predictions_from_logits, scale_logits
 from jbert.data import PreparedData, prepare_data, tokenize_dataset
-from jbert.data.labels import MULTI_LABEL, SINGLE_LABEL
+from jbert.data.labels import SINGLE_LABEL
+from jbert.data.tokenize import count_windowed
 from jbert.tokenization.tokenizer_dir import known_length_limit
 from jbert.train.baseline import baseline_card_lines, baseline_for_data, compare_with_baseline
 from jbert.train.calibration import calibrate_model_dir, calibration_card_lines, one_class_problem
@@ -35,12 +36,11 @@ from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
 from jbert.train.modeling import build_scratch_model, load_pretrained_model, load_run_tokenizer
 from jbert.train.optimization import Schedule
+from jbert.train.saved_predictions import predict_saved_model, predict_test_file, write_examples
 from jbert.train.task_protocol import RunFacts, TaskData
 from jbert.train import thresholds as decision_rules
 
 logger = logging.getLogger("jbert")
-
-EXAMPLES_KEPT = 32  # validation rows in examples.jsonl
 
 
 @dataclass
@@ -51,6 +51,7 @@ class LabelledData:
     truncated: dict  # {"train": n, "validation": n} texts cut to max_length
     extra_metrics: ExtraMetrics
     calibration_skipped: str | None = None  # why the default --calibrate temperature cannot run on this data
+    windowed: dict | None = None  # --long_text windows: {"train": n, "validation": n} texts read in several windows
 
 
 class ClassificationTask:
@@ -76,9 +77,18 @@ class ClassificationTask:
             raise UserError(f"--max_length {max_length} exceeds the model's maximum of {model_limit} tokens")
 
         has_pair = config.text_pair_column is not None
+        long_text = _long_text_rule(config, tokenizer, has_pair)
+        stride = long_text.stride if long_text else None
         with accelerator.main_process_first():
-            train_set, truncated_train = tokenize_dataset(prepared.train, tokenizer, max_length, has_pair)
-            eval_set, truncated_eval = tokenize_dataset(prepared.validation, tokenizer, max_length, has_pair)
+            train_set, truncated_train = tokenize_dataset(prepared.train, tokenizer, max_length, has_pair, stride)
+            eval_set, truncated_eval = tokenize_dataset(prepared.validation, tokenizer, max_length, has_pair, stride)
+        windowed = None
+        if long_text:
+            windowed = {"train": count_windowed(train_set), "validation": count_windowed(eval_set)}
+            logger.info("read in windows of %d tokens (stride %d, %s pooling): %d training and %d validation texts",
+                        max_length, stride, long_text.pooling, windowed["train"], windowed["validation"])
+            if config.max_train_windows:
+                train_set = train_set.filter(lambda window: window < config.max_train_windows, input_columns="window")
         if truncated_train or truncated_eval:
             logger.warning("truncated to %d tokens: %d training and %d validation texts", max_length,
                            truncated_train, truncated_eval)
@@ -86,10 +96,11 @@ class ClassificationTask:
             normalization=NormalizationConfig(config.nfkc, config.remove_control, config.normalize_whitespace),
             max_length=config.max_length, problem_type=problem_type, text_column=config.text_column,
             text_pair_column=config.text_pair_column, multi_label_threshold=config.multi_label_threshold,
+            long_text=long_text,
         )
         decision_rules.check_decision_options(config, problem_type, settings)
         source = LabelledData(prepared, {"train": truncated_train, "validation": truncated_eval}, extra_metrics,
-                              calibration_skipped=calibration_skipped)
+                              calibration_skipped=calibration_skipped, windowed=windowed)
         return TaskData(tokenizer, train_set, eval_set, settings, best_metric, greater_is_better, source)
 
     def build_model(self, config: TrainConfig, accelerator: Accelerator, data: TaskData) -> torch.nn.Module:
@@ -117,8 +128,10 @@ class ClassificationTask:
     def evaluate(self, model: torch.nn.Module, dataloader, accelerator: Accelerator, data: TaskData) -> dict:
         """Loss and metrics over the whole validation set, gathered from every process."""
         prepared = data.source.prepared
+        long_text = data.settings.long_text
         return evaluate(model, dataloader, accelerator, prepared.problem_type, prepared.label_names,
-                        data.settings.multi_label_threshold, data.source.extra_metrics)
+                        data.settings.multi_label_threshold, data.source.extra_metrics,
+                        pooling=long_text.pooling if long_text else None)
 
     def write_files(self, directory: Path, config: TrainConfig, data: TaskData, state: TrainerState,
                     facts: RunFacts) -> dict:
@@ -131,7 +144,8 @@ class ClassificationTask:
 
         def logits_of(name: str, split) -> np.ndarray:
             if name not in saved_logits:
-                saved_logits[name] = predict_saved_model(directory, config, split, data.tokenizer, facts.device)
+                saved_logits[name] = predict_saved_model(directory, config, split, data.tokenizer, facts.device,
+                                                         data.settings.long_text)
             return saved_logits[name]
 
         calibration = _calibrate(directory, config, data, logits_of)
@@ -153,6 +167,9 @@ class ClassificationTask:
                          "test": len(prepared.test) if prepared.test is not None else 0},
             "truncated_to_max_length": data.source.truncated, "stats": prepared.stats,
         }
+        if data.source.windowed is not None:
+            data_summary["windowed"] = data.source.windowed
+            data_summary["long_text"] = data.settings.long_text.to_dict()
         baseline = None
         if config.baseline != "none":
             baseline = baseline_for_data(prepared, problem_type, label_names, config.multi_label_threshold, config.seed)
@@ -236,6 +253,15 @@ def _calibrate(directory: Path, config: TrainConfig, data: TaskData, logits_of) 
     return report
 
 
+def _long_text_rule(config: TrainConfig, tokenizer, has_pair: bool) -> LongTextRule | None:
+    """The windows rule of --long_text windows (None for truncate), its stride checked against the tokenizer's own special tokens."""
+    if config.long_text != "windows":
+        return None
+    stride = config.window_stride
+    check_stride(stride, config.max_length, tokenizer.num_special_tokens_to_add(pair=has_pair))
+    return LongTextRule("windows", stride, config.window_pooling)
+
+
 def _training_texts(config: TrainConfig, prepared: PreparedData) -> list[str]:
     texts = list(prepared.train["text"])
     if config.text_pair_column is not None:
@@ -253,30 +279,46 @@ def loss_from_logits(logits: torch.Tensor, labels: torch.Tensor, problem_type: s
 
 
 def evaluate(model, dataloader, accelerator, problem_type: str, label_names: list[str],
-             threshold: float, extra_metrics: ExtraMetrics | None = None) -> dict:
+             threshold: float, extra_metrics: ExtraMetrics | None = None, pooling: str | None = None) -> dict:
     """Loss and metrics over a whole (sharded) dataset, gathered without duplicates.
 
     `gather_for_metrics` drops the samples Accelerate repeats to even out the last batch, so N
-    processes report the same metrics as one.
+    processes report the same metrics as one. With `pooling` and batches that carry "document"
+    (--long_text windows), the figures are per text: its windows' logits pooled, as serving does.
     """
     model.eval()
-    all_logits, all_labels = [], []
+    all_logits, all_labels, all_documents = [], [], []
     for batch in dataloader:
         with torch.no_grad():
             inputs = {k: batch[k] for k in MODEL_INPUTS}
             logits = model(**inputs).logits
-        logits, labels = accelerator.gather_for_metrics((logits.float(), batch["labels"]))
-        all_logits.append(logits.cpu())
-        all_labels.append(labels.cpu())
+        gathered = (logits.float(), batch["labels"]) + ((batch["document"],) if "document" in batch else ())
+        gathered = accelerator.gather_for_metrics(gathered)
+        all_logits.append(gathered[0].cpu())
+        all_labels.append(gathered[1].cpu())
+        if len(gathered) > 2:
+            all_documents.append(gathered[2].cpu())
     model.train()
     logits = torch.cat(all_logits)
     labels = torch.cat(all_labels)
+    if all_documents and pooling:  # --long_text windows: one answer per text, its windows' logits pooled
+        logits, labels = _pooled_per_document(logits, labels, torch.cat(all_documents), pooling)
     results = {"loss": loss_from_logits(logits, labels, problem_type)}
     results.update(compute_metrics(logits.numpy(), labels.numpy(), problem_type, label_names, threshold))
     if extra_metrics and extra_metrics.metrics:
         predictions = predictions_from_logits(logits.numpy(), problem_type, threshold)
         results.update(extra_metrics.compute(predictions, labels.numpy()))
     return results
+
+
+def _pooled_per_document(logits: torch.Tensor, labels: torch.Tensor, documents: torch.Tensor,
+                         pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window logits and labels -> one row per text (texts numbered 0..n-1; windows in reading order)."""
+    documents = documents.numpy()
+    n_documents = int(documents.max()) + 1 if len(documents) else 0
+    pooled = pool_window_logits(logits.numpy(), documents, n_documents, pooling)
+    firsts = np.unique(documents, return_index=True)[1]
+    return torch.from_numpy(pooled), labels[torch.from_numpy(firsts)]
 
 
 def _log_baseline_summary(best_metric: str, comparison: dict | None, baseline: dict | None,
@@ -292,109 +334,3 @@ def _log_baseline_summary(best_metric: str, comparison: dict | None, baseline: d
                 comparison["baseline"], test_text)
     if comparison["warning"]:
         logger.warning("%s", comparison["warning"])
-
-
-# ------------------------------------------------------------------ the model directory's data files
-
-
-def predict(model, tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, batch_size: int,
-            device) -> np.ndarray:
-    """Logits for texts in order, batched by length (used on the saved model for the test file)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + (len(pairs[i]) if pairs else 0))
-    logits = [None] * len(texts)
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        ids = order[start : start + batch_size]
-        encoded = tokenizer([texts[i] for i in ids], [pairs[i] for i in ids] if pairs else None, truncation=True,
-                            max_length=max_length, padding=True, return_tensors="pt")
-        with torch.no_grad():
-            batch_logits = model(**{k: v.to(device) for k, v in encoded.items() if k in MODEL_INPUTS}).logits
-        for row, i in enumerate(ids):
-            logits[i] = batch_logits[row].float().cpu().numpy()
-    return np.stack(logits)
-
-
-def _label_value(raw, problem_type: str, label_names: list[str]):
-    """A dataset label (id, multi-hot row or float) as the user wrote it: name, list of names, number."""
-    if problem_type == SINGLE_LABEL:
-        return label_names[int(raw)]
-    if problem_type == MULTI_LABEL:
-        return [name for name, on in zip(label_names, raw) if on > 0.5]
-    return float(raw)
-
-
-def write_examples(path: Path, data: PreparedData, has_pair: bool) -> None:
-    """A few validation rows as the user wrote them: a smoke test for an exported model."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for row in data.validation.select(range(min(EXAMPLES_KEPT, len(data.validation)))):
-            example = {"text": row["text"], "label": _label_value(row["labels"], data.problem_type, data.label_names)}
-            if has_pair:
-                example["text_pair"] = row["text_pair"]
-            handle.write(json.dumps(example, ensure_ascii=False) + "\n")
-
-
-def predict_test_file(model_dir: Path, config: TrainConfig, data: PreparedData, tokenizer, device,
-                      settings: JbertSettings | None = None) -> dict | None:
-    """predictions_test.jsonl from the saved model (as a user would load it); metrics when labelled.
-
-    `settings`: the model's jbert.json; its temperature, per-label thresholds and abstention score and
-    decide as serving will.
-    """
-    from transformers import AutoModelForSequenceClassification
-
-    problem_type, label_names = data.problem_type, data.label_names
-    has_pair = config.text_pair_column is not None
-    labelled = "labels" in data.test.column_names
-    # The user's flag again: a model trained with --trust_remote_code needs its own code to reload.
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, trust_remote_code=config.trust_remote_code).to(device)
-    texts = list(data.test["text"])
-    pairs = list(data.test["text_pair"]) if has_pair else None
-    logits = predict(model, tokenizer, texts, pairs, config.max_length, config.per_device_eval_batch_size, device)
-    threshold = label_thresholds_array(label_names, settings.label_thresholds if settings else None,
-                                       config.multi_label_threshold)
-    min_confidence = settings.min_confidence if settings and problem_type == SINGLE_LABEL else None
-    # Single-label scores as served: softmax(logits / T) with the fitted temperature (None: plain softmax).
-    temperature = settings.temperature if settings and problem_type == SINGLE_LABEL else None
-    abstained = abstentions(softmax(scale_logits(logits, temperature)), min_confidence) if problem_type == SINGLE_LABEL else None
-    predictions = predictions_from_logits(logits, problem_type, threshold)
-    with open(model_dir / "predictions_test.jsonl", "w", encoding="utf-8") as handle:
-        for i, text in enumerate(texts):
-            row = {"text": text}
-            if has_pair:
-                row["text_pair"] = pairs[i]
-            if labelled:
-                row["label"] = _label_value(data.test[i]["labels"], problem_type, label_names)
-            if problem_type == SINGLE_LABEL:
-                row_logits = scale_logits(logits[i], temperature)
-                probabilities = np.exp(row_logits - row_logits.max())
-                probabilities /= probabilities.sum()
-                row["prediction"] = label_names[int(predictions[i])]
-                row["score"] = float(probabilities.max())
-                if min_confidence is not None:
-                    row["abstained"] = bool(abstained[i])
-            elif problem_type == MULTI_LABEL:
-                row["prediction"] = [n for n, on in zip(label_names, predictions[i]) if on]
-                row["scores"] = dict(zip(label_names, sigmoid(logits[i]).round(6).tolist()))
-            else:
-                row["prediction"] = float(predictions[i])
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    if not labelled:
-        return None
-    test_labels = np.asarray(data.test["labels"])
-    figures = compute_metrics(logits, test_labels, problem_type, label_names, threshold)
-    if min_confidence is not None:
-        figures["abstention"] = decision_rules.selective_figures(softmax(scale_logits(logits, temperature)), test_labels,
-                                                                min_confidence)
-    return figures
-
-
-def predict_saved_model(model_dir: Path, config: TrainConfig, split, tokenizer, device) -> np.ndarray:
-    """Logits of the model saved in `model_dir` for a prepared split (validation), as the test file's are made."""
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir, trust_remote_code=config.trust_remote_code).to(device)
-    pairs = list(split["text_pair"]) if config.text_pair_column is not None else None
-    return predict(model, tokenizer, list(split["text"]), pairs, config.max_length,
-                   config.per_device_eval_batch_size, device)

@@ -18,6 +18,7 @@ import yaml
 from jbert.core.cli import hf_argument_parser, options_from_args, option
 from jbert.core.errors import UserError, format_problems
 from jbert.core.safe_input import file_kind, read_text_bounded
+from jbert.core.windows import LONG_TEXT_MODES, WINDOW_POOLINGS, check_stride, default_stride
 from jbert.train.recipe_values import typed_recipe_values
 
 
@@ -71,7 +72,11 @@ class TrainConfig:
     nfkc: bool = option(True, "Unicode NFKC normalisation of texts (training and serving alike).")
     remove_control: bool = option(True, "Remove control and invisible format characters from texts.")
     normalize_whitespace: bool = option(True, "Turn newlines, tabs, ideographic spaces and runs of spaces into one space.")
-    max_length: int = option(128, "Maximum tokens per example; longer texts are truncated (and counted).")
+    max_length: int = option(128, "Maximum tokens per example; longer texts are truncated (and counted), or read as windows with --long_text windows.")
+    long_text: str = option("truncate", "Texts longer than --max_length tokens: truncate (decide on the beginning, as transformers does) or windows (read the whole text in overlapping windows of --max_length, train on every window with the text's label, and pool the window logits into one answer per text in evaluation, the test file, the export check and serving; pairs: the second text is windowed).", choices=LONG_TEXT_MODES)
+    stride: Optional[int] = option(None, "--long_text windows: tokens shared by consecutive windows (default a quarter of --max_length; at most half of a window's text tokens).")
+    window_pooling: str = option("mean", "--long_text windows: how a text's window logits become its logits: mean (default: every part counts, one odd window cannot decide alone), max (the most confident window decides each class: one deciding sentence anywhere) or first (the first window only, as truncation).", choices=WINDOW_POOLINGS)
+    max_train_windows: int = option(0, "--long_text windows: train on at most the first N windows of each text (0: every window). Evaluation and serving always read every window.")
     # --- optimisation
     output_dir: str = option("outputs/model", "Where the fine-tuned model directory is written.")
     overwrite_output_dir: bool = option(False, "Replace a non-empty --output_dir.")
@@ -167,6 +172,7 @@ class TrainConfig:
         if not 0 < self.multi_label_threshold < 1:
             problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
         problems += self._decision_rule_problems()
+        problems += self._long_text_problems()
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
             problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
         if self.task == "mlm" and not 0 < self.mlm_probability < 1:
@@ -208,6 +214,32 @@ class TrainConfig:
         if (self.min_confidence is not None or self.target_precision is not None) and self.task in ("multi_label", "regression", "mlm"):
             problems.append(f"--min_confidence / --target_precision apply to single-label classification, not --task {self.task}")
         return problems
+
+    def _long_text_problems(self) -> list[str]:
+        """Window options: only with --long_text windows, a stride below half a window, not for --task mlm."""
+        problems = []
+        if self.long_text != "windows":
+            for name, default in (("stride", None), ("max_train_windows", 0)):
+                if getattr(self, name) != default:
+                    problems.append(f"--{name} applies to --long_text windows only; add --long_text windows or drop it")
+            return problems
+        if self.task == "mlm":
+            problems.append("--long_text windows applies to classification and regression, not --task mlm "
+                            "(--mlm_pack already uses every token of a long text)")
+        if self.max_train_windows < 0:
+            problems.append(f"--max_train_windows must be 0 (every window) or more (got {self.max_train_windows})")
+        # A pair's special tokens (3 for BERT) leave the least room; the tokenizer's own count is checked again
+        # when the data is tokenized.
+        try:
+            check_stride(self.window_stride, self.max_length, 3 if self.text_pair_column else 2)
+        except UserError as err:
+            problems.append(str(err))
+        return problems
+
+    @property
+    def window_stride(self) -> int:
+        """--stride, or its default for --max_length."""
+        return default_stride(self.max_length) if self.stride is None else self.stride
 
 
 def _looks_like_path(name: str) -> bool:

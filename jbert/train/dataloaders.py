@@ -84,6 +84,8 @@ class Collator:
             batch[name] = torch.from_numpy(array)
         if "labels" in examples[0]:
             batch["labels"] = torch.tensor([e["labels"] for e in examples], dtype=self.label_dtype)
+        if "document" in examples[0]:  # --long_text windows: which text each window belongs to
+            batch["document"] = torch.tensor([e["document"] for e in examples], dtype=torch.long)
         return batch
 
 
@@ -99,7 +101,8 @@ def training_dataloaders(train_set, eval_set, *, per_device_train_batch_size: in
     collator = Collator(pad_token_id, pad_to_multiple_of, label_dtype)
     columns = list(MODEL_INPUTS) + ["labels"]
     train_set = train_set.with_format(columns=columns)
-    eval_set = eval_set.with_format(columns=columns)
+    # Windows of long texts keep their text's number, so evaluation can pool them into one answer per text.
+    eval_set = eval_set.with_format(columns=columns + (["document"] if "document" in eval_set.column_names else []))
     sampler = LengthGroupedSampler([len(ids) for ids in train_set["input_ids"]], examples_per_step, seed,
                                    group_by_length)
     # Own generator: iterating a DataLoader must not draw from the global RNG that dropout uses,

@@ -66,9 +66,14 @@ def check_max_text_chars(max_text_chars: int | None) -> int:
 class TextEncoder:
     """Normalisation + tokenizer of one export, turning texts (or pairs) into padded model inputs."""
 
-    def __init__(self, tokenizer, normalization, max_length: int, is_pair: bool):
-        """`normalization`: the export's `JbertSettings.normalization`, applied exactly as in training."""
+    def __init__(self, tokenizer, normalization, max_length: int, is_pair: bool, long_text=None):
+        """`normalization`: the export's `JbertSettings.normalization`, applied exactly as in training.
+
+        `long_text`: the export's `jbert.core.windows.LongTextRule`; with windows, `encode` gives each
+        text's windows (`WindowedText`) instead of cutting it.
+        """
         self.tokenizer = tokenizer
+        self.long_text = long_text if long_text is not None and long_text.windows else None
         self.normalization = normalization
         self.max_length = max_length
         self.is_pair = is_pair
@@ -131,6 +136,8 @@ class TextEncoder:
         anything is tokenized; None means MAX_TEXT_CHARS_LIMIT, and more than that is a UserError.
         `truncation_side`: "left" keeps the end of a long text, "right" its beginning; None (the
         default) cuts where the tokenizer was saved to, as in training. Anything else: InputError.
+        An export trained with --long_text windows gets `WindowedText` items (every window of the
+        text; `run_logits` pools them) and nothing is cut, whatever the side.
         """
         limit = check_max_text_chars(max_text_chars)
         if truncation_side is not None and truncation_side not in TRUNCATION_SIDES:
@@ -155,7 +162,12 @@ class TextEncoder:
             normalized.append(cleaned)
         if not normalized:
             return []
-        if truncation_side is None:  # the tokenizer's own side: works with any tokenizer object
+        if self.long_text is not None:  # read whole in windows: nothing is cut, so no side applies
+            from jbert.tokenization.windows import encode_windows
+
+            encodings = encode_windows(self.tokenizer, normalized, normalized_pairs, self.max_length,
+                                       self.long_text.stride)
+        elif truncation_side is None:  # the tokenizer's own side: works with any tokenizer object
             encodings = self.tokenizer.encode_batch(normalized, normalized_pairs, max_length=self.max_length)
         else:
             encodings = self.tokenizer.encode_batch(normalized, normalized_pairs, max_length=self.max_length,

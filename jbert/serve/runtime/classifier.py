@@ -27,6 +27,7 @@ from jbert.core.artifacts import JbertSettings, Manifest
 from jbert.core.errors import UserError
 from jbert.core.export_dir import ExportDir
 from jbert.core.postprocessing import abstentions, label_thresholds_array, scale_logits, sigmoid, softmax
+from jbert.core.windows import pool_window_logits
 from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
 from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
 from jbert.serve.runtime.session import check_session_matches_export, open_session, session_io_names
@@ -75,7 +76,9 @@ class OnnxClassifier:
                                if self.problem_type == "single_label_classification" else None)
         # The export's fitted softmax temperature (single-label only; None: raw softmax as before).
         self.temperature = manifest.temperature if self.problem_type == "single_label_classification" else None
-        self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair)
+        # How texts over max_length are read (jbert.json long_text): windows pooled per text, or cut.
+        self.long_text = settings.long_text if settings.long_text is not None and settings.long_text.windows else None
+        self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair, self.long_text)
         self.pad_token_id = self.encoder.pad_token_id
         self._input_names, self._output_name = session_io_names(session, model_path)
         check_session_matches_export(session, Path(model_path), self._output_name, labels, self.export_dir.input_names)
@@ -117,6 +120,7 @@ class OnnxClassifier:
             "model": self.model_key,
             "model_file": self.model_path.name,
             "temperature": self.temperature,
+            "long_text": self.long_text.to_dict() if self.long_text else {"mode": "truncate"},
             "fast_tokenizer": bool(getattr(self.tokenizer, "is_fast", False)),
             "intra_op_threads": self.session.get_session_options().intra_op_num_threads,
             **self.decision_rule(),
@@ -157,7 +161,19 @@ class OnnxClassifier:
 
     # ------------------------------------------------------------------ stage 2: ids -> scores
     def run_logits(self, encodings: Sequence[EncodedText], batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
-        """Raw logits (n, num_outputs) in input order; batches are built from length-sorted inputs."""
+        """Raw logits (n, num_outputs) in input order; batches are built from length-sorted inputs.
+
+        Windowed texts (`WindowedText`, exports trained with --long_text windows) run every window
+        and get their windows' logits pooled as in training (`jbert.core.windows.pool_window_logits`).
+        """
+        if any(hasattr(e, "windows") for e in encodings):
+            windows, documents = [], []
+            for document, item in enumerate(encodings):
+                parts = item.windows if hasattr(item, "windows") else (item,)
+                windows += parts
+                documents += [document] * len(parts)
+            window_logits = self.run_logits(windows, batch_size)
+            return pool_window_logits(window_logits, np.asarray(documents), len(encodings), self.long_text.pooling)
         count = len(encodings)
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
