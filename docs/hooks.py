@@ -96,6 +96,26 @@ def _train_throughput(result: dict, view: str | None) -> str:
     return f"{result['model']}; {result['data']}.\n\n" + _table(header, rows)
 
 
+def _long_text(result: dict, view: str | None) -> str:
+    names = {"truncate": "truncate (first window only)", "windows_mean": "windows, mean pooling",
+             "windows_max": "windows, max pooling", "windows_first": "windows model, first window"}
+    rows = []
+    for length, figures in result["lengths"].items():
+        serving = figures["serving"]
+        for key, label in names.items():
+            arm = figures["arms"][key]
+            served = serving["truncate" if key == "truncate" else "windows"] if key in ("truncate", "windows_mean") else {}
+            rows.append([length, label, _num(arm["test_accuracy"], 3), _num(arm["test_macro_f1"], 3),
+                         _num(served.get("texts_per_s")), _num(served.get("tokens_per_s")),
+                         _pct(served.get("onnx_pytorch_label_agreement")) if served else "-"])
+    data = result["data"]
+    intro = (f"{data['documents']['test']} test documents of about {data['characters_per_document']} characters "
+             f"({data['label']}), {result['size']} model from scratch, {result['epochs']} epochs.")
+    header = ["max_length", "reading", "test accuracy", "test macro-F1", "texts/s (ONNX)", "tokens/s (ONNX)",
+              "ONNX = PyTorch per document"]
+    return intro + "\n\n" + _table(header, rows)
+
+
 def _tokenizer(result: dict, view: str | None) -> str:
     ref = result["reference_texts_per_s"]
     rows = [
@@ -265,6 +285,7 @@ RENDERERS = {
     "inference": _inference,
     "http_load": _http_load,
     "quickstart": _quickstart,
+    "long_text": _long_text,
 }
 
 

@@ -52,6 +52,23 @@ def test_labels_with_few_positives_keep_the_global_threshold():
     assert tuned["micro_f1_after"] > tuned["micro_f1_before"]
 
 
+def test_multi_label_target_precision_gives_each_label_the_lowest_threshold_reaching_it():
+    rng = np.random.default_rng(1)
+    truth = rng.random((300, 2)) < 0.4
+    # label a: positives score higher with overlap; label b: no threshold makes positives 99% precise
+    scores = np.where(truth, 0.4 + 0.6 * rng.random((300, 2)), 0.6 * rng.random((300, 2)))
+    scores[:, 1] = rng.random(300)
+    tuned = thresholds.tune_label_thresholds(scores[:, :1], truth[:, :1].astype(float), ["a"], 0.5, target_precision=0.9)
+    threshold = tuned["thresholds"]["a"]
+    predicted = scores[:, 0] > threshold
+    assert truth[predicted, 0].mean() >= 0.9 and tuned["tuned_for"] == "precision 0.9"
+    # Every lower cut (each distinct score below the one the threshold sits just above) stays below 0.9.
+    lower = [t for t in np.unique(scores[:, 0]) if t < threshold][:-1]
+    assert lower and all(truth[scores[:, 0] > t, 0].mean() < 0.9 for t in lower)
+    with pytest.raises(UserError, match=r"--target_precision 0.99 is not reached .* label\(s\) \['b'\]"):
+        thresholds.tune_label_thresholds(scores, truth.astype(float), ["a", "b"], 0.5, target_precision=0.99)
+
+
 def test_precision_coverage_curve_and_the_smallest_threshold_for_a_precision():
     top = np.array([0.95, 0.9, 0.9, 0.8, 0.7, 0.6])
     correct = np.array([1, 1, 0, 1, 0, 0], dtype=bool)
@@ -90,7 +107,8 @@ def test_no_rule_gives_the_global_threshold_itself_and_never_abstains():
     (["--min_confidence", "1.5"], r"--min_confidence must be in \(0, 1\]"),
     (["--target_precision", "-0.1"], r"--target_precision must be in \(0, 1\]"),
     (["--min_confidence", "0.5", "--target_precision", "0.9"], "exclude each other"),
-    (["--target_precision", "0.9", "--task", "regression"], "apply to single-label classification"),
+    (["--target_precision", "0.9", "--task", "regression"], "applies to single-label and multi-label classification"),
+    (["--min_confidence", "0.9", "--task", "multi_label"], "applies to single-label classification"),
     (["--multi_label_thresholds", "best"], "invalid choice"),
 ])
 def test_bad_decision_options_are_refused_up_front(topic_files, flags, message, capsys):

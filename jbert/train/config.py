@@ -65,7 +65,7 @@ class TrainConfig:
     multi_label_threshold: float = option(0.5, "Sigmoid probability above which a multi-label class is predicted.")
     multi_label_thresholds: str = option("tuned", "Multi-label: tuned gives each label the threshold that maximises its F1 on the validation set (labels with fewer than 5 positive validation examples, or no gain, keep --multi_label_threshold); global uses --multi_label_threshold for every label.", choices=("tuned", "global"))
     min_confidence: Optional[float] = option(None, "Single-label abstention: inputs whose top score is below this (0 < P <= 1) are answered 'abstained' by serving (HTTP /v1/predict, batch scoring).")
-    target_precision: Optional[float] = option(None, "Single-label abstention chosen on validation: the lowest confidence whose accepted predictions reach this precision (0 < P <= 1) becomes --min_confidence; the coverage is reported. Unreachable: an error, nothing written.")
+    target_precision: Optional[float] = option(None, "Single-label abstention chosen on validation: the lowest confidence whose accepted predictions reach this precision (0 < P <= 1) becomes --min_confidence; the coverage is reported. Multi-label: each label's threshold becomes the lowest whose validation positives reach this precision (instead of the F1-best). Unreachable: an error, nothing written.")
     encoding: str = option("auto", "Text encoding of CSV/TSV/JSONL files: auto (UTF-8, UTF-8 with BOM or cp932), utf-8, utf-8-sig, cp932, shift_jis ...")
     validation_split: float = option(0.1, "Fraction of the training file held out (seeded, shuffled, stratified) when no --validation_file is given.")
     strict: bool = option(False, "Fail on empty texts or labels instead of skipping and counting them.")
@@ -211,8 +211,10 @@ class TrainConfig:
         if self.min_confidence is not None and self.target_precision is not None:
             problems.append("--min_confidence and --target_precision exclude each other: give the threshold, "
                             "or the precision to choose it for, not both")
-        if (self.min_confidence is not None or self.target_precision is not None) and self.task in ("multi_label", "regression", "mlm"):
-            problems.append(f"--min_confidence / --target_precision apply to single-label classification, not --task {self.task}")
+        if self.min_confidence is not None and self.task in ("multi_label", "regression", "mlm"):
+            problems.append(f"--min_confidence applies to single-label classification, not --task {self.task}")
+        if self.target_precision is not None and self.task in ("regression", "mlm"):
+            problems.append(f"--target_precision applies to single-label and multi-label classification, not --task {self.task}")
         return problems
 
     def _long_text_problems(self) -> list[str]:

@@ -1,7 +1,8 @@
 """Decision rules chosen on the validation set after training: per-label thresholds and abstention.
 
     multi-label    --multi_label_thresholds tuned (default): each label's sigmoid threshold is the one
-                   that maximises that label's F1 on validation; `global` keeps --multi_label_threshold
+                   that maximises that label's F1 on validation, or with --target_precision P the lowest
+                   one whose predicted positives reach precision P; `global` keeps --multi_label_threshold
     single-label   --min_confidence P, or --target_precision P: the lowest confidence whose accepted
                    validation predictions reach precision P; below it serving answers "abstained"
 
@@ -66,30 +67,62 @@ def best_f1_threshold(scores: np.ndarray, truth: np.ndarray, default: float) -> 
     return best_threshold, best_f1
 
 
+def lowest_threshold_for_precision(scores: np.ndarray, truth: np.ndarray, target: float) -> float | None:
+    """The lowest threshold t (a midpoint between distinct scores) whose `scores > t` reach precision `target`.
+
+    None when no threshold that predicts at least one positive reaches it.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    truth = np.asarray(truth).astype(bool)
+    distinct = np.unique(scores)
+    candidates = (distinct[:-1] + distinct[1:]) / 2
+    candidates = candidates[(candidates > 0) & (candidates < 1)]
+    for threshold in np.sort(candidates):  # lowest first: the most positives kept
+        predicted = scores > threshold
+        if predicted.any() and float(np.mean(truth[predicted])) >= target - 1e-12:
+            return float(threshold)
+    return None
+
+
 def tune_label_thresholds(probabilities: np.ndarray, labels: np.ndarray, label_names: list[str],
-                          default: float) -> dict:
+                          default: float, target_precision: float | None = None) -> dict:
     """Each label's F1-optimal validation threshold; labels with too few positives or no gain keep `default`.
+
+    With `target_precision`, each label (with enough positives) gets the lowest threshold whose
+    validation positives reach that precision instead; a label that no threshold brings there is a
+    UserError naming it (nothing is written).
 
     Returns {"thresholds": {label: threshold}, "per_label": {label: {threshold, f1_before, f1_after,
     positives, tuned}}, "macro_f1_before", "macro_f1_after", "micro_f1_before", "micro_f1_after"}.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)
     truth = np.asarray(labels) > 0.5
-    thresholds, per_label = {}, {}
+    thresholds, per_label, unreachable = {}, {}, []
     for index, name in enumerate(label_names):
         column, column_truth = probabilities[:, index], truth[:, index]
         f1_before = _f1(column > default, column_truth)
         positives = int(column_truth.sum())
         threshold, f1_after = default, f1_before
-        if positives >= MIN_POSITIVES_TO_TUNE:
+        if positives >= MIN_POSITIVES_TO_TUNE and target_precision is not None:
+            found = lowest_threshold_for_precision(column, column_truth, target_precision)
+            if found is None:
+                unreachable.append(name)
+            else:
+                threshold, f1_after = found, _f1(column > found, column_truth)
+        elif positives >= MIN_POSITIVES_TO_TUNE:
             threshold, f1_after = best_f1_threshold(column, column_truth, default)
         thresholds[name] = float(threshold)
         per_label[name] = {"threshold": float(threshold), "f1_before": f1_before, "f1_after": f1_after,
                            "positives": positives, "tuned": threshold != default}
+    if unreachable:
+        raise UserError(f"--target_precision {target_precision} is not reached on the validation set by any threshold "
+                        f"for label(s) {unreachable}; nothing was written. Choose a lower --target_precision, use "
+                        "the F1-tuned thresholds (drop --target_precision), or train a better model")
     before = multi_label_decisions(probabilities, default).astype(bool)
     after = multi_label_decisions(probabilities, np.array([thresholds[n] for n in label_names])).astype(bool)
     return {
         "thresholds": thresholds, "per_label": per_label, "default_threshold": default,
+        "tuned_for": f"precision {target_precision}" if target_precision is not None else "F1",
         "min_positives_to_tune": MIN_POSITIVES_TO_TUNE,
         "macro_f1_before": float(np.mean([v["f1_before"] for v in per_label.values()])) if per_label else 0.0,
         "macro_f1_after": float(np.mean([v["f1_after"] for v in per_label.values()])) if per_label else 0.0,
@@ -197,7 +230,7 @@ def decision_card_lines(decision: dict) -> list[str]:
     if "label_thresholds" in decision:
         tuned = decision["label_thresholds"]
         lines += ["## Per-label thresholds", "",
-                  f"Tuned on the validation set for each label's F1 (labels with fewer than "
+                  f"Tuned on the validation set for each label's {tuned.get('tuned_for', 'F1')} (labels with fewer than "
                   f"{tuned['min_positives_to_tune']} positive validation examples, or no gain, keep "
                   f"{tuned['default_threshold']}). Validation F1 after tuning is optimistic: the test figures are not.",
                   "", "| label | threshold | validation F1 before | after | positives |", "|---|---|---|---|---|"]
@@ -225,10 +258,18 @@ def decision_card_lines(decision: dict) -> list[str]:
 
 
 def check_decision_options(config: TrainConfig, problem_type: str, settings: JbertSettings) -> None:
-    """Abstention needs single-label data (known only once --task auto has looked); a given --min_confidence is stored."""
-    if (config.min_confidence is not None or config.target_precision is not None) and problem_type != SINGLE_LABEL:
-        raise UserError(f"--min_confidence / --target_precision apply to single-label classification; "
+    """Abstention needs single-label data (known only once --task auto has looked); a given --min_confidence is stored.
+
+    --target_precision also applies to multi-label data with tuned per-label thresholds.
+    """
+    if config.min_confidence is not None and problem_type != SINGLE_LABEL:
+        raise UserError(f"--min_confidence applies to single-label classification; this data is {problem_type}")
+    if config.target_precision is not None and problem_type not in (SINGLE_LABEL, MULTI_LABEL):
+        raise UserError(f"--target_precision applies to single-label and multi-label classification; "
                         f"this data is {problem_type}")
+    if config.target_precision is not None and problem_type == MULTI_LABEL and config.multi_label_thresholds != "tuned":
+        raise UserError("--target_precision on multi-label data tunes each label's threshold: it needs "
+                        "--multi_label_thresholds tuned (the default), not global")
     settings.min_confidence = config.min_confidence
 
 
@@ -250,8 +291,12 @@ def choose_decision_rule(directory: Path, config: TrainConfig, settings: JbertSe
     """
     labels = np.asarray(prepared.validation["labels"])
     if prepared.problem_type == MULTI_LABEL:
-        tuned = tune_label_thresholds(sigmoid(validation_logits), labels, prepared.label_names,
-                                      config.multi_label_threshold)
+        try:
+            tuned = tune_label_thresholds(sigmoid(validation_logits), labels, prepared.label_names,
+                                          config.multi_label_threshold, config.target_precision)
+        except UserError:
+            remove_working_files(config.checkpoint_dir)
+            raise
         settings.label_thresholds = tuned["thresholds"]
         settings.save(directory)
         changed = [name for name, row in tuned["per_label"].items() if row["tuned"]]
