@@ -9,7 +9,8 @@ a test document was seen in training.
 For each max_length (128 and 512 by default) one small from-scratch model is trained with
 --long_text truncate and one with --long_text windows (mean pooling); the windows model is then
 also scored with max and first pooling (pooling is chosen at inference time: the same weights).
-Reported per arm: test document accuracy and macro-F1, training seconds; for the windows models the
+Reported per arm: test document accuracy and macro-F1, also split by where the deciding sentence
+starts (in the first window, which truncation reads, or past it), training seconds; for the windows models the
 texts exported to ONNX and served by jbert's runtime: texts/s and tokens/s against the truncating
 export on the same documents, and the agreement of ONNX and PyTorch per document (labels, max
 |score diff|).
@@ -70,34 +71,58 @@ def documents(fillers: int, sizes: dict, seed: int) -> dict:
             parts = rng.sample(pools[split], fillers)
             position = rng.randint(0, fillers)
             parts.insert(position, row["text"])
-            docs.append({"text": "".join(parts), "label": row["label"], "position": position})
+            docs.append({"text": "".join(parts), "label": row["label"], "position": position,
+                         "start": len("".join(parts[:position]))})
         result[split] = docs
     return result
 
 
-def pooled_accuracies(model_dir: Path, test_docs: list[dict], max_length: int, stride: int) -> dict:
-    """Test accuracy of the saved windows model under each pooling (same weights, same windows)."""
-    import numpy as np
+def late_documents(model_dir: Path, test_docs: list[dict], max_length: int) -> list[bool]:
+    """For each test document: does its deciding sentence start past the first window (what truncation reads)?"""
+    from transformers import AutoTokenizer
+
+    from jbert.core.artifacts import JbertSettings
+    from jbert.core.normalize import normalize_text
+
+    settings = JbertSettings.load(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=False)
+    return [len(tokenizer.tokenize(normalize_text(d["text"][: d["start"]], settings.normalization))) >= room
+            for d in test_docs]
+
+
+def accuracy_by_place(predicted: list[str], test_docs: list[dict], late: list[bool]) -> dict:
+    """Test accuracy and macro-F1 over all documents, and accuracy where the deciding sentence is early / late."""
+    from sklearn.metrics import f1_score
+
+    truth = [d["label"] for d in test_docs]
+    correct = [p == t for p, t in zip(predicted, truth)]
+    late_hits = [c for c, is_late in zip(correct, late) if is_late]
+    early_hits = [c for c, is_late in zip(correct, late) if not is_late]
+    return {"test_accuracy": round(sum(correct) / len(correct), 4),
+            "test_macro_f1": round(float(f1_score(truth, predicted, average="macro")), 4),
+            "accuracy_sentence_in_first_window": round(sum(early_hits) / len(early_hits), 4) if early_hits else None,
+            "accuracy_sentence_past_first_window": round(sum(late_hits) / len(late_hits), 4) if late_hits else None}
+
+
+def pooled_predictions(model_dir: Path, test_docs: list[dict], max_length: int, stride: int) -> dict:
+    """{pooling: predicted label names} of the saved windows model (same weights, same windows)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from jbert.core.normalize import normalize_text
     from jbert.core.artifacts import JbertSettings
+    from jbert.core.normalize import normalize_text
     from jbert.core.windows import LongTextRule
-    from jbert.train.metrics import compute_metrics
     from jbert.train.saved_predictions import predict
 
     settings = JbertSettings.load(model_dir)
     model = AutoModelForSequenceClassification.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    labels = [model.config.label2id[d["label"]] for d in test_docs]
     texts = [normalize_text(d["text"], settings.normalization) for d in test_docs]
-    figures = {}
+    result = {}
     for pooling in ("mean", "max", "first"):
         logits = predict(model, tokenizer, texts, None, max_length, 64, "cpu", LongTextRule("windows", stride, pooling))
-        metrics = compute_metrics(logits, np.asarray(labels), "single_label_classification",
-                                  [model.config.id2label[i] for i in range(len(model.config.id2label))], 0.5)
-        figures[pooling] = {"test_accuracy": round(metrics["accuracy"], 4), "test_macro_f1": round(metrics["macro_f1"], 4)}
-    return figures
+        result[pooling] = [model.config.id2label[int(i)] for i in logits.argmax(axis=-1)]
+    return result
 
 
 def serving_figures(model_dirs: dict, test_docs: list[dict], work: Path, repeats: int) -> dict:
@@ -141,17 +166,17 @@ def bench_length(max_length: int, files: dict, test_docs: list[dict], args, work
         if mode == "windows":
             argv += ["--stride", str(stride)]
         metrics, seconds = run_train(argv)
-        test = metrics["test"]
-        arms[mode] = {"test_accuracy": round(test["accuracy"], 4), "test_macro_f1": round(test["macro_f1"], 4),
-                      "train_seconds": round(seconds, 1), "data": metrics["data"].get("windowed") or
-                      {"truncated": metrics["data"]["truncated_to_max_length"]}}
+        arms[mode] = {"test_accuracy": round(metrics["test"]["accuracy"], 4), "train_seconds": round(seconds, 1),
+                      "data": metrics["data"].get("windowed") or {"truncated": metrics["data"]["truncated_to_max_length"]}}
         model_dirs[mode] = output
-    pooled = pooled_accuracies(model_dirs["windows"], test_docs, max_length, stride)
-    for pooling, figures in pooled.items():
-        arms[f"windows_{pooling}"] = figures
+    late = late_documents(model_dirs["truncate"], test_docs, max_length)
+    saved = [json.loads(line)["prediction"] for line in open(model_dirs["truncate"] / "predictions_test.jsonl", encoding="utf-8")]
+    arms["truncate"].update(accuracy_by_place(saved, test_docs, late))
+    for pooling, predicted in pooled_predictions(model_dirs["windows"], test_docs, max_length, stride).items():
+        arms[f"windows_{pooling}"] = accuracy_by_place(predicted, test_docs, late)
     serving = serving_figures(model_dirs, test_docs, work, args.repeats)
     windows, truncate = serving["windows"], serving["truncate"]
-    return {"stride": stride, "arms": arms, "serving": serving,
+    return {"stride": stride, "test_documents_with_sentence_past_first_window": sum(late), "arms": arms, "serving": serving,
             "windows_vs_truncate": {"accuracy_gain": round(arms["windows_mean"]["test_accuracy"] - arms["truncate"]["test_accuracy"], 4),
                                     "texts_per_s_ratio": round(windows["texts_per_s"] / truncate["texts_per_s"], 3),
                                     "tokens_per_s_ratio": round(windows["tokens_per_s"] / truncate["tokens_per_s"], 3)}}

@@ -104,15 +104,21 @@ def _long_text(result: dict, view: str | None) -> str:
         serving = figures["serving"]
         for key, label in names.items():
             arm = figures["arms"][key]
-            served = serving["truncate" if key == "truncate" else "windows"] if key in ("truncate", "windows_mean") else {}
+            served = {"truncate": serving["truncate"], "windows_mean": serving["windows"]}.get(key, {})
             rows.append([length, label, _num(arm["test_accuracy"], 3), _num(arm["test_macro_f1"], 3),
+                         _num(arm.get("accuracy_sentence_in_first_window"), 3),
+                         _num(arm.get("accuracy_sentence_past_first_window"), 3),
                          _num(served.get("texts_per_s")), _num(served.get("tokens_per_s")),
                          _pct(served.get("onnx_pytorch_label_agreement")) if served else "-"])
     data = result["data"]
+    late = {length: figures.get("test_documents_with_sentence_past_first_window")
+            for length, figures in result["lengths"].items()}
     intro = (f"{data['documents']['test']} test documents of about {data['characters_per_document']} characters "
-             f"({data['label']}), {result['size']} model from scratch, {result['epochs']} epochs.")
-    header = ["max_length", "reading", "test accuracy", "test macro-F1", "texts/s (ONNX)", "tokens/s (ONNX)",
-              "ONNX = PyTorch per document"]
+             f"({data['label']}; deciding sentence past the first window in "
+             + ", ".join(f"{n} at max_length {length}" for length, n in late.items())
+             + f"), {result['size']} model from scratch, {result['epochs']} epochs.")
+    header = ["max_length", "reading", "test accuracy", "macro-F1", "accuracy, sentence in first window",
+              "accuracy, sentence past it", "texts/s (ONNX)", "tokens/s (ONNX)", "ONNX = PyTorch per document"]
     return intro + "\n\n" + _table(header, rows)
 
 
