@@ -22,7 +22,7 @@ def teacher_dir(tmp_path_factory) -> Path:
     write_training_csv(work / "train.csv", topic_rows(48, seed=1))
     write_training_csv(work / "valid.csv", topic_rows(10, seed=2))
     write_training_csv(work / "test.csv", topic_rows(8, seed=3))
-    run_training(tiny_args(work, output_dir=str(work / "teacher"), num_train_epochs=8))
+    run_training(tiny_args(work, output_dir=str(work / "teacher"), num_train_epochs=6))
     return work / "teacher"
 
 
@@ -177,3 +177,59 @@ def test_distill_options_checked_up_front(few_labels, capsys):
     assert _cli(distill_args(few_labels, few_labels / "missing", distill_alpha=1.5, student_layers="0,0")) == 2
     err = capsys.readouterr().err
     assert "--teacher" in err and "--distill_alpha must be in [0, 1]" in err and "--student_layers" in err
+
+
+def test_export_directory_teacher_gives_the_model_directorys_logits(tmp_path_factory):
+    """An export directory runs the teacher through onnxruntime (its fp32 file): the PyTorch model's logits."""
+    from conftest import cached_export
+
+    from jbert.train.distill_teacher import open_teacher
+
+    model_dir, export_dir = cached_export(tmp_path_factory)  # shared with the runtime and serving tests
+    texts = ["この商品はとても良いです。", "最悪の料理でした。", "今日は雨"]
+    from_model = open_teacher(str(model_dir)).logits(texts, None, 2, "cpu")
+    from_export = open_teacher(str(export_dir))
+    assert from_export.kind == "export" and from_export.label_names == ["negative", "neutral", "positive"]
+    np.testing.assert_allclose(from_export.logits(texts, None, 2, "cpu"), from_model, atol=1e-4)
+
+
+@pytest.mark.parametrize("problem_type", ["multi_label_classification", "regression"])
+def test_multi_label_and_regression_teachers(tmp_path, problem_type):
+    """Per-label sigmoid targets and the teacher's value: a short run writes a student of the teacher's task."""
+    from conftest import make_tiny_model_dir
+
+    teacher = make_tiny_model_dir(tmp_path / "teacher", problem_type=problem_type)
+    texts = [row["text"] for row in topic_rows(8, seed=6)]
+    if problem_type == "regression":
+        rows = [{"text": text, "label": float(i % 5)} for i, text in enumerate(texts)]
+    else:
+        rows = [{"text": text, "label": ["negative", "neutral|positive", "positive"][i % 3]} for i, text in enumerate(texts)]
+    write_training_csv(tmp_path / "few.csv", rows)
+    (tmp_path / "unlabeled.txt").write_text("\n".join(texts[:6]), encoding="utf-8")
+    metrics = run_training(distill_args(tmp_path, teacher, validation_file=None, test_file=None, max_train_steps=3,
+                                        label_delimiter="|" if problem_type != "regression" else None,
+                                        validation_split=0.25, max_length=24))
+    assert metrics["problem_type"] == problem_type
+    validation = metrics["distillation"]["splits"]["validation"]
+    assert ("teacher_mse" if problem_type == "regression" else "teacher_agreement") in validation
+    config = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert config["problem_type"] == problem_type
+
+
+def test_distillation_loss_per_task():
+    """Soft-only rows ignore their placeholder labels; alpha weighs soft against hard on labelled rows."""
+    import torch
+
+    from jbert.train.distill_student import distillation_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    targets = torch.softmax(logits, -1)  # the student already matches the teacher: soft loss 0
+    labels = torch.tensor([1, 0])
+    unlabeled = distillation_loss(logits, targets, labels, torch.tensor([False, False]), "single_label_classification", 1.0, 0.5)
+    assert float(unlabeled) == pytest.approx(0.0, abs=1e-6)
+    labelled = distillation_loss(logits, targets, labels, torch.tensor([True, True]), "single_label_classification", 1.0, 0.5)
+    hard = torch.nn.functional.cross_entropy(logits, labels)
+    assert float(labelled) == pytest.approx(0.5 * float(hard), rel=1e-5)
+    value = distillation_loss(torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [2.0]]), torch.tensor([0.0, 0.0]),
+                              torch.tensor([False, False]), "regression", 4.0, 0.5)
+    assert float(value) == pytest.approx(0.125)  # (0.5^2 + 0) / 2: the teacher's value, no temperature

@@ -187,7 +187,7 @@ class TrainConfig:
             problems.append("--hp_search tunes classification and regression runs, not --task mlm")
         if self.hp_search and self.resume_from_checkpoint:
             problems.append("--hp_search cannot resume a checkpoint: the trials start fresh; drop --resume_from_checkpoint")
-        if self.label_delimiter and self.task not in ("auto", "multi_label"):
+        if self.label_delimiter and self.task not in ("auto", "multi_label", "distill"):
             problems.append(f"--label_delimiter only makes sense for multi-label data, but --task is {self.task}")
         regression_metrics = {"mse", "pearson", "spearman", "rmse", "mae"}
         classification_metrics = {"accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy"}

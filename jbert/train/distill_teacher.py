@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from jbert.core.artifacts import MANIFEST_FILE, JbertSettings
 from jbert.core.errors import UserError
@@ -112,7 +111,8 @@ def _onnx_logits(teacher: Teacher, texts: list[str], pairs: list[str] | None, ba
     import onnxruntime
 
     export = ExportDir.open(teacher.path)
-    _, model_file = export.model_file("default")
+    # fp32 when the export has it: the teacher runs once per text, so its best figures count more than speed
+    _, model_file = export.model_file("fp32" if "fp32" in export.manifest.models else "default")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "0") or 0))
     session = onnxruntime.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
@@ -224,8 +224,3 @@ def check_teacher_fits_data(teacher: Teacher, problem_type: str, data_labels: li
     if unknown:
         raise UserError(f"--teacher {teacher.path} knows the labels {teacher.label_names}, but the data has "
                         f"{unknown} besides; distil on data with the teacher's labels (--label_column?)")
-
-
-def as_tensor(array: np.ndarray) -> torch.Tensor:
-    """float32 tensor of a numpy array (soft targets)."""
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
