@@ -17,6 +17,7 @@ test accuracy; the ensemble's student at least as accurate as the best single se
 
     python bench/distill.py                                       # about 15 minutes on 2 busy cores
     python bench/distill.py --json-out docs/data/distill.json --plot docs/img/distill_frontier.png
+    python bench/distill.py --markdown docs/data/distill.json    # the table of docs/distillation.md
 
 Needs ../shared/data/jrte_rhr.tsv (prints {"skipped": ...} and exits 0 when it is absent).
 """
@@ -161,8 +162,15 @@ def main(argv=None) -> int:
     parser.add_argument("--no-minilm", action="store_true", help="Leave the real-weight MiniLM teacher out.")
     parser.add_argument("--minilm-steps", type=int, default=300, help="MiniLM fine-tuning steps (batch 16); 100 reuses the test suite's cache.")
     parser.add_argument("--plot", default=None, help="Also draw accuracy against texts/s into this PNG.")
+    parser.add_argument("--markdown", default=None, metavar="JSON", help="Only print the docs' table of a written JSON file.")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
+    if args.markdown:  # and with --plot, the figure again from the same file
+        written = json.loads(Path(args.markdown).read_text(encoding="utf-8"))["result"]
+        print(markdown(written))
+        if args.plot:
+            plot(written, Path(args.plot))
+        return 0
     if not (SHARED / "jrte_rhr.tsv").is_file():
         print(json.dumps({"skipped": f"{SHARED / 'jrte_rhr.tsv'} is absent (real data lives in ../shared/data)"}))
         return 0
@@ -289,11 +297,17 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4.5))
+    seeds_named = False
     for name, row in result["models"].items():
         marker = "s" if name == "baseline" else "^" if name.startswith("teacher") else "o"
-        axes.scatter(row["texts_per_second"], row["accuracy"], marker=marker)
-        axes.annotate(name, (row["texts_per_second"], row["accuracy"]), fontsize=7, xytext=(3, 3),
-                      textcoords="offset points")
+        if name.endswith("_int8"):
+            marker = {"^": "v", "o": "D"}[marker]
+        label = name
+        if name.startswith("teacher_seed"):  # six points in one cluster: one legend entry for them
+            label, seeds_named = (None if seeds_named else "teacher_seed_* (fp32 ^, int8 v)"), True
+        axes.scatter(row["texts_per_second"], row["accuracy"], marker=marker, label=label,
+                     color="tab:gray" if name.startswith("teacher_seed") else None)
+    axes.legend(fontsize=7, loc="lower right")
     axes.set_xscale("log")
     axes.set_xlabel("texts/s (jbert runtime, 1 thread; baseline: scikit-learn)")
     axes.set_ylabel("test accuracy (JRTE rhr, 553 texts)")
@@ -302,6 +316,23 @@ def plot(result: dict, path: Path) -> None:
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
+
+
+def markdown(result: dict) -> str:
+    """The docs' table, each figure followed by its `<!-- figure:distill/... -->` marker (tests/test_docs.py checks them)."""
+    def cell(name: str, key: str, text: str) -> str:
+        return f"{text}<!-- figure:distill/models/{name}/{key} -->"
+
+    lines = ["| model | test accuracy | macro-F1 | texts/s | size | training s | agreement with its teacher |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in result["models"].items():
+        agreement = row.get("teacher_agreement")
+        lines.append("| " + " | ".join([
+            f"`{name}`", cell(name, "accuracy", f"{row['accuracy']:.3f}"), cell(name, "macro_f1", f"{row['macro_f1']:.3f}"),
+            cell(name, "texts_per_second", f"{row['texts_per_second']:.0f}"),
+            cell(name, "size_mb", f"{row['size_mb']:.2f}") + " MB", cell(name, "train_seconds", f"{row['train_seconds']:.0f}"),
+            cell(name, "teacher_agreement", f"{agreement:.3f}") if agreement is not None else "-"]) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -233,3 +233,24 @@ def test_distillation_loss_per_task():
     value = distillation_loss(torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [2.0]]), torch.tensor([0.0, 0.0]),
                               torch.tensor([False, False]), "regression", 4.0, 0.5)
     assert float(value) == pytest.approx(0.125)  # (0.5^2 + 0) / 2: the teacher's value, no temperature
+
+
+def test_student_from_the_teachers_own_layers(few_labels, teacher_dir):
+    """--student_layers 1: the teacher's embeddings, its second encoder layer and head, trained on; a 1-layer model dir."""
+    from safetensors.numpy import load_file
+
+    metrics = run_training(distill_args(few_labels, teacher_dir, from_scratch=None, student_layers="1",
+                                        max_train_steps=2, learning_rate=1e-6))
+    config = json.loads((few_labels / "student" / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and metrics["distillation"]["student"].startswith("layers 1 of")
+    student, teacher = load_file(str(few_labels / "student" / "model.safetensors")), load_file(str(teacher_dir / "model.safetensors"))
+    assert not any(".layer.1." in name for name in student)
+    # copied, then barely trained: layer 0 of the student is layer 1 of the teacher
+    name = "bert.encoder.layer.0.attention.self.query.weight"
+    np.testing.assert_allclose(student[name], teacher[name.replace("layer.0", "layer.1")], atol=1e-4)
+
+
+def test_student_layers_beyond_the_teachers_is_exit_2(few_labels, teacher_dir, capsys):
+    assert _cli(distill_args(few_labels, teacher_dir, from_scratch=None, student_layers="0,5")) == 2
+    assert "has layers 0-1 only" in capsys.readouterr().err
+    _nothing_written(few_labels)

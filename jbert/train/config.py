@@ -57,7 +57,7 @@ class TrainConfig:
     text_column: str = option("text", "Column with the text to classify. --task mlm: several columns separated by commas (e.g. sentence1,sentence2) all count as texts.")
     text_pair_column: Optional[str] = option(None, "Column with the second text, for sentence-pair classification.")
     label_column: str = option("label", "Column with the label(s).")
-    task: str = option("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column).", choices=TASKS)
+    task: str = option("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column); or distill: a student learns --teacher's soft targets (docs/distillation.md).", choices=TASKS)
     mlm_probability: float = option(0.15, "--task mlm: fraction of tokens to predict, chosen as whole MeCab words (80 percent become [MASK], 10 percent a random token, 10 percent stay).")
     mlm_pack: bool = option(True, "--task mlm: pack texts into full --max_length sequences; --mlm_pack false keeps one text per sequence (truncated).")
     label_delimiter: Optional[str] = option(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")

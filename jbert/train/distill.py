@@ -40,7 +40,7 @@ from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import MODEL_INPUTS, Collator, LengthGroupedSampler
 from jbert.train.distill_data import (student_tokenizer, teacher_label_order, unlabeled_dataset, unlabeled_texts,
                                       with_soft_targets)
-from jbert.train.distill_student import DistillationModel, build_student
+from jbert.train.distill_student import DistillationModel, build_student, check_student_layers
 from jbert.train.distill_teacher import (REGRESSION, check_teacher_fits_data, ensemble_logits, open_teachers,
                                          remove_cache, teacher_outputs)
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
@@ -80,6 +80,7 @@ class DistillationTask:
         problem_type = prepared.problem_type
         best_metric, greater_is_better = resolve_best_metric(config.metric_for_best_model, problem_type)
         extra_texts = unlabeled_texts(config, teacher)  # an empty file fails here, before anything is written
+        check_student_layers(config, teacher)
         calibration_skipped = _check_calibration_data(config, prepared)
         tokenizer = student_tokenizer(config, accelerator, teachers, prepared, extra_texts)
         model_limit = known_length_limit(getattr(tokenizer, "model_max_length", None))

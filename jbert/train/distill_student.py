@@ -14,6 +14,7 @@ directory and export.py see an ordinary sequence classifier.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 
 import torch
@@ -37,6 +38,20 @@ def build_student(config, teacher: Teacher, tokenizer, label_names: list[str], p
                                    label_names, problem_type, config.dropout)
     return load_pretrained_model(config.model_name_or_path, label_names, problem_type, config.dropout,
                                  config.trust_remote_code)
+
+
+def check_student_layers(config, teacher: Teacher) -> None:
+    """--student_layers against the teacher's config, before any file is written (the model is built later)."""
+    if not config.student_layers:
+        return
+    if teacher.kind != "model":
+        raise UserError(f"--student_layers copies layers from a model directory, but --teacher {teacher.path} is an "
+                        "export directory; give the model directory it was exported from (first in --teacher)")
+    layers = parse_student_layers(config.student_layers)
+    count = int(json.loads((teacher.path / "config.json").read_text(encoding="utf-8")).get("num_hidden_layers", 0))
+    too_high = [index for index in layers if index >= count]
+    if too_high:
+        raise UserError(f"--student_layers {config.student_layers}: --teacher {teacher.path} has layers 0-{count - 1} only")
 
 
 def student_from_teacher_layers(teacher: Teacher, layers: list[int], dropout: float | None = None) -> torch.nn.Module:
