@@ -254,3 +254,20 @@ def test_student_layers_beyond_the_teachers_is_exit_2(few_labels, teacher_dir, c
     assert _cli(distill_args(few_labels, teacher_dir, from_scratch=None, student_layers="0,5")) == 2
     assert "has layers 0-1 only" in capsys.readouterr().err
     _nothing_written(few_labels)
+
+
+def test_sentence_pair_teacher(tmp_path, capsys):
+    """A pair teacher distils on pair data (--text_pair_column); single texts for it are refused."""
+    from conftest import make_tiny_model_dir
+
+    teacher = make_tiny_model_dir(tmp_path / "teacher", text_pair=True)
+    rows = [{"text": row["text"], "text_pair": "今日は雨", "label": ["negative", "neutral", "positive"][i % 3]}
+            for i, row in enumerate(topic_rows(8, seed=6))]
+    write_training_csv(tmp_path / "few.csv", rows)
+    common = dict(validation_file=None, test_file=None, unlabeled_file=None, max_train_steps=2,
+                  validation_split=0.25, max_length=32)
+    metrics = run_training(distill_args(tmp_path, teacher, text_pair_column="text_pair", **common))
+    assert "teacher_agreement" in metrics["distillation"]["splits"]["validation"]
+    assert json.loads((tmp_path / "student" / "jbert.json").read_text())["text_pair_column"] == "text_pair"
+    assert _cli(distill_args(tmp_path, teacher, output_dir=str(tmp_path / "single"), **common)) == 2
+    assert "classifies sentence pairs" in capsys.readouterr().err and not (tmp_path / "single").exists()
