@@ -29,7 +29,7 @@ def _split_paths(value: str) -> list[str]:
 
 
 SIZE_PRESETS = ("tiny", "mini", "small", "base")
-TASKS = ("auto", "single_label", "multi_label", "regression", "mlm")
+TASKS = ("auto", "single_label", "multi_label", "regression", "mlm", "distill")
 # The collective timeout (--collective_timeout_seconds): how long a process waits in an all-reduce or
 # barrier for the others. 30 minutes, PyTorch's own gloo default, made explicit and the same for NCCL
 # (whose default is 10): the main process alone prepares the data and writes the model directory
@@ -58,7 +58,7 @@ class TrainConfig:
     text_column: str = option("text", "Column with the text to classify. --task mlm: several columns separated by commas (e.g. sentence1,sentence2) all count as texts.")
     text_pair_column: Optional[str] = option(None, "Column with the second text, for sentence-pair classification.")
     label_column: str = option("label", "Column with the label(s).")
-    task: str = option("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column).", choices=TASKS)
+    task: str = option("auto", "single_label, multi_label (list column or --label_delimiter), regression (float labels), auto: detect from the labels; or mlm: masked-LM pretraining on unlabeled text (--train_file .txt one text per line, or a table with --text_column); or distill: a student learns --teacher's soft targets (docs/distillation.md).", choices=TASKS)
     mlm_probability: float = option(0.15, "--task mlm: fraction of tokens to predict, chosen as whole MeCab words (80 percent become [MASK], 10 percent a random token, 10 percent stay).")
     mlm_pack: bool = option(True, "--task mlm: pack texts into full --max_length sequences; --mlm_pack false keeps one text per sequence (truncated).")
     label_delimiter: Optional[str] = option(None, "Delimiter of a multi-label column given as text, e.g. '|' for 'food|service'.")
@@ -116,6 +116,13 @@ class TrainConfig:
     disable_tqdm: bool = option(False, "No progress output: neither the bar on a terminal nor the progress line every 10 s (JBERT_PROGRESS_INTERVAL) in a log.")
     hp_search: int = option(0, "Run N Optuna trials (learning rate, epochs, warm-up, dropout, batch size around the given values; poor trials pruned) on the validation split, then train the final model with the best; 0: off.")
     config: Optional[str] = option(None, "YAML recipe whose values become the defaults (flags still override).")
+    # --- knowledge distillation (--task distill; jbert.train.distill)
+    teacher: Optional[str] = option(None, "--task distill: the teacher, a model directory or an export directory; several separated by commas are an ensemble whose probabilities are averaged.")
+    distill_temperature: float = option(2.0, "--task distill: softmax (or sigmoid) temperature of the soft targets; the soft loss is scaled by its square (Hinton et al. 2015).")
+    distill_alpha: float = option(0.5, "--task distill: weight of the soft-target loss on labelled texts (1 - alpha goes to the hard labels); texts without labels learn from the teacher alone.")
+    student_layers: Optional[str] = option(None, "--task distill: initialise the student from these encoder layers of the (first) teacher model directory, e.g. 0,2,4 (as DistilBERT); instead of --from_scratch / --model_name_or_path.")
+    distill_tokenizer: str = option("teacher", "--task distill with --from_scratch: the student uses the teacher's tokenizer (teacher), or a WordPiece vocabulary trained on the training texts (own).", choices=("teacher", "own"))
+    unlabeled_file: Optional[str] = option(None, "--task distill: more texts without labels (.txt one a line, or a table with --text_column) that the student learns from the teacher's soft targets.")
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
@@ -133,7 +140,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Check all options together; raise one UserError listing every problem."""
         problems: list[str] = []
-        if not self.model_name_or_path and not self.from_scratch:
+        if not self.model_name_or_path and not self.from_scratch and not (self.task == "distill" and self.student_layers):
             problems.append("give --model_name_or_path (e.g. cl-tohoku/bert-base-japanese-v3) or --from_scratch {tiny,mini,small,base}")
         if self.model_name_or_path and self.from_scratch:
             problems.append("--model_name_or_path and --from_scratch exclude each other; choose one")
@@ -186,7 +193,7 @@ class TrainConfig:
             problems.append("--hp_search tunes classification and regression runs, not --task mlm")
         if self.hp_search and self.resume_from_checkpoint:
             problems.append("--hp_search cannot resume a checkpoint: the trials start fresh; drop --resume_from_checkpoint")
-        if self.label_delimiter and self.task not in ("auto", "multi_label"):
+        if self.label_delimiter and self.task not in ("auto", "multi_label", "distill"):
             problems.append(f"--label_delimiter only makes sense for multi-label data, but --task is {self.task}")
         regression_metrics = {"mse", "pearson", "spearman", "rmse", "mae"}
         classification_metrics = {"accuracy", "macro_f1", "micro_f1", "weighted_f1", "subset_accuracy"}
@@ -197,6 +204,10 @@ class TrainConfig:
             problems.append(f"--metric_for_best_model {metric} is a classification metric but --task is regression")
         if self.task == "multi_label" and metric == "accuracy":
             problems.append("--metric_for_best_model accuracy is undefined for multi-label; use subset_accuracy, micro_f1 or macro_f1")
+        if self.task == "distill" or self.teacher or self.student_layers or self.unlabeled_file:
+            from jbert.train.distill_options import distill_problems  # the distillation task's own checks
+
+            problems += distill_problems(self)
         if problems:
             raise UserError(format_problems("invalid options", problems))
 
@@ -228,6 +239,9 @@ class TrainConfig:
         if self.task == "mlm":
             problems.append("--long_text windows applies to classification and regression, not --task mlm "
                             "(--mlm_pack already uses every token of a long text)")
+        if self.task == "distill":
+            problems.append("--long_text windows is not available for the student of --task distill yet "
+                            "(a teacher trained with windows is read with its windows); drop --long_text")
         if self.max_train_windows < 0:
             problems.append(f"--max_train_windows must be 0 (every window) or more (got {self.max_train_windows})")
         # A pair's special tokens (3 for BERT) leave the least room; the tokenizer's own count is checked again

@@ -2,6 +2,7 @@
 
     classification  --task auto | single_label | multi_label | regression  (jbert.train.classification)
     mlm             --task mlm: masked-LM pretraining on unlabeled text      (jbert.train.mlm)
+    distill         --task distill: a student learns a teacher's soft targets (jbert.train.distill)
 
 Each is a class that satisfies jbert.train.task_protocol.Task; jbert.train.loop runs any of them.
 """
@@ -18,4 +19,8 @@ def task_for(config: TrainConfig) -> Task:
     """The task a configuration asks for: masked-LM for --task mlm, else classification (or regression)."""
     if config.task == "mlm":
         return MaskedLMTask()
+    if config.task == "distill":
+        from jbert.train.distill import DistillationTask  # loaded only for distillation runs
+
+        return DistillationTask()
     return ClassificationTask()
