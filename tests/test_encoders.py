@@ -1,7 +1,7 @@
 """Every encoder family end to end: ModernBERT, DeBERTa-v3, XLM-RoBERTa (full path), RoBERTa and ELECTRA.
 
 Tiny random models (2 layers, hidden 32) with Unigram tokenizers trained here on the shipped Japanese
-reviews (data/quickstart) and saved with save_pretrained, built by bench/encoder_families.py: nothing
+reviews (data/quickstart) and saved with save_pretrained, built by bench/builders/encoder_families.py: nothing
 is downloaded. The full path is train.py's code -> export (fp32 parity gate, dynamic int8 gate)
 -> the torch-free runtime, HTTP and batch scoring; the serving tokenizer must give transformers'
 ids on real Japanese sentences (../shared/data when present, the shipped test texts otherwise).
@@ -23,7 +23,7 @@ import pytest
 from conftest import REPO_ROOT, SHARED_DATA, run_training
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from encoder_families import FAMILIES, build_pretrained_dir  # noqa: E402
+from builders.encoder_families import FAMILIES, build_pretrained_dir  # noqa: E402
 
 from jbert.core.artifacts import Manifest  # noqa: E402
 from jbert.export import ExportOptions, export_model  # noqa: E402

@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from encoder_families import build_pretrained_dir  # noqa: E402
+from builders.encoder_families import build_pretrained_dir  # noqa: E402
 
 from jbert.core.artifacts import JbertSettings  # noqa: E402
 from jbert.export import cli as export_cli  # noqa: E402

@@ -1,6 +1,7 @@
 """Random-weight encoders of each family jbert supports, with Unigram tokenizers trained here on Japanese text.
 
-Shared by tests/test_encoders*.py (tiny sizes) and bench/encoders.py (the real models' shapes): nothing
+A helper module, not a benchmark (bench/*.py are the benchmarks): shared by tests/test_encoders*.py (tiny
+sizes) and bench/encoders.py (the real models' shapes), which put bench/ on sys.path. Nothing
 is downloaded. A family is a transformers config class, a sequence-classification class and the
 special tokens / post-processor its hub tokenizers use, so a directory built here loads, trains,
 exports and serves the way the hub model's directory would.
