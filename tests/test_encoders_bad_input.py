@@ -89,3 +89,15 @@ def test_static_int8_for_deberta_says_why_and_what_to_use(tmp_path, capsys):
     assert "--quantize_method static cannot be used" in message and "(If, from the deberta-v2 architecture)" in message
     assert "use --quantize_method dynamic" in message
     assert not (tmp_path / "export").exists()
+
+
+def test_a_model_whose_graph_needs_inputs_the_runtime_does_not_build_is_refused(tmp_path, capsys):
+    from transformers import LayoutLMConfig
+
+    model_dir = tmp_path / "layoutlm"
+    config = LayoutLMConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    config.architectures = ["LayoutLMForSequenceClassification"]
+    config.save_pretrained(model_dir)
+    assert export_cli.run([str(model_dir), str(tmp_path / "export")]) == 2
+    assert "whose ONNX graph would take ['bbox'], which jbert's runtime does not build" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()

@@ -109,6 +109,20 @@ def check_exportable(model_dir: Path, config, architectures: list[str]) -> None:
             f"Optimum {_version('optimum')} has no {ONNX_TASK} ONNX config for {model_type}. jbert exports and checks "
             f"{', '.join(EXPORT_FAMILIES)} (docs/encoders.md); fine-tune one of those, or serve this model with PyTorch"
         )
+    from jbert.serve.runtime.session import FEEDABLE_INPUTS
+
+    try:  # the inputs the graph will take, from the same ONNX config Optimum exports with
+        constructor = TasksManager.get_exporter_config_constructor(exporter="onnx", model_type=model_type, task=ONNX_TASK,
+                                                                   library_name="transformers")
+        inputs = list(constructor(config).inputs)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return  # the export itself will say what is wrong
+    unknown = [name for name in inputs if name not in FEEDABLE_INPUTS]
+    if unknown:
+        raise UserError(
+            f"{model_dir} holds a {model_type} model whose ONNX graph would take {unknown}, which jbert's runtime "
+            f"does not build (it builds {list(FEEDABLE_INPUTS)}); jbert exports and checks {', '.join(EXPORT_FAMILIES)}"
+        )
 
 
 def _version(package: str) -> str:
