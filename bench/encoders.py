@@ -1,6 +1,6 @@
 """Encoder families at their real sizes: export size and texts/s of jbert's runtime vs the transformers pipeline.
 
-    python bench/encoders.py                                   # prints one JSON object (~10 min on 2 cores)
+    python bench/encoders.py                                   # prints one JSON object (10-15 min on 2 busy cores)
     python bench/encoders.py --families modernbert,xlm-roberta --texts 64 --json-out docs/data/encoders.json
 
 Models (random weights, configs built here from the published shapes; nothing is downloaded):

@@ -59,10 +59,12 @@ def test_a_model_type_optimum_cannot_export_is_refused_before_anything_is_writte
     assert not (tmp_path / "export").exists()
 
 
-def test_train_refuses_a_max_length_beyond_the_positions(xlmr_dir, tmp_path, capsys):
+@pytest.mark.parametrize("task", ["auto", "mlm"])
+def test_train_refuses_a_max_length_beyond_the_positions(xlmr_dir, tmp_path, capsys, task):
     output = tmp_path / "model"
     code = train_cli.run(["--model_name_or_path", str(xlmr_dir), "--train_file", str(QUICKSTART / "train.csv"),
-                          "--output_dir", str(output), "--max_length", "129", "--max_train_steps", "1", "--disable_tqdm"])
+                          "--output_dir", str(output), "--max_length", "129", "--max_train_steps", "1", "--disable_tqdm",
+                          "--task", task])
     assert code == 2
     assert "--max_length 129 exceeds the 128 positions of" in capsys.readouterr().err
     assert not output.exists()
