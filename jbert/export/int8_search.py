@@ -215,7 +215,16 @@ class Int8Search:
         self.ranked_nodes: Optional[list[dict]] = None
         self.exclude_rounds = 0
         self.calibration = calibration or CalibrationTexts([], "not used (--quantize_method dynamic)")
-        if options.quantize_method == "auto" and not self.calibration.examples:
+        self.subgraphs = quantize.subgraph_nodes(self.fp32_path)
+        if self.subgraphs and options.quantize_method != "dynamic":
+            why = (f"the graph has {len(self.subgraphs)} node(s) with subgraphs ({', '.join(sorted(set(self.subgraphs)))}, "
+                   f"from the {getattr(info.config, 'model_type', '?')} architecture), which Optimum's static quantizer does not support")
+            if options.quantize_method == "static":
+                raise UserError(f"--quantize_method static cannot be used: {why}; use --quantize_method dynamic "
+                                "(or auto, which tries dynamic int8 only for this graph)")
+            self.calibration = CalibrationTexts([], f"not used: {why}")
+            steps.step(f"static int8 skipped: {why}")
+        elif options.quantize_method == "auto" and not self.calibration.examples:
             steps.step("static int8 skipped: no calibration texts (" + "; ".join(self.calibration.problems) + "); give --calibration_file")
         steps.step(f"int8 search for {self.target} ({self.target_source}) on {len(examples)} held-out texts")
         self.meter = RuntimeMeter(work_dir, info, examples)

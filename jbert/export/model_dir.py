@@ -14,10 +14,11 @@ from jbert.core.errors import UserError
 from jbert.tokenization.tokenizer_dir import NO_LENGTH_LIMIT, known_length_limit
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# The families tested end to end (tests/test_encoders*.py); Optimum exports a few more BERT-like types.
+EXPORT_FAMILIES = ("bert", "electra", "roberta", "xlm-roberta", "deberta-v2", "modernbert")
 TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt", "spiece.model", "sentencepiece.bpe.model")
 
 
-@dataclass
 @dataclass
 class ModelDirInfo:
     model_dir: Path
@@ -65,6 +66,7 @@ def inspect_model_dir(model_dir: Path) -> ModelDirInfo:
             f"{model_dir} holds {found}, not a sequence classifier; fine-tune it with train.py first "
             "(export needs a model with a classification head)"
         )
+    check_exportable(model_dir, config, architectures)
     if not any((model_dir / name).is_file() for name in WEIGHT_FILES):
         raise UserError(f"{model_dir} has no weights (expected model.safetensors); was the training run completed?")
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
@@ -89,14 +91,60 @@ def inspect_model_dir(model_dir: Path) -> ModelDirInfo:
     return ModelDirInfo(model_dir, config, settings, problem_type, labels, has_settings)
 
 
+def check_exportable(model_dir: Path, config, architectures: list[str]) -> None:
+    """UserError before anything is made when Optimum has no text-classification ONNX config for the model type."""
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (registers the ONNX configs with the TasksManager)
+    from optimum.exporters.tasks import TasksManager
+
+    from jbert.export.options import ONNX_TASK
+
+    model_type = getattr(config, "model_type", None)
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(model_type, "onnx", library_name="transformers")
+    except KeyError:
+        tasks = {}
+    if ONNX_TASK not in tasks:
+        raise UserError(
+            f"{model_dir} holds a {model_type} model ({', '.join(architectures)}), which cannot be exported to ONNX: "
+            f"Optimum {_version('optimum')} has no {ONNX_TASK} ONNX config for {model_type}. jbert exports and checks "
+            f"{', '.join(EXPORT_FAMILIES)} (docs/encoders.md); fine-tune one of those, or serve this model with PyTorch"
+        )
+    from jbert.serve.runtime.session import FEEDABLE_INPUTS
+
+    try:  # the inputs the graph will take, from the same ONNX config Optimum exports with
+        constructor = TasksManager.get_exporter_config_constructor(exporter="onnx", model_type=model_type, task=ONNX_TASK,
+                                                                   library_name="transformers")
+        inputs = list(constructor(config).inputs)
+    except (KeyError, ValueError, TypeError, AttributeError):
+        return  # the export itself will say what is wrong
+    unknown = [name for name in inputs if name not in FEEDABLE_INPUTS]
+    if unknown:
+        raise UserError(
+            f"{model_dir} holds a {model_type} model whose ONNX graph would take {unknown}, which jbert's runtime "
+            f"does not build (it builds {list(FEEDABLE_INPUTS)}); jbert exports and checks {', '.join(EXPORT_FAMILIES)}"
+        )
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
 def resolve_max_length(info: ModelDirInfo, tokenizer) -> None:
     """Training's max_length from jbert.json; a plain directory gets the longest the model takes."""
-    positions = getattr(info.config, "max_position_embeddings", None) or NO_LENGTH_LIMIT
+    from jbert.train.positions import position_limit
+
+    # RoBERTa-style models hold 2 fewer tokens than max_position_embeddings (jbert.train.positions).
+    positions = position_limit(info.config) or NO_LENGTH_LIMIT
     if info.has_settings:
         if info.settings.max_length > positions:
             raise UserError(
-                f"{info.model_dir}/{SETTINGS_FILE} sets max_length {info.settings.max_length} but the model "
-                f"has only {positions} positions; fix max_length in {SETTINGS_FILE}"
+                f"{info.model_dir}/{SETTINGS_FILE} sets max_length {info.settings.max_length} but the "
+                f"{getattr(info.config, 'model_type', '')} model has only {positions} positions; fix max_length in {SETTINGS_FILE}"
             )
         return
     tokenizer_limit = known_length_limit(tokenizer.model_max_length) or NO_LENGTH_LIMIT

@@ -172,3 +172,16 @@ def quantization_record(target: str, recipe: Int8Recipe, reduce_range: Optional[
                     "entropy": {"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_QUANTIZED_BINS}}.get(recipe.calibration, {})
         record["calibration"] = {"method": recipe.calibration, **settings, **(calibration or {})}
     return record
+
+
+def subgraph_nodes(path: Path) -> list[str]:
+    """Op types of the nodes of an ONNX file that hold subgraphs (If, Loop, Scan), one entry per node.
+
+    Optimum's static quantizer refuses such graphs ("not supported for models with subgraphs");
+    DeBERTa-v2/v3 exports have two `If` nodes (its relative-position code), so its int8 is dynamic.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return [node.op_type for node in model.graph.node
+            if any(attribute.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attribute in node.attribute)]

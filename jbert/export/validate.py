@@ -22,6 +22,7 @@ from jbert.export.model_dir import ModelDirInfo, load_model_tokenizer
 from jbert.export.options import MODEL_FILES, QUANTIZED_FILE, ExportOptions
 from jbert.export.steps import StepLog
 from jbert.export.agreement import AGREEMENT_MEASURES, agreement_figures, predicted_labels, quality_figures
+from jbert.export.graph_inputs import check_graph_inputs, dropped_inputs, feeds_for, graph_input_names
 from jbert.export.texts import ValidationExample, encode
 
 
@@ -46,20 +47,6 @@ def onnx_sessions(work_dir: Path, keys: Sequence[str]) -> dict:
     return sessions
 
 
-def check_graph_inputs(session, tokenizer_inputs: Sequence[str], model_file: str) -> list[str]:
-    """Every tokenizer output must be a graph input with dynamic batch and sequence axes."""
-    problems = []
-    graph_inputs = {node.name: node for node in session.get_inputs()}
-    for name in tokenizer_inputs:
-        if name not in graph_inputs:
-            problems.append(f"{model_file} has no input {name} (inputs: {sorted(graph_inputs)})")
-            continue
-        fixed = [dim for dim in graph_inputs[name].shape if not isinstance(dim, str)]
-        if fixed:
-            problems.append(f"{model_file} input {name} has fixed dimensions {graph_inputs[name].shape}; batch and sequence axes must be dynamic")
-    return problems
-
-
 def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[ValidationExample], info: ModelDirInfo,
                   options: ExportOptions, steps: StepLog) -> tuple[dict, dict]:
     """Run PyTorch and every ONNX file on the same batches; return per-model figures or raise."""
@@ -82,12 +69,17 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
     )
     texts = list(examples) + [long_text]
     batch_sizes = [1] if options.validation_batch_size == 1 else [1, min(options.validation_batch_size, len(texts))]
-    sample_inputs = encode(tokenizer, texts[:1], max_length)
+    # The fp32 graph's inputs are what the manifest records and serving feeds; every other file must take the same.
+    # (Recorded in the tokenizer's order of outputs, as exports before 0.4 did.)
+    input_names = graph_input_names(sessions["fp32"], order=list(encode(tokenizer, texts[:1], max_length)))
     problems = []
     for key in keys:
-        problems += check_graph_inputs(sessions[key], list(sample_inputs), MODEL_FILES[key])
+        problems += check_graph_inputs(sessions[key], MODEL_FILES[key])
+        if sorted(graph_input_names(sessions[key])) != sorted(input_names):
+            problems.append(f"{MODEL_FILES[key]} takes {graph_input_names(sessions[key])}, the fp32 graph {input_names}")
     if problems:
         raise ValidationError(format_problems("the ONNX graph does not take the model's inputs", problems))
+    dropped: dict[str, bool] = {}
 
     # logits[batch_size][name] -> array (n_texts, num_labels) in text order
     logits: dict[int, dict[str, np.ndarray]] = {}
@@ -98,12 +90,14 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
         outputs: dict[str, list[np.ndarray]] = {name: [] for name in ["pytorch", *keys]}
         for batch in batches(texts, size):
             inputs = encode(tokenizer, batch, max_length)
+            # PyTorch gets every tokenizer output, as training fed them; each graph only its own inputs.
+            for name, nonzero in dropped_inputs(input_names, inputs).items():
+                dropped[name] = dropped.get(name, False) or nonzero
             with torch.inference_mode():
                 torch_logits = model(**{name: torch.from_numpy(values) for name, values in inputs.items()}).logits
             outputs["pytorch"].append(torch_logits.float().numpy())
             for key, session in sessions.items():
-                feed = {node.name: inputs[node.name] for node in session.get_inputs()}
-                outputs[key].append(np.asarray(session.run(["logits"], feed)[0], dtype=np.float32))
+                outputs[key].append(np.asarray(session.run(["logits"], feeds_for(input_names, inputs))[0], dtype=np.float32))
             bar.update(1)
         logits[size] = {name: np.concatenate(parts) for name, parts in outputs.items()}
     bar.close()
@@ -165,6 +159,10 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
                 reasons.append(f"predicted labels differ on {figures['label_disagreements']} of {len(agree)} texts")
             failed = bool(reasons)
             if failed:
+                nonzero = [name for name, values in dropped.items() if values]
+                if nonzero:
+                    reasons.append(f"the graph does not take {nonzero}, which the tokenizer filled with non-zero "
+                                   "values (PyTorch was given them, as in training); this architecture's ONNX graph cannot take them")
                 failures.append(f"{key} ({MODEL_FILES[key]}) vs PyTorch: " + "; ".join(reasons))
         figures["passed"] = not failed
         parity[key] = figures
@@ -187,11 +185,13 @@ def check_parity(work_dir: Path, model_dir: Path, tokenizer, examples: Sequence[
         "batch_sizes": batch_sizes,
         "atol": options.atol,
         "min_agreement": options.min_agreement,
-        "inputs": list(sample_inputs),
+        "inputs": input_names,
         "tokenizer": type(tokenizer).__name__,
         "tokenizer_reload_identical": True,
         "serving_tokenizer": check_serving_tokenizer(work_dir, texts, max_length),
     }
+    if dropped:  # e.g. ModernBERT / XLM-R: the tokenizer's token_type_ids stay out of the graph
+        validation["tokenizer_outputs_not_fed"] = sorted(dropped)
     return parity, validation
 
 

@@ -27,7 +27,6 @@ from jbert.core.postprocessing import predictions_from_logits, scale_logits
 from jbert.data import PreparedData, prepare_data, tokenize_dataset
 from jbert.data.labels import SINGLE_LABEL
 from jbert.data.tokenize import count_windowed
-from jbert.tokenization.tokenizer_dir import known_length_limit
 from jbert.train.baseline import baseline_card_lines, baseline_for_data, compare_with_baseline
 from jbert.train.calibration import calibrate_model_dir, calibration_card_lines, one_class_problem
 from jbert.train.checkpoint import TrainerState
@@ -36,6 +35,7 @@ from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
 from jbert.train.modeling import build_scratch_model, load_pretrained_model, load_run_tokenizer
 from jbert.train.optimization import Schedule
+from jbert.train.positions import check_pretrained_length
 from jbert.train.saved_predictions import predict_saved_model, predict_test_file, write_examples
 from jbert.train.task_protocol import RunFacts, TaskData
 from jbert.train import thresholds as decision_rules
@@ -72,9 +72,7 @@ class ClassificationTask:
         tokenizer = load_run_tokenizer(config, accelerator, lambda: _training_texts(config, prepared),
                                        config.max_length)
         max_length = config.max_length
-        model_limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
-        if config.model_name_or_path and model_limit and max_length > model_limit:
-            raise UserError(f"--max_length {max_length} exceeds the model's maximum of {model_limit} tokens")
+        check_pretrained_length(config, tokenizer, max_length)  # the tokenizer's limit and the position table
 
         has_pair = config.text_pair_column is not None
         long_text = _long_text_rule(config, tokenizer, has_pair)
