@@ -97,7 +97,8 @@ class ClassificationTask:
         problem_type, label_names = data.source.prepared.problem_type, data.source.prepared.label_names
         if config.from_scratch:
             return build_scratch_model(config.from_scratch, len(data.tokenizer), data.tokenizer.pad_token_id,
-                                       config.max_length, label_names, problem_type, config.dropout)
+                                       config.max_length, label_names, problem_type, config.dropout,
+                                       architecture=config.architecture, tokenizer=data.tokenizer)
         with accelerator.main_process_first():
             return load_pretrained_model(config.model_name_or_path, label_names, problem_type, config.dropout,
                                          config.trust_remote_code)

@@ -111,6 +111,9 @@ class TrainConfig:
     disable_tqdm: bool = option(False, "No progress output: neither the bar on a terminal nor the progress line every 10 s (JBERT_PROGRESS_INTERVAL) in a log.")
     hp_search: int = option(0, "Run N Optuna trials (learning rate, epochs, warm-up, dropout, batch size around the given values; poor trials pruned) on the validation split, then train the final model with the best; 0: off.")
     config: Optional[str] = option(None, "YAML recipe whose values become the defaults (flags still override).")
+    # --- from scratch: architecture and vocabulary (issue 22)
+    architecture: str = option("bert", "--from_scratch: the encoder to build: bert (default), modernbert (RoPE, local/global attention, up to 8,192 tokens) or deberta-v2 (DeBERTa-v3 shape: relative attention, no token types). Classification tasks; --task mlm builds BERT.", choices=("bert", "modernbert", "deberta-v2"))
+    vocabulary: str = option("mecab-wordpiece", "--from_scratch: the vocabulary trained on the training texts: mecab-wordpiece (MeCab words, then WordPiece; a BertJapaneseTokenizer) or unigram (SentencePiece-style Unigram on the raw text, no word splitter; a tokenizer.json).", choices=("mecab-wordpiece", "unigram"))
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
@@ -167,6 +170,7 @@ class TrainConfig:
         if not 0 < self.multi_label_threshold < 1:
             problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
         problems += self._decision_rule_problems()
+        problems += self._scratch_choice_problems()
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
             problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
         if self.task == "mlm" and not 0 < self.mlm_probability < 1:
@@ -207,6 +211,21 @@ class TrainConfig:
                             "or the precision to choose it for, not both")
         if (self.min_confidence is not None or self.target_precision is not None) and self.task in ("multi_label", "regression", "mlm"):
             problems.append(f"--min_confidence / --target_precision apply to single-label classification, not --task {self.task}")
+        return problems
+
+
+    def _scratch_choice_problems(self) -> list[str]:
+        """--architecture / --vocabulary: only with --from_scratch; MLM keeps BERT + MeCab WordPiece."""
+        problems = []
+        chosen = [f"--{name} {getattr(self, name)}" for name, default in (("architecture", "bert"), ("vocabulary", "mecab-wordpiece"))
+                  if getattr(self, name) != default]
+        if chosen and not self.from_scratch:
+            problems.append(f"{' and '.join(chosen)} apply to --from_scratch only (a pretrained model brings its own)")
+        if chosen and self.task == "mlm":
+            problems.append(f"{' and '.join(chosen)}: --task mlm builds BERT with a MeCab WordPiece vocabulary "
+                            "(its whole-word masking needs MeCab words); drop them")
+        if self.from_scratch and self.architecture == "modernbert" and self.max_length > 8192:
+            problems.append(f"--max_length {self.max_length} is beyond ModernBERT's 8192 positions")
         return problems
 
 
