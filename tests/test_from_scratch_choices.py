@@ -96,3 +96,16 @@ def test_max_length_beyond_a_pretrained_models_positions(tmp_path):
         check_model_positions(str(tmp_path), 65, tokenizer)
     check_model_positions(str(tmp_path), 64, tokenizer)
     assert tokenizer.model_max_length == 64
+
+
+def test_modernbert_takes_8192_tokens_and_bert_keeps_growing_its_positions(topic_files):
+    from jbert.train.config import parse_config
+    from jbert.train.modeling import scratch_model_config
+
+    config = parse_config(tiny_args(topic_files, architecture="modernbert", max_length=8192))
+    assert config.max_length == 8192
+    special = {"pad_token_id": 0, "cls_token_id": 2, "sep_token_id": 3}
+    assert scratch_model_config("modernbert", "tiny", 100, special, 8192).max_position_embeddings == 8192
+    assert scratch_model_config("bert", "tiny", 100, special, 1024).max_position_embeddings == 1024  # as before
+    with pytest.raises(UserError, match="beyond ModernBERT's 8192 positions"):
+        scratch_model_config("modernbert", "tiny", 100, special, 8193)

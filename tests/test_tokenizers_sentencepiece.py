@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -169,5 +168,7 @@ def test_identical_on_real_sentences(tmp_path, family):
     # A vocabulary from part of the data, checked on all of it: unseen characters take the byte fallback.
     slow_dir = _slow_directory(tmp_path / "slow", family, rhr[:2500], vocab_size=1500)
     served = _served_model_dir(slow_dir, tmp_path / "model")
-    mismatches = id_mismatches(_slow(slow_dir), served, texts)
-    assert not mismatches, f"{len(mismatches)} of {len(texts)} differ, first: {mismatches[0]}"
+    # served (tokenizers library) against the SentencePiece model, and against transformers' fast tokenizer
+    for reference in (_slow(slow_dir), load_tokenizer(str(tmp_path / "model"))):
+        mismatches = id_mismatches(reference, served, texts)
+        assert not mismatches, f"{type(reference).__name__}: {len(mismatches)} of {len(texts)} differ, first: {mismatches[0]}"
