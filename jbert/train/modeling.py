@@ -46,6 +46,7 @@ def _dropout_overrides(dropout: float | None) -> dict:
 # DeBERTa-v2's relative attention has no absolute positions to run out of.
 SCRATCH_POSITIONS = {"bert": 512, "modernbert": 8192, "deberta-v2": 512}
 ARCHITECTURES = tuple(SCRATCH_POSITIONS)
+ARCHITECTURE_NAMES = {"bert": "BERT", "modernbert": "ModernBERT", "deberta-v2": "DeBERTa-v2"}  # as model cards write them
 
 
 def scratch_model_config(architecture: str, size: str, vocab_size: int, special_ids: dict, max_length: int,
