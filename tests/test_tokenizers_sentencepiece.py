@@ -153,17 +153,43 @@ def test_jumanpp_tokenizer_says_what_to_install(tmp_path, monkeypatch):
         load_serving_tokenizer(directory)
 
 
-@pytest.mark.shared_data
-@pytest.mark.parametrize("family", ["DebertaV2Tokenizer", "XLMRobertaTokenizer"])
-def test_identical_on_real_sentences(tmp_path, family):
+def _real_texts() -> tuple[list[str], list[dict]]:
+    """JRTE rhr texts and JNLI pairs (skips when ../shared/data is absent)."""
     paths = [SHARED_DATA / "jrte_rhr.tsv", SHARED_DATA / "jglue_jnli_valid.jsonl"]
     if not all(path.is_file() for path in paths):
         pytest.skip(f"shared data not available: {[str(p) for p in paths]}")
-    _quiet()
     with open(paths[0], encoding="utf-8", newline="") as handle:
         rhr = [row[2] for row in csv.reader(handle, delimiter="\t")]
     with open(paths[1], encoding="utf-8") as handle:
         pairs = [json.loads(line) for line in handle]
+    return rhr, pairs
+
+
+@pytest.mark.shared_data
+def test_unigram_tokenizer_json_identical_to_transformers_on_real_sentences(tmp_path):
+    """A Unigram tokenizer.json (as --vocabulary unigram and ModernBERT-ja ship): served ids = transformers' fast ids."""
+    from transformers import AutoTokenizer
+
+    from jbert.tokenization.unigram import train_japanese_unigram
+
+    rhr, pairs = _real_texts()
+    train_japanese_unigram(rhr[:1000], 2000, tmp_path / "unigram", model_max_length=512)
+    served, reference = load_serving_tokenizer(tmp_path / "unigram"), AutoTokenizer.from_pretrained(str(tmp_path / "unigram"))
+    assert isinstance(served, FastJsonTokenizer)
+    firsts, seconds = [p["sentence1"] for p in pairs], [p["sentence2"] for p in pairs]
+    assert not id_mismatches(reference, served, rhr + firsts + seconds)
+    for max_length in (16, 128):
+        expected = reference(firsts, seconds, truncation=True, max_length=max_length)
+        got = served.encode_batch(firsts, seconds, max_length=max_length)
+        assert [e.input_ids for e in got] == expected["input_ids"]
+        assert [e.token_type_ids for e in got] == expected["token_type_ids"]
+
+
+@pytest.mark.shared_data
+@pytest.mark.parametrize("family", ["DebertaV2Tokenizer", "XLMRobertaTokenizer"])
+def test_identical_on_real_sentences(tmp_path, family):
+    rhr, pairs = _real_texts()
+    _quiet()
     texts = rhr + [p["sentence1"] for p in pairs] + [p["sentence2"] for p in pairs]
     # A vocabulary from part of the data, checked on all of it: unseen characters take the byte fallback.
     slow_dir = _slow_directory(tmp_path / "slow", family, rhr[:2500], vocab_size=1500)
