@@ -69,12 +69,19 @@ def exact_sentencepiece_tokenizer(tokenizer):
     class ByteFallbackConverter(converter):
         handle_byte_fallback = True
 
-    slow = slow_class.from_pretrained(tokenizer.name_or_path)
-    backend = ByteFallbackConverter(slow).converted()
-    rebuilt = type(tokenizer).from_pretrained(tokenizer.name_or_path, tokenizer_object=backend)
+    try:
+        slow = slow_class.from_pretrained(tokenizer.name_or_path)
+        backend = ByteFallbackConverter(slow).converted()
+        rebuilt = type(tokenizer).from_pretrained(tokenizer.name_or_path, tokenizer_object=backend)
+    except (ImportError, OSError, ValueError) as err:  # e.g. the sentencepiece package is not installed
+        logger.warning("%s: SentencePiece byte fallback is lost in the fast tokenizer and could not be rebuilt (%s); "
+                       "characters outside the vocabulary become the unknown token", vocab_file, err)
+        return tokenizer
     # save_pretrained would write the Rust object into tokenizer_config.json (it cannot); the
     # tokenizer.json it writes from the backend is what keeps the byte fallback.
     rebuilt.init_kwargs.pop("tokenizer_object", None)
-    logger.info("%s: rebuilt the fast tokenizer with SentencePiece byte fallback (transformers' converter drops it)",
-                tokenizer.name_or_path)
+    # A warning, not info: these ids differ from what AutoTokenizer alone gives (they are the SentencePiece model's).
+    logger.warning("%s: the fast tokenizer lacked the byte fallback of its SentencePiece model (%s); rebuilt with it, "
+                   "so characters outside the vocabulary become byte pieces as in SentencePiece, not the unknown token",
+                   tokenizer.name_or_path, Path(vocab_file).name)
     return rebuilt
