@@ -8,7 +8,7 @@ beside it), seconds, and each arm's difference to the default arm (BERT + MeCab 
 
     python bench/from_scratch_choices.py                          # 5 arms x 2 seeds, tiny (about 15 min on 2 cores)
     python bench/from_scratch_choices.py --json-out docs/data/from_scratch_choices.json
-    python bench/from_scratch_choices.py --arms bert/unigram,modernbert/mecab-wordpiece --seeds 42 --size mini
+    python bench/from_scratch_choices.py --arms bert+unigram,modernbert+mecab-wordpiece --seeds 42 --size mini
 
 Needs ../shared/data (exits with a message when it is absent).
 """
@@ -34,8 +34,9 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 from json_out import add_json_out_argument, write_json_out  # noqa: E402  (bench/ is sys.path[0] as a script)
 
 SHARED = Path(os.environ.get("JBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
-DEFAULT_ARM = "bert/mecab-wordpiece"
-ARMS = (DEFAULT_ARM, "bert/unigram", "modernbert/mecab-wordpiece", "modernbert/unigram", "deberta-v2/mecab-wordpiece")
+# An arm is ARCHITECTURE+VOCABULARY ("+", not "/": the docs address JSON values by "/"-separated paths)
+DEFAULT_ARM = "bert+mecab-wordpiece"
+ARMS = (DEFAULT_ARM, "bert+unigram", "modernbert+mecab-wordpiece", "modernbert+unigram", "deberta-v2+mecab-wordpiece")
 
 
 def rhr_files(work: Path) -> dict[str, str]:
@@ -60,7 +61,7 @@ def run_arm(arm: str, seed: int, size: str, vocab_size: int, files: dict, work: 
     from jbert.train.config import parse_config
     from jbert.train.loop import train
 
-    architecture, vocabulary = arm.split("/")
+    architecture, vocabulary = arm.split("+")
     output = work / f"{architecture}-{vocabulary}-{seed}"
     argv = ["--from_scratch", size, "--architecture", architecture, "--vocabulary", vocabulary,
             "--vocab_size", str(vocab_size), "--train_file", files["train"], "--validation_file", files["validation"],
@@ -77,7 +78,7 @@ def run_arm(arm: str, seed: int, size: str, vocab_size: int, files: dict, work: 
 def main(argv: list[str] | None = None) -> int:
     """Run the arms, print one JSON object."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated architecture/vocabulary ({', '.join(ARMS)})")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated ARCHITECTURE+VOCABULARY ({', '.join(ARMS)})")
     parser.add_argument("--seeds", default="42,1")
     parser.add_argument("--size", default="tiny", choices=("tiny", "mini", "small"))
     parser.add_argument("--vocab_size", type=int, default=8000)
