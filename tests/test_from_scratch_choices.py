@@ -109,3 +109,17 @@ def test_modernbert_takes_8192_tokens_and_bert_keeps_growing_its_positions(topic
     assert scratch_model_config("bert", "tiny", 100, special, 1024).max_position_embeddings == 1024  # as before
     with pytest.raises(UserError, match="beyond ModernBERT's 8192 positions"):
         scratch_model_config("modernbert", "tiny", 100, special, 8193)
+
+
+def test_train_py_refuses_a_max_length_beyond_the_models_positions(tmp_path, topic_files, capsys):
+    """Through the script users run: exit 2, the message names the positions, nothing written."""
+    import train as train_script
+
+    from conftest import make_tiny_model_dir
+
+    model_dir = make_tiny_model_dir(tmp_path / "pretrained")  # a BERT with 64 positions
+    argv = tiny_args(topic_files, from_scratch=None, model_name_or_path=str(model_dir), max_length=65,
+                     output_dir=str(tmp_path / "out"))
+    assert train_script.run(argv) == 2
+    assert "beyond the 64 positions" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
