@@ -14,6 +14,10 @@ through `mecab`, so a model never sees other words at serving time than in train
     pretrained     load_tokenizer (transformers), ReferenceTokenizer
     wordpiece      train_japanese_wordpiece
     loading        load_serving_tokenizer: the fast path or the reference fallback
+    byte_fallback  SentencePiece byte fallback kept when transformers converts a tokenizer to a fast one
+    sentencepiece_json  tokenizer.json for SentencePiece-only directories, proven equal first (a CLI)
+    jumanpp        Juman++ tokenizers found, and refused with an install hint where Juman++ is missing
+    unigram        train_japanese_unigram: a Unigram vocabulary (tokenizer.json) for --from_scratch
 
 Nothing here imports torch; transformers is imported only when a training-side tokenizer is built.
 """

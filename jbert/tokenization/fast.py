@@ -28,6 +28,8 @@ from typing import Sequence
 from jbert.core.errors import UserError
 from jbert.tokenization.encoded import EncodedText, build_encoding, check_inputs, resolve_truncation_side
 from jbert.tokenization.tokenizer_dir import (
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_CONFIG_FILE,
     TOKENIZER_JSON_FILE,
     VOCAB_FILE,
     Unsupported,
@@ -53,6 +55,28 @@ MAX_TRUNCATING_TOKENIZERS = 8
 
 
 
+def _check_special_token_flags(config: dict, special_values: list) -> None:
+    """Raise `Unsupported` for a special token that strips whitespace or is single_word.
+
+    transformers takes a special token's flags from `added_tokens_decoder` when the token is there;
+    otherwise from the AddedToken dict in tokenizer_config.json or (older saves without
+    added_tokens_decoder) special_tokens_map.json, and `single_word` then changes the ids ("今日は[MASK]です"
+    no longer has a [MASK]). The fast path does not reproduce the flags, so such a directory goes to
+    the reference tokenizer. A flag on a token that added_tokens_decoder also lists falls back too
+    (where transformers would ignore it), which costs speed, never exactness.
+    """
+    listed = {entry.get("content") for entry in (config.get("added_tokens_decoder") or {}).values()}
+    for value in special_values:
+        if not isinstance(value, dict):
+            continue
+        flags = [flag for flag in ("lstrip", "rstrip", "single_word") if value.get(flag)]
+        if flags and value.get("content") not in listed:
+            raise Unsupported(
+                f"special token {value.get('content')!r} has {'/'.join(flags)} set in {TOKENIZER_CONFIG_FILE} or "
+                f"{SPECIAL_TOKENS_MAP_FILE} (not in added_tokens_decoder), which the fast path does not reproduce"
+            )
+
+
 class FastBertJapaneseTokenizer:
     """MeCab (fugashi) + Rust WordPiece with ids identical to transformers' `BertJapaneseTokenizer`."""
 
@@ -75,9 +99,12 @@ class FastBertJapaneseTokenizer:
             if key in config:
                 special[key] = token_content(config[key])
         self.special_tokens = {key: value for key, value in special.items() if value is not None}
-        extra = [token_content(t) for t in config.get("additional_special_tokens") or []]
-        extra += [token_content(t) for t in (config.get("extra_special_tokens") or {}).values()]
+        extra_values = list(config.get("additional_special_tokens") or [])
+        extra_values += list((config.get("extra_special_tokens") or {}).values())
+        extra = [token_content(t) for t in extra_values]
         all_special = list(dict.fromkeys([*self.special_tokens.values(), *[t for t in extra if t]]))
+
+        _check_special_token_flags(config, [config.get(key) for key in SPECIAL_TOKEN_KEYS] + extra_values)
 
         # Added tokens: transformers splits the text on every one of them before word splitting.
         added: dict[str, int] = {}

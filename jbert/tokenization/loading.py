@@ -8,6 +8,7 @@ from pathlib import Path
 
 from jbert.core.errors import UserError
 from jbert.tokenization.fast import FastBertJapaneseTokenizer, FastJsonTokenizer
+from jbert.tokenization.byte_fallback import SENTENCEPIECE_FILES
 from jbert.tokenization.tokenizer_dir import (
     ADDED_TOKENS_FILE,
     TOKENIZER_CONFIG_FILE,
@@ -17,6 +18,7 @@ from jbert.tokenization.tokenizer_dir import (
     is_bert_japanese_config,
     read_tokenizer_config,
 )
+from jbert.tokenization.jumanpp import require_jumanpp
 from jbert.tokenization.pretrained import ReferenceTokenizer
 
 # --------------------------------------------------------------------------- entry point
@@ -41,9 +43,10 @@ def load_serving_tokenizer(directory: str | os.PathLike, prefer_fast: bool = Tru
             f"{directory} has no tokenizer files ({TOKENIZER_CONFIG_FILE}, {VOCAB_FILE} or {TOKENIZER_JSON_FILE}); "
             "point to a model or export directory written by jbert or save_pretrained"
         )
+    config = read_tokenizer_config(directory)
+    require_jumanpp(config, str(directory))
     if not prefer_fast:
         return ReferenceTokenizer(directory)
-    config = read_tokenizer_config(directory)
     if is_bert_japanese_config(config):
         if (directory / ADDED_TOKENS_FILE).is_file() and "added_tokens_decoder" not in config:
             # Newer saves repeat added_tokens.json inside added_tokens_decoder, which is what loads.
@@ -57,9 +60,24 @@ def load_serving_tokenizer(directory: str | os.PathLike, prefer_fast: bool = Tru
         return FastJsonTokenizer(directory, config)
     else:
         reason = f"no {TOKENIZER_JSON_FILE} and tokenizer_class {config.get('tokenizer_class')!r} has no fast path here"
+    _require_transformers(directory, reason)
     warnings.warn(
         f"{directory}: {reason}; using transformers' reference tokenizer instead of the fast path "
         "(slower, and it needs the transformers package)",
         stacklevel=2,
     )
     return ReferenceTokenizer(directory)
+
+
+def _require_transformers(directory: Path, reason: str) -> None:
+    """UserError (exit 2) when the reference fallback cannot run: a serving-only install has no transformers."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is not None:
+        return
+    hint = "install the training stack (requirements.txt) to serve it through transformers"
+    if any((directory / name).is_file() for name in SENTENCEPIECE_FILES):
+        hint = (f"it has only a SentencePiece model: write its {TOKENIZER_JSON_FILE} once, where transformers and "
+                f"sentencepiece are installed, with `python -m jbert.tokenization.sentencepiece_json {directory}` "
+                "(it proves the ids equal first), or " + hint)
+    raise UserError(f"{directory} cannot be served without transformers ({reason}): {hint}")

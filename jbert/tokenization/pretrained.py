@@ -28,6 +28,8 @@ from jbert.tokenization.tokenizer_dir import (
     known_length_limit,
     read_tokenizer_config,
 )
+from jbert.tokenization.jumanpp import require_jumanpp
+from jbert.tokenization.byte_fallback import exact_sentencepiece_tokenizer
 from jbert.tokenization.mecab import (
     create_mecab_tagger,
     is_named_mecab_dictionary,
@@ -134,6 +136,7 @@ def load_tokenizer(name_or_path: str, mecab_dic: str | None = None, trust_remote
     else:
         config = _read_remote_tokenizer_config(name_or_path)
 
+    require_jumanpp(config, name_or_path)
     overrides: dict = {}
     # Only BertJapaneseTokenizer has word_tokenizer_type (tokenizer_class may live in config.json).
     if config.get("word_tokenizer_type") == "mecab":
@@ -174,7 +177,9 @@ def load_tokenizer(name_or_path: str, mecab_dic: str | None = None, trust_remote
             "MeCab dictionary it names exists and its mecab_option is valid, or pass --mecab_dic unidic_lite "
             "(or another installed dictionary)"
         )
-    return tokenizer
+    # transformers' converters drop a SentencePiece model's byte fallback: rebuilt so the ids (and the
+    # tokenizer.json saved with the model) are those of the SentencePiece model.
+    return exact_sentencepiece_tokenizer(tokenizer)
 
 
 # --------------------------------------------------------------------------- reference fallback

@@ -33,7 +33,7 @@ from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
-from jbert.train.modeling import build_scratch_model, load_pretrained_model, load_run_tokenizer
+from jbert.train.modeling import ARCHITECTURE_NAMES, build_scratch_model, load_pretrained_model, load_run_tokenizer
 from jbert.train.optimization import Schedule
 from jbert.train.positions import check_pretrained_length
 from jbert.train.saved_predictions import predict_saved_model, predict_test_file, write_examples
@@ -105,8 +105,8 @@ class ClassificationTask:
         """A pretrained checkpoint with a new classification head, or a randomly initialised BERT."""
         problem_type, label_names = data.source.prepared.problem_type, data.source.prepared.label_names
         if config.from_scratch:
-            return build_scratch_model(config.from_scratch, len(data.tokenizer), data.tokenizer.pad_token_id,
-                                       config.max_length, label_names, problem_type, config.dropout)
+            return build_scratch_model(config.from_scratch, len(data.tokenizer), data.tokenizer.pad_token_id, config.max_length,
+                                       label_names, problem_type, config.dropout, config.architecture, data.tokenizer)
         with accelerator.main_process_first():
             return load_pretrained_model(config.model_name_or_path, label_names, problem_type, config.dropout,
                                          config.trust_remote_code)
@@ -197,7 +197,7 @@ class ClassificationTask:
         baseline = metrics.get("baseline")
         comparison = baseline["comparison"] if baseline else None
         write_model_card(directory, name=Path(config.output_dir).name,
-                         model_source=config.model_name_or_path or f"scratch ({config.from_scratch} BERT)",
+                         model_source=config.model_name_or_path or f"scratch ({config.from_scratch} {ARCHITECTURE_NAMES[config.architecture]})",
                          settings=data.settings, label_names=label_names, data_summary=metrics["data"],
                          validation_metrics=validation_metrics, test_metrics=test_metrics,
                          best=metrics["best"], plots=plots, config=config.to_dict(),

@@ -123,6 +123,9 @@ class TrainConfig:
     student_layers: Optional[str] = option(None, "--task distill: initialise the student from these encoder layers of the (first) teacher model directory, e.g. 0,2,4 (as DistilBERT); instead of --from_scratch / --model_name_or_path.")
     distill_tokenizer: str = option("teacher", "--task distill with --from_scratch: the student uses the teacher's tokenizer (teacher), or a WordPiece vocabulary trained on the training texts (own).", choices=("teacher", "own"))
     unlabeled_file: Optional[str] = option(None, "--task distill: more texts without labels (.txt one a line, or a table with --text_column) that the student learns from the teacher's soft targets.")
+    # --- from scratch: which architecture and which vocabulary (BERT + MeCab WordPiece unless chosen)
+    architecture: str = option("bert", "--from_scratch: the encoder to build: bert (default), modernbert (RoPE, local/global attention, up to 8,192 tokens) or deberta-v2 (DeBERTa-v3 shape: relative attention, no token types). Classification tasks; --task mlm builds BERT.", choices=("bert", "modernbert", "deberta-v2"))
+    vocabulary: str = option("mecab-wordpiece", "--from_scratch: the vocabulary trained on the training texts: mecab-wordpiece (MeCab words, then WordPiece; a BertJapaneseTokenizer) or unigram (SentencePiece-style Unigram on the raw text, no word splitter; a tokenizer.json).", choices=("mecab-wordpiece", "unigram"))
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
@@ -180,6 +183,7 @@ class TrainConfig:
             problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
         problems += self._decision_rule_problems()
         problems += self._long_text_problems()
+        problems += self._scratch_choice_problems()
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
             problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
         if self.task == "mlm" and not 0 < self.mlm_probability < 1:
@@ -256,6 +260,20 @@ class TrainConfig:
     def window_stride(self) -> int:
         """--stride, or its default for --max_length."""
         return default_stride(self.max_length) if self.stride is None else self.stride
+
+    def _scratch_choice_problems(self) -> list[str]:
+        """--architecture / --vocabulary: only with --from_scratch; MLM keeps BERT + MeCab WordPiece."""
+        problems = []
+        chosen = [f"--{name} {getattr(self, name)}" for name, default in (("architecture", "bert"), ("vocabulary", "mecab-wordpiece"))
+                  if getattr(self, name) != default]
+        if chosen and not self.from_scratch:
+            problems.append(f"{' and '.join(chosen)} apply to --from_scratch only (a pretrained model brings its own)")
+        if chosen and self.task == "mlm":
+            problems.append(f"{' and '.join(chosen)}: --task mlm builds BERT with a MeCab WordPiece vocabulary "
+                            "(its whole-word masking needs MeCab words); drop them")
+        if self.from_scratch and self.architecture == "modernbert" and self.max_length > 8192:
+            problems.append(f"--max_length {self.max_length} is beyond ModernBERT's 8192 positions")
+        return problems
 
 
 def _looks_like_path(name: str) -> bool:

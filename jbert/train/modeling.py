@@ -41,18 +41,69 @@ def _dropout_overrides(dropout: float | None) -> dict:
     return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout, "classifier_dropout": dropout}
 
 
+# --from_scratch --architecture: the position limit each starts with. BERT's grows to --max_length
+# (as before); ModernBERT is built for 8,192 tokens (RoPE, alternating local/global attention), and
+# DeBERTa-v2's relative attention has no absolute positions to run out of.
+SCRATCH_POSITIONS = {"bert": 512, "modernbert": 8192, "deberta-v2": 512}
+ARCHITECTURES = tuple(SCRATCH_POSITIONS)
+ARCHITECTURE_NAMES = {"bert": "BERT", "modernbert": "ModernBERT", "deberta-v2": "DeBERTa-v2"}  # as model cards write them
+
+
+def scratch_model_config(architecture: str, size: str, vocab_size: int, special_ids: dict, max_length: int,
+                         dropout: float | None = None, **extra):
+    """The transformers config of a randomly initialised encoder of `architecture` ("bert", "modernbert", "deberta-v2").
+
+    `special_ids` has pad_token_id, and for ModernBERT cls_token_id and sep_token_id (its
+    config names them). A ModernBERT asked for more than its 8,192 positions is a UserError.
+    """
+    from transformers import DebertaV2Config, ModernBertConfig
+
+    shape = SIZE_PRESETS[size]
+    if architecture == "bert":
+        return BertConfig(vocab_size=vocab_size, pad_token_id=special_ids["pad_token_id"],
+                          max_position_embeddings=max(SCRATCH_POSITIONS["bert"], max_length), **shape,
+                          **_dropout_overrides(dropout), **extra)
+    if architecture == "modernbert":
+        if max_length > SCRATCH_POSITIONS["modernbert"]:
+            raise UserError(f"--max_length {max_length} is beyond ModernBERT's {SCRATCH_POSITIONS['modernbert']} "
+                            "positions; give --max_length 8192 or less")
+        rates = {} if dropout is None else {name: dropout for name in (
+            "attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout")}
+        return ModernBertConfig(
+            vocab_size=vocab_size, hidden_size=shape["hidden_size"], num_hidden_layers=shape["num_hidden_layers"],
+            num_attention_heads=shape["num_attention_heads"], intermediate_size=shape["intermediate_size"],
+            max_position_embeddings=SCRATCH_POSITIONS["modernbert"], pad_token_id=special_ids["pad_token_id"],
+            cls_token_id=special_ids["cls_token_id"], sep_token_id=special_ids["sep_token_id"],
+            bos_token_id=special_ids["cls_token_id"], eos_token_id=special_ids["sep_token_id"],
+            # torch.compile of the reference code is for GPUs; a CPU run would compile for minutes
+            reference_compile=False, **rates, **extra,
+        )
+    if architecture == "deberta-v2":
+        # DeBERTa-v3's shape: relative positions only, no token types, shared attention keys
+        return DebertaV2Config(
+            vocab_size=vocab_size, pad_token_id=special_ids["pad_token_id"], **shape,
+            max_position_embeddings=SCRATCH_POSITIONS["deberta-v2"], relative_attention=True, position_buckets=256,
+            norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
+            position_biased_input=False, max_relative_positions=-1, type_vocab_size=0,
+            **_dropout_overrides(dropout), **({} if dropout is None else {"pooler_dropout": dropout}), **extra,
+        )
+    raise UserError(f"--architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+
+
 def build_scratch_model(size: str, vocab_size: int, pad_token_id: int, max_length: int,
-                        label_names: list[str], problem_type: str, dropout: float | None = None):
-    """A randomly initialised BERT classifier of a named size preset."""
-    config = BertConfig(
-        vocab_size=vocab_size,
-        pad_token_id=pad_token_id,
-        max_position_embeddings=max(512, max_length),
-        **SIZE_PRESETS[size],
-        **label_config(label_names, problem_type),
-        **_dropout_overrides(dropout),
-    )
-    return BertForSequenceClassification(config)
+                        label_names: list[str], problem_type: str, dropout: float | None = None,
+                        architecture: str = "bert", tokenizer=None):
+    """A randomly initialised classifier of a named size preset and `architecture` (BERT by default).
+
+    `tokenizer` gives ModernBERT its [CLS]/[SEP] ids (BERT and DeBERTa-v2 need only `pad_token_id`).
+    """
+    special_ids = {"pad_token_id": pad_token_id,
+                   "cls_token_id": getattr(tokenizer, "cls_token_id", None), "sep_token_id": getattr(tokenizer, "sep_token_id", None)}
+    model_config = scratch_model_config(architecture, size, vocab_size, special_ids, max_length, dropout,
+                                        **label_config(label_names, problem_type))
+    if architecture == "bert":
+        return BertForSequenceClassification(model_config)
+    return AutoModelForSequenceClassification.from_config(model_config)
 
 
 def load_pretrained_model(name_or_path: str, label_names: list[str], problem_type: str,
@@ -74,19 +125,58 @@ def load_pretrained_model(name_or_path: str, label_names: list[str], problem_typ
         raise UserError(f"cannot load model {name_or_path!r}: {hint}. Details: {err}") from None
 
 
+def check_model_positions(name_or_path: str, max_length: int, tokenizer, trust_remote_code: bool = False) -> None:
+    """UserError when --max_length is beyond the pretrained model's positions; otherwise let the tokenizer go as far.
+
+    A tokenizer may say less than its model takes (ModernBERT-ja's 8,192 positions): its
+    `model_max_length` is raised to the model's limit when --max_length needs it, so the length check
+    of training allows what the model has. Models with relative positions only (DeBERTa-v2/v3) have
+    no limit here.
+    """
+    from jbert.tokenization.tokenizer_dir import known_length_limit
+
+    try:
+        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError):
+        return  # loading the model reports it, with its own message
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if not positions or model_config.model_type == "deberta-v2" and not getattr(model_config, "position_biased_input", True):
+        return
+    if model_config.model_type in _PADDING_OFFSET_POSITIONS:
+        positions -= (model_config.pad_token_id or 0) + 1  # RoBERTa-style positions start after the padding index
+    if max_length > positions:
+        raise UserError(f"--max_length {max_length} is beyond the {positions} positions of {name_or_path} "
+                        f"({model_config.model_type}); give --max_length {positions} or less")
+    limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
+    if limit and limit < max_length <= positions:
+        logger.info("tokenizer model_max_length %d raised to %d, the positions of %s", limit, positions, name_or_path)
+        tokenizer.model_max_length = positions
+
+
+# RoBERTa-style models number positions from padding_idx + 1 (514 positions hold 512 tokens).
+_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "luke", "data2vec-text")
+
+
 def load_run_tokenizer(config, accelerator, vocabulary_texts: Callable[[], list[str]],
                        model_max_length: int):
-    """The pretrained tokenizer, or (--from_scratch) a WordPiece vocabulary trained on `vocabulary_texts()`.
+    """The pretrained tokenizer, or (--from_scratch) a vocabulary trained on `vocabulary_texts()`.
 
     Shared by classification and masked-LM. `vocabulary_texts` is called only when a vocabulary is
-    built (on the main process, once per run).
+    built (on the main process, once per run): MeCab + WordPiece, or Unigram (--vocabulary unigram).
     """
     from jbert.tokenization import load_tokenizer, train_japanese_wordpiece
+    from jbert.tokenization.unigram import train_japanese_unigram
 
     if not config.from_scratch:
         with accelerator.main_process_first():
-            return load_tokenizer(config.tokenizer_name or config.model_name_or_path, mecab_dic=config.mecab_dic,
-                                  trust_remote_code=config.trust_remote_code)
+            tokenizer = load_tokenizer(config.tokenizer_name or config.model_name_or_path, mecab_dic=config.mecab_dic,
+                                       trust_remote_code=config.trust_remote_code)
+            check_model_positions(config.model_name_or_path, config.max_length, tokenizer, config.trust_remote_code)
+            return tokenizer
+    vocabulary = getattr(config, "vocabulary", "mecab-wordpiece")
+    architecture = getattr(config, "architecture", "bert")
+    if architecture == "modernbert":
+        model_max_length = max(model_max_length, SCRATCH_POSITIONS["modernbert"])
     # Trained once by the main process into the checkpoint folder, so every rank and every resume
     # of this run uses the very same vocabulary.
     vocab_dir = config.checkpoint_dir / "tokenizer"
@@ -96,8 +186,16 @@ def load_run_tokenizer(config, accelerator, vocabulary_texts: Callable[[], list[
         # load. tokenizer_config.json is written last, so a directory left that way is rebuilt.
         if accelerator.is_main_process and not (vocab_dir / "tokenizer_config.json").is_file():
             texts = vocabulary_texts()
-            logger.info("training a %d-token WordPiece vocabulary on %d texts", config.vocab_size, len(texts))
+            logger.info("training a %d-token %s vocabulary on %d texts", config.vocab_size, vocabulary, len(texts))
             with atomic_directory(vocab_dir, overwrite=True) as work_dir:
-                train_japanese_wordpiece(texts, config.vocab_size, work_dir, mecab_dic=config.mecab_dic or "unidic_lite",
-                                         model_max_length=model_max_length)
-        return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic)
+                if vocabulary == "unigram":
+                    # ModernBERT and DeBERTa-v3 take no token types: the tokenizer does not hand them on
+                    inputs = ("input_ids", "token_type_ids", "attention_mask") if architecture == "bert" \
+                        else ("input_ids", "attention_mask")
+                    train_japanese_unigram(texts, config.vocab_size, work_dir, model_max_length=model_max_length,
+                                           model_input_names=inputs)
+                else:
+                    train_japanese_wordpiece(texts, config.vocab_size, work_dir,
+                                             mecab_dic=config.mecab_dic or "unidic_lite",
+                                             model_max_length=model_max_length)
+        return load_tokenizer(str(vocab_dir), mecab_dic=config.mecab_dic if vocabulary != "unigram" else None)
