@@ -87,14 +87,15 @@ def test_max_length_beyond_a_pretrained_models_positions(tmp_path):
 
     from transformers import XLMRobertaConfig
 
-    from jbert.train.modeling import check_model_positions
+    from jbert.train.positions import check_pretrained_length
 
     XLMRobertaConfig(max_position_embeddings=66, pad_token_id=1, vocab_size=10, hidden_size=8,
                      num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
     tokenizer = SimpleNamespace(model_max_length=32)
-    with pytest.raises(UserError, match="beyond the 64 positions"):
-        check_model_positions(str(tmp_path), 65, tokenizer)
-    check_model_positions(str(tmp_path), 64, tokenizer)
+    config = SimpleNamespace(model_name_or_path=str(tmp_path), trust_remote_code=False)
+    with pytest.raises(UserError, match="exceeds the 64 positions"):
+        check_pretrained_length(config, tokenizer, 65)
+    check_pretrained_length(config, tokenizer, 64)
     assert tokenizer.model_max_length == 64
 
 
@@ -121,5 +122,5 @@ def test_train_py_refuses_a_max_length_beyond_the_models_positions(tmp_path, top
     argv = tiny_args(topic_files, from_scratch=None, model_name_or_path=str(model_dir), max_length=65,
                      output_dir=str(tmp_path / "out"))
     assert train_script.run(argv) == 2
-    assert "beyond the 64 positions" in capsys.readouterr().err
+    assert "exceeds the 64 positions" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

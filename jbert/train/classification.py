@@ -35,7 +35,6 @@ from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
 from jbert.train.modeling import ARCHITECTURE_NAMES, build_scratch_model, load_pretrained_model, load_run_tokenizer
 from jbert.train.optimization import Schedule
-from jbert.train.positions import check_pretrained_length
 from jbert.train.saved_predictions import predict_saved_model, predict_test_file, write_examples
 from jbert.train.task_protocol import RunFacts, TaskData
 from jbert.train import thresholds as decision_rules
@@ -72,7 +71,6 @@ class ClassificationTask:
         tokenizer = load_run_tokenizer(config, accelerator, lambda: _training_texts(config, prepared),
                                        config.max_length)
         max_length = config.max_length
-        check_pretrained_length(config, tokenizer, max_length)  # the tokenizer's limit and the position table
 
         has_pair = config.text_pair_column is not None
         long_text = _long_text_rule(config, tokenizer, has_pair)

@@ -36,7 +36,6 @@ from jbert.train.dataloaders import LengthGroupedSampler
 from jbert.train.mlm_data import WholeWordMaskCollator, build_sequences, premask, tokenize_with_word_starts
 from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides, load_run_tokenizer
 from jbert.train.optimization import Schedule
-from jbert.train.positions import max_length_problem, pretrained_position_limit
 from jbert.train.task_protocol import RunFacts, TaskData
 
 logger = logging.getLogger("jbert")
@@ -209,10 +208,6 @@ def load_mlm_data(config: TrainConfig, accelerator: Accelerator):
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:  # packing frames sequences with them
         raise UserError(f"the tokenizer of {config.tokenizer_name or config.model_name_or_path} has no cls_token or "
                         "sep_token; set them in its tokenizer_config.json (RoBERTa-style: <s> and </s>)")
-    problem = config.model_name_or_path and max_length_problem(
-        config.max_length, pretrained_position_limit(config.model_name_or_path, config.trust_remote_code), config.model_name_or_path)
-    if problem:
-        raise UserError(problem)
     train_sequences, truncated_train = build_sequences(tokenize_with_word_starts(texts, tokenizer), tokenizer,
                                                        config.max_length, config.mlm_pack)
     eval_sequences, truncated_eval = build_sequences(tokenize_with_word_starts(validation_texts, tokenizer),

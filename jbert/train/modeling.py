@@ -11,6 +11,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 
 from jbert.core.artifacts import atomic_directory
 from jbert.core.errors import UserError
+from jbert.train.positions import check_pretrained_length
 
 logger = logging.getLogger("jbert")
 
@@ -125,38 +126,6 @@ def load_pretrained_model(name_or_path: str, label_names: list[str], problem_typ
         raise UserError(f"cannot load model {name_or_path!r}: {hint}. Details: {err}") from None
 
 
-def check_model_positions(name_or_path: str, max_length: int, tokenizer, trust_remote_code: bool = False) -> None:
-    """UserError when --max_length is beyond the pretrained model's positions; otherwise let the tokenizer go as far.
-
-    A tokenizer may say less than its model takes (ModernBERT-ja's 8,192 positions): its
-    `model_max_length` is raised to the model's limit when --max_length needs it, so the length check
-    of training allows what the model has. Models with relative positions only (DeBERTa-v2/v3) have
-    no limit here.
-    """
-    from jbert.tokenization.tokenizer_dir import known_length_limit
-
-    try:
-        model_config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
-        return  # loading the model reports it, with its own message
-    positions = getattr(model_config, "max_position_embeddings", None)
-    if not positions or model_config.model_type == "deberta-v2" and not getattr(model_config, "position_biased_input", True):
-        return
-    if model_config.model_type in _PADDING_OFFSET_POSITIONS:
-        positions -= (model_config.pad_token_id or 0) + 1  # RoBERTa-style positions start after the padding index
-    if max_length > positions:
-        raise UserError(f"--max_length {max_length} is beyond the {positions} positions of {name_or_path} "
-                        f"({model_config.model_type}); give --max_length {positions} or less")
-    limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
-    if limit and limit < max_length <= positions:
-        logger.info("tokenizer model_max_length %d raised to %d, the positions of %s", limit, positions, name_or_path)
-        tokenizer.model_max_length = positions
-
-
-# RoBERTa-style models number positions from padding_idx + 1 (514 positions hold 512 tokens).
-_PADDING_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "luke", "data2vec-text")
-
-
 def load_run_tokenizer(config, accelerator, vocabulary_texts: Callable[[], list[str]],
                        model_max_length: int):
     """The pretrained tokenizer, or (--from_scratch) a vocabulary trained on `vocabulary_texts()`.
@@ -171,7 +140,7 @@ def load_run_tokenizer(config, accelerator, vocabulary_texts: Callable[[], list[
         with accelerator.main_process_first():
             tokenizer = load_tokenizer(config.tokenizer_name or config.model_name_or_path, mecab_dic=config.mecab_dic,
                                        trust_remote_code=config.trust_remote_code)
-            check_model_positions(config.model_name_or_path, config.max_length, tokenizer, config.trust_remote_code)
+            check_pretrained_length(config, tokenizer, config.max_length)
             return tokenizer
     vocabulary = getattr(config, "vocabulary", "mecab-wordpiece")
     architecture = getattr(config, "architecture", "bert")

@@ -10,11 +10,18 @@ from __future__ import annotations
 from typing import Optional
 
 # Model types whose position ids start after the padding index (transformers' create_position_ids_from_input_ids).
-PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "ibert", "roberta-prelayernorm")
+PADDING_OFFSET_TYPES = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text", "ibert",
+                        "roberta-prelayernorm", "luke")
 
 
 def position_limit(config) -> Optional[int]:
-    """The longest sequence the model's positions allow, or None when its config names no limit."""
+    """The longest sequence the model's positions allow, or None when its config names no limit.
+
+    DeBERTa-v2/v3 without absolute positions (`position_biased_input` false) has none: its relative
+    attention has no table to run out of.
+    """
+    if getattr(config, "model_type", None) == "deberta-v2" and not getattr(config, "position_biased_input", True):
+        return None
     positions = getattr(config, "max_position_embeddings", None)
     if not isinstance(positions, int) or positions <= 0:
         return None
@@ -42,22 +49,30 @@ def max_length_problem(max_length: int, limit: Optional[int], model: str, flag: 
             f"use {flag} {limit} or less")
 
 
-
 def check_pretrained_length(config, tokenizer, max_length: int) -> None:
     """UserError before any data is tokenized when --max_length exceeds what --model_name_or_path takes.
 
-    Two limits: the tokenizer's model_max_length (when it states one) and the model's position
-    table, which a tokenizer trained or saved without model_max_length does not state.
+    The model's position table bounds --max_length. A tokenizer may state less than its model takes
+    (ModernBERT-ja's 8,192 positions): its `model_max_length` is then raised to the positions when
+    --max_length needs it. Where the model's config cannot be read here, the tokenizer's
+    model_max_length (when it states one) is the bound. Called once, where the run's tokenizer is
+    loaded (jbert.train.modeling.load_run_tokenizer), for every task.
     """
+    import logging
+
     from jbert.core.errors import UserError
     from jbert.tokenization.tokenizer_dir import known_length_limit
 
     if not config.model_name_or_path:
         return
-    model_limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
-    if model_limit and max_length > model_limit:
-        raise UserError(f"--max_length {max_length} exceeds the model's maximum of {model_limit} tokens")
-    limit = pretrained_position_limit(config.model_name_or_path, config.trust_remote_code)
-    problem = max_length_problem(max_length, limit, config.model_name_or_path)
+    positions = pretrained_position_limit(config.model_name_or_path, config.trust_remote_code)
+    problem = max_length_problem(max_length, positions, config.model_name_or_path)
     if problem:
         raise UserError(problem)
+    tokenizer_limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
+    if tokenizer_limit and max_length > tokenizer_limit:
+        if positions is None:
+            raise UserError(f"--max_length {max_length} exceeds the model's maximum of {tokenizer_limit} tokens")
+        logging.getLogger("jbert").info("tokenizer model_max_length %d raised to %d, the positions of %s",
+                                        tokenizer_limit, positions, config.model_name_or_path)
+        tokenizer.model_max_length = positions
