@@ -97,27 +97,32 @@ def _train_throughput(result: dict, view: str | None) -> str:
 
 
 def _long_text(result: dict, view: str | None) -> str:
-    names = {"truncate": "truncate (first window only)", "windows_mean": "windows, mean pooling",
-             "windows_max": "windows, max pooling", "windows_first": "windows model, first window"}
+    trained = {"truncate": "truncated texts"}
+    pooled = {"mean": "mean", "max": "max", "first": "first window"}
     rows = []
     for length, figures in result["lengths"].items():
-        serving = figures["serving"]
-        for key, label in names.items():
-            arm = figures["arms"][key]
-            served = {"truncate": serving["truncate"], "windows_mean": serving["windows"]}.get(key, {})
-            rows.append([length, label, _num(arm["test_accuracy"], 3), _num(arm["test_macro_f1"], 3),
-                         _num(arm.get("accuracy_sentence_in_first_window"), 3),
-                         _num(arm.get("accuracy_sentence_past_first_window"), 3),
-                         _num(served.get("texts_per_s")), _num(served.get("tokens_per_s")),
-                         _pct(served.get("onnx_pytorch_label_agreement")) if served else "-"])
+        serving, served_windows = figures["serving"], figures["served_windows_model"]
+        for name, arm in figures["arms"].items():
+            readings = [("truncate", arm)] if name == "truncate" else [(pooling, arm[pooling]) for pooling in pooled]
+            for reading, numbers in readings:
+                served = (serving["truncate"] if name == "truncate"
+                          else serving["windows"] if name == served_windows and reading == "mean" else {})
+                how = (trained["truncate"] if name == "truncate" else
+                       f"every window" if name.endswith("_all") else f"first {name.rsplit('_', 1)[1]} window(s)")
+                rows.append([length, how, "first window (truncation)" if name == "truncate" else f"windows, {pooled[reading]}",
+                             _num(numbers["test_accuracy"], 3), _num(numbers["test_macro_f1"], 3),
+                             _num(numbers.get("accuracy_sentence_in_first_window"), 3),
+                             _num(numbers.get("accuracy_sentence_past_first_window"), 3),
+                             _num(served.get("texts_per_s")), _num(served.get("tokens_per_s")),
+                             _pct(served.get("onnx_pytorch_label_agreement")) if served else ""])
     data = result["data"]
-    late = {length: figures.get("test_documents_with_sentence_past_first_window")
-            for length, figures in result["lengths"].items()}
+    late = ", ".join(f"{figures['test_documents_with_sentence_past_first_window']} at max_length {length}"
+                     for length, figures in result["lengths"].items())
     intro = (f"{data['documents']['test']} test documents of about {data['characters_per_document']} characters "
-             f"({data['label']}; deciding sentence past the first window in "
-             + ", ".join(f"{n} at max_length {length}" for length, n in late.items())
-             + f"), {result['size']} model from scratch, {result['epochs']} epochs.")
-    header = ["max_length", "reading", "test accuracy", "macro-F1", "accuracy, sentence in first window",
+             f"({data['label']}; the deciding sentence starts past the first window in {late}); "
+             f"{result['size']} model from scratch, {result['epochs']} epochs, trained on "
+             f"{data['documents']['train']} documents.")
+    header = ["max_length", "trained on", "test reads", "accuracy", "macro-F1", "accuracy, sentence in first window",
               "accuracy, sentence past it", "texts/s (ONNX)", "tokens/s (ONNX)", "ONNX = PyTorch per document"]
     return intro + "\n\n" + _table(header, rows)
 
