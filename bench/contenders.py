@@ -149,7 +149,7 @@ def run_trainer(files: dict, init_dir: Path, out_dir: Path, seed: int, *, batch_
             output_dir=str(out_dir), per_device_train_batch_size=batch_size, per_device_eval_batch_size=64,
             learning_rate=learning_rate, num_train_epochs=epochs, warmup_ratio=0.1, weight_decay=0.01,
             lr_scheduler_type="linear", seed=seed, eval_strategy="epoch", save_strategy="no", report_to=[],
-            logging_steps=50, disable_tqdm=True, use_cpu=not cuda, bf16=bf16, group_by_length=group_by_length,
+            logging_steps=50, disable_tqdm=True, use_cpu=not cuda, bf16=bf16, **length_grouping(group_by_length),
             # jbert's dataloader settings: the same workers; it pins no memory (pinning only applies to GPUs)
             dataloader_num_workers=num_workers, dataloader_pin_memory=cuda,
         ),
@@ -179,6 +179,17 @@ def run_trainer(files: dict, init_dir: Path, out_dir: Path, seed: int, *, batch_
         "test_accuracy": round(float(accuracy_score(labels, predictions)), 4),
         "test_macro_f1": round(float(f1_score(labels, predictions, average="macro")), 4),
     }
+
+
+def length_grouping(enabled: bool) -> dict:
+    """TrainingArguments' length grouping: `group_by_length` up to transformers 4.x, `train_sampling_strategy` in 5.x."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    if "train_sampling_strategy" in {field.name for field in dataclasses.fields(TrainingArguments)}:
+        return {"train_sampling_strategy": "group_by_length" if enabled else "random"}
+    return {"group_by_length": enabled}
 
 
 def summarise(runs: dict[str, list[dict]]) -> dict:

@@ -52,8 +52,9 @@ BASE_SHAPE = dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
 SMALL_SHAPE = dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128, vocab_size=2048)
 MODES = {
     # texts: throughput training texts (one epoch each); zero_epochs: quickstart epochs per ZeRO run
-    "gpu": dict(shape=BASE_SHAPE, texts=8192, max_length=128, batch_size=32, zero_epochs=8, precision="bf16"),
-    "cpu": dict(shape=SMALL_SHAPE, texts=192, max_length=32, batch_size=16, zero_epochs=8, precision="no"),
+    "gpu": dict(shape=BASE_SHAPE, texts=8192, held_out=256, max_length=128, batch_size=32, zero_epochs=8,
+                precision="bf16"),
+    "cpu": dict(shape=SMALL_SHAPE, texts=96, held_out=32, max_length=32, batch_size=16, zero_epochs=8, precision="no"),
 }
 THROUGHPUT_CONTENDERS = {  # name: (runner, mixed precision, attention)
     "jbert_fp32": ("jbert", "no", "eager"),
@@ -136,18 +137,21 @@ def save_init_model(directory: Path, tokenizer_dir: Path, shape: dict, labels: l
     return directory
 
 
-def throughput(work: Path, settings: dict, tokenizer_dir: Path) -> dict:
+def throughput(work: Path, settings: dict, tokenizer_dir: Path, names: list[str]) -> dict:
     """The loop at the mode's shape: fp32, bf16, bf16 + SDPA, and the Trainer at its best; ratios."""
     from contenders import run_jbert, run_trainer, write_csv
 
-    rows = synthetic_texts(settings["texts"] + 2 * 256, settings["max_length"] * 2, seed=1)
-    files = {"test": write_csv(work / "tp-test.csv", rows[:256]), "valid": write_csv(work / "tp-valid.csv", rows[256:512]),
-             "train": write_csv(work / "tp-train.csv", rows[512:])}
+    held_out = settings["held_out"]
+    rows = synthetic_texts(settings["texts"] + 2 * held_out, settings["max_length"] * 2, seed=1)
+    files = {"test": write_csv(work / "tp-test.csv", rows[:held_out]),
+             "valid": write_csv(work / "tp-valid.csv", rows[held_out:2 * held_out]),
+             "train": write_csv(work / "tp-train.csv", rows[2 * held_out:])}
     labels = sorted({row["label"] for row in rows})
     init_dir = save_init_model(work / "tp-init", tokenizer_dir, settings["shape"], labels, settings["max_length"])
     common = dict(batch_size=settings["batch_size"], learning_rate=5e-5, epochs=1, max_length=settings["max_length"])
     results = {}
-    for name, (runner, precision, attention) in THROUGHPUT_CONTENDERS.items():
+    for name in names:
+        runner, precision, attention = THROUGHPUT_CONTENDERS[name]
         try:
             with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout is the JSON alone
                 if runner == "jbert":
@@ -165,7 +169,8 @@ def throughput(work: Path, settings: dict, tokenizer_dir: Path) -> dict:
             "ratios": {"bf16_over_fp32": ratio("jbert_bf16", "jbert_fp32"),
                        "sdpa_over_eager_bf16": ratio("jbert_bf16_sdpa", "jbert_bf16"),
                        "jbert_bf16_sdpa_over_trainer_best": ratio("jbert_bf16_sdpa", "trainer_best")},
-            "model_dir": str(work / "tp-jbert_bf16_sdpa")}
+            "model_dir": next((str(work / f"tp-{n}") for n in reversed(names) if n.startswith("jbert") and
+                               "error" not in results[n]), None)}
 
 
 def free_port() -> int:
@@ -237,17 +242,32 @@ def zero(stage: int, work: Path, settings: dict, tokenizer_dir: Path, timeout: f
             "hardware": first.get("hardware"), "model_dir": str(output_dir)}
 
 
-def export_check(work: Path, model_dir: Path) -> dict:
-    """jbert's export of a trained model directory, and its parity with PyTorch (from the manifest)."""
-    from jbert.export.options import ExportOptions
-    from jbert.export.pipeline import export_model
+def export_check(work: Path, model_dir: Path, export_site: Path | None) -> dict:
+    """`python export.py` of a trained model directory (a fresh process) and the fp32 graph's parity with PyTorch.
 
-    with contextlib.redirect_stdout(sys.stderr):
-        manifest = export_model(model_dir, work / "export", ExportOptions(show_progress=False))
-    record = json.loads((work / "export" / "manifest.json").read_text(encoding="utf-8"))
-    parity = record.get("validation") or record.get("parity") or {}
-    return {"ok": True, "model_dir": str(model_dir), "manifest_keys": sorted(record), "parity": parity,
-            "default_model": getattr(manifest, "default_model", None)}
+    optimum-onnx 0.1.0 (jbert's export) needs transformers < 4.58: where this Python has 5.x (the GPU
+    image), the export runs on the pinned transformers the wheel folder put in `export_site`,
+    which also proves that a directory saved by 5.x loads in the pinned stack.
+    """
+    import transformers
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        if export_site is None or not export_site.is_dir():
+            return {"ok": False, "skipped": f"transformers {transformers.__version__} here; jbert's export (optimum-onnx "
+                    "0.1.0) needs the pinned 4.57: run with --wheels (bench/gpu_wheels.py packs it)"}
+        env["PYTHONPATH"] = os.pathsep.join([str(export_site), str(REPO)])  # not this process's own path
+    export_dir = work / "export"
+    with open(work / "export.log", "w", encoding="utf-8") as log:
+        done = subprocess.run([sys.executable, str(REPO / "export.py"), str(model_dir), str(export_dir), "--quiet"],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=600)
+    if done.returncode != 0:
+        tail = (work / "export.log").read_text(encoding="utf-8", errors="replace").splitlines()[-5:]
+        return {"ok": False, "error": f"export.py exited {done.returncode}: {' | '.join(tail)}"}
+    manifest = json.loads((export_dir / "manifest.json").read_text(encoding="utf-8"))
+    parity = manifest["models"]["fp32"]["parity"]
+    return {"ok": bool(parity["passed"]), "model_dir": str(model_dir), "parity": parity,
+            "export_versions": {k: manifest["versions"].get(k) for k in ("transformers", "optimum-onnx", "onnxruntime")}}
 
 
 def run_sections(args) -> dict:
@@ -273,13 +293,13 @@ def run_sections(args) -> dict:
             if section == "environment":
                 result = environment(mode)
             elif section == "throughput":
-                result = throughput(work, settings, tokenizer_dir)
+                result = throughput(work, settings, tokenizer_dir, args.contenders)
             elif section in ("zero2", "zero3"):
                 result = zero(int(section[-1]), work, settings, tokenizer_dir, timeout=left)
             else:
                 sources = [report["sections"].get(name, {}).get("model_dir") for name in ("zero2", "throughput")]
                 source = next((Path(s) for s in sources if s and (Path(s) / "metrics.json").is_file()), None)
-                result = (export_check(work, source) if source else
+                result = (export_check(work, source, args.export_site) if source else
                           {"ok": False, "skipped": "no trained model: run zero2 or throughput first"})
         except Exception as err:  # the JSON object must come out whatever one section does
             result = {"ok": False, "error": f"{type(err).__name__}: {err}",
@@ -292,7 +312,11 @@ def run_sections(args) -> dict:
 
 
 def install_wheels(folder: Path) -> dict:
-    """pip install, offline, the folder's pinned packages that this Python lacks (never replaces the image's own)."""
+    """pip install, offline, the folder's pinned packages that this Python lacks (never replaces the image's own).
+
+    The export stack (folder/export: transformers 4.57 and what it pins) goes into folder/export-site
+    instead, used only by the export section's own process.
+    """
     from importlib import metadata
 
     wanted = [line.strip() for line in (folder / "requirements.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -302,10 +326,15 @@ def install_wheels(folder: Path) -> dict:
             metadata.version(pin.split("==")[0])
         except metadata.PackageNotFoundError:
             missing.append(pin)
+    pip = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps"]
     if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(folder), "--no-deps",
-                        *missing], check=True, stdout=sys.stderr, stderr=sys.stderr)
-    return {"installed": missing, "already_present": len(wanted) - len(missing)}
+        subprocess.run([*pip, "--find-links", str(folder), *missing], check=True, stdout=sys.stderr, stderr=sys.stderr)
+    export_stack = folder / "export" / "requirements.txt"
+    if export_stack.is_file():
+        subprocess.run([*pip, "--find-links", str(folder / "export"), "--target", str(folder / "export-site"),
+                        "--upgrade", "-r", str(export_stack)], check=True, stdout=sys.stderr, stderr=sys.stderr)
+    return {"installed": missing, "already_present": len(wanted) - len(missing),
+            "export_site": str(folder / "export-site") if export_stack.is_file() else None}
 
 
 def main(argv=None) -> None:
@@ -313,8 +342,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=sorted(MODES), default=None, help="gpu or cpu (default: gpu when CUDA is there)")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--contenders", nargs="+", choices=list(THROUGHPUT_CONTENDERS), default=list(THROUGHPUT_CONTENDERS))
     parser.add_argument("--budget_s", type=float, default=540.0, help="skip the sections that would start after this")
     parser.add_argument("--wheels", type=Path, default=None, help="a folder from bench/gpu_wheels.py to install first")
+    parser.add_argument("--export_site", type=Path, default=None,
+                        help="packages for the export's process under transformers 5.x (default: --wheels' export-site)")
     parser.add_argument("--work_dir", default=None, help="where runs write (default: a new temporary directory)")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
@@ -325,6 +357,8 @@ def main(argv=None) -> None:
     os.dup2(2, 1)
     try:
         installed = install_wheels(args.wheels) if args.wheels else None
+        if args.export_site is None and installed and installed["export_site"]:
+            args.export_site = Path(installed["export_site"])
         report = run_sections(args)
         report["wheels"] = installed
     finally:

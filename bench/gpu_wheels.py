@@ -25,6 +25,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -33,6 +34,9 @@ PRESENT = ("torch", "transformers", "accelerate", "tokenizers", "sentencepiece",
 # What bench/gpu_check.py needs beyond them: jbert's training (datasets, scikit-learn, scipy,
 # matplotlib for the plots), ZeRO (deepspeed) and the export (optimum, optimum-onnx).
 NEEDED = ("datasets", "scikit-learn", "scipy", "matplotlib", "deepspeed", "optimum", "optimum-onnx")
+# optimum-onnx 0.1.0 needs transformers < 4.58; the image has 5.x. The export's own process gets the
+# pinned transformers and what it pins from wheels/export (installed aside, never over the image's).
+EXPORT_STACK = ("transformers", "huggingface-hub", "tokenizers")
 
 
 def closure(roots: list[str]) -> dict[str, str]:
@@ -99,6 +103,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip", nargs="*", default=[], help="packages to leave out")
     parser.add_argument("--max-mib", type=float, default=50.0)
     parser.add_argument("--dry-run", action="store_true", help="list what would be packed; fetch nothing")
+    add_json_out_argument(parser)
     args = parser.parse_args(argv)
 
     packages = plan(present_names(args.present), {canonicalize_name(n) for n in args.skip})
@@ -108,13 +113,21 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         report["how"] = {name: fetch(name, version, args.out, args.python_version, args.platform)
                          for name, version in packages.items()}
-        wheels = sorted(args.out.glob("*.whl"), key=lambda p: p.stat().st_size, reverse=True)
-        sizes = {p.name: round(p.stat().st_size / 2**20, 2) for p in wheels}
+        export = {canonicalize_name(n): metadata.version(n) for n in EXPORT_STACK}
+        (args.out / "export").mkdir(exist_ok=True)
+        for name, version in export.items():
+            fetch(name, version, args.out / "export", args.python_version, args.platform)
+        (args.out / "export" / "requirements.txt").write_text("".join(f"{n}=={v}\n" for n, v in export.items()),
+                                                              encoding="utf-8")
+        report["export_stack"] = export
+        wheels = sorted(args.out.glob("**/*.whl"), key=lambda p: p.stat().st_size, reverse=True)
+        sizes = {str(p.relative_to(args.out)): round(p.stat().st_size / 2**20, 2) for p in wheels}
         report.update(total_mib=round(sum(sizes.values()), 1), wheels_mib=sizes)
         (args.out / "requirements.txt").write_text("".join(f"{n}=={v}\n" for n, v in packages.items()), encoding="utf-8")
         (args.out / "manifest.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         report["fits"] = report["total_mib"] <= args.max_mib
     print(json.dumps(report))
+    write_json_out(args.json_out, "gpu_wheels", report, argv)
     return 0 if report.get("fits", True) else 1
 
 
