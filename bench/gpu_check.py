@@ -194,14 +194,21 @@ def zero_command(stage: int, init_dir: Path, output_dir: Path, settings: dict, r
     return command + (["--resume_from_checkpoint", str(resume)] if resume else [])
 
 
+def last_evaluation(metrics: dict) -> dict:
+    """The run's last evaluation record (its final weights; "validation" is the best one, maybe from before a resume)."""
+    return [record for record in metrics["history"] if "eval_loss" in record][-1]
+
+
 def judge_zero(first: dict, resumed: dict, min_accuracy: float) -> dict:
-    """Converged (validation accuracy at least `min_accuracy`) and the resumed run ends where the first did."""
-    accuracy, again = first["validation"]["accuracy"], resumed["validation"]["accuracy"]
-    loss_gap = abs(first["validation"]["loss"] - resumed["validation"]["loss"])
-    return {"validation_accuracy": accuracy, "resumed_validation_accuracy": again,
-            "validation_loss_gap_after_resume": float(f"{loss_gap:.3g}"),
-            "converged": accuracy >= min_accuracy, "resume_matches": accuracy == again and loss_gap < 1e-2,
-            "ok": accuracy >= min_accuracy and accuracy == again and loss_gap < 1e-2}
+    """Converged (best validation accuracy at least `min_accuracy`) and the resumed run's last evaluation
+    equals the first run's (same accuracy, loss within 1e-2): training after the resume was the same."""
+    accuracy = first["validation"]["accuracy"]
+    end, again = last_evaluation(first), last_evaluation(resumed)
+    loss_gap = abs(end["eval_loss"] - again["eval_loss"])
+    matches = end["step"] == again["step"] and end["eval_accuracy"] == again["eval_accuracy"] and loss_gap < 1e-2
+    return {"validation_accuracy": accuracy, "last_step": end["step"], "last_accuracy": end["eval_accuracy"],
+            "resumed_last_accuracy": again["eval_accuracy"], "last_loss_gap_after_resume": float(f"{loss_gap:.3g}"),
+            "converged": accuracy >= min_accuracy, "resume_matches": matches, "ok": accuracy >= min_accuracy and matches}
 
 
 def zero(stage: int, work: Path, settings: dict, tokenizer_dir: Path, timeout: float) -> dict:

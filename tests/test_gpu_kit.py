@@ -60,10 +60,16 @@ def test_zero_runs_use_the_shipped_configs_and_resume_from_a_checkpoint(tmp_path
 
 def test_zero_verdict_needs_convergence_and_a_resume_that_ends_where_the_first_run_did():
     kit = _bench_module("gpu_check")
-    run = lambda accuracy, loss: {"validation": {"accuracy": accuracy, "loss": loss}}  # noqa: E731
-    assert kit.judge_zero(run(0.95, 0.30), run(0.95, 0.301), 0.8)["ok"]
-    assert not kit.judge_zero(run(0.60, 0.90), run(0.60, 0.90), 0.8)["ok"]  # did not converge
-    verdict = kit.judge_zero(run(0.95, 0.30), run(0.90, 0.45), 0.8)
+
+    def run(best: float, last_accuracy: float, last_loss: float) -> dict:
+        history = [{"step": 4, "eval_loss": 0.2, "eval_accuracy": best}, {"step": 8, "train_loss": 0.1},
+                   {"step": 8, "eval_loss": last_loss, "eval_accuracy": last_accuracy}]
+        return {"validation": {"accuracy": best, "loss": 0.2}, "history": history}
+
+    assert kit.judge_zero(run(0.95, 0.9, 0.30), run(0.95, 0.9, 0.301), 0.8)["ok"]
+    assert not kit.judge_zero(run(0.60, 0.6, 0.90), run(0.60, 0.6, 0.90), 0.8)["ok"]  # did not converge
+    # the best record (restored from the checkpoint) agrees, the training after the resume did not
+    verdict = kit.judge_zero(run(0.95, 0.9, 0.30), run(0.95, 0.85, 0.45), 0.8)
     assert verdict["converged"] and not verdict["resume_matches"] and not verdict["ok"]
 
 
