@@ -20,8 +20,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 README = REPO_ROOT / "README.md"
 MAX_README_LINES = 220
-# Every benchmark script (bench/json_out.py is their shared helper, not a benchmark).
-BENCH_SCRIPTS = tuple(sorted(p.stem for p in (REPO_ROOT / "bench").glob("*.py") if p.stem != "json_out"))
+# Every benchmark script (bench/json_out.py and bench/contenders.py are shared helpers, not benchmarks).
+BENCH_SCRIPTS = tuple(sorted(p.stem for p in (REPO_ROOT / "bench").glob("*.py") if p.stem not in ("json_out", "contenders")))
 
 
 def _nav_pages(nav) -> list[str]:

@@ -118,7 +118,7 @@ class ClassificationTask:
             examples_per_step=schedule.examples_per_step, seed=config.seed, group_by_length=config.group_by_length,
             num_workers=config.dataloader_num_workers, pad_token_id=data.tokenizer.pad_token_id,
             label_dtype=torch.long if single_label else torch.float,
-            pad_to_multiple_of=8 if accelerator.mixed_precision != "no" else None,
+            pad_to_multiple_of=8 if accelerator.mixed_precision != "no" and accelerator.device.type == "cuda" else None,
         )
 
     def evaluate(self, model: torch.nn.Module, dataloader, accelerator: Accelerator, data: TaskData) -> dict:

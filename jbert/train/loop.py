@@ -32,7 +32,7 @@ from accelerate.utils import set_seed
 from jbert.core.artifacts import check_output_dir
 from jbert.core.progress import Progress, stream_is_terminal
 from jbert.train import checkpoint as ckpt
-from jbert.train import process_group
+from jbert.train import hardware, process_group
 from jbert.train.config import TrainConfig
 from jbert.train.deepspeed_config import prepare_deepspeed_config
 from jbert.train.evaluation import Evaluator
@@ -185,6 +185,7 @@ def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: c
     model, schedule, evaluator, world = run.model, run.schedule, run.evaluator, accelerator.num_processes
     started, samples_at_start = time.perf_counter(), state.train_samples_seen
     running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
+    tokens = hardware.TokenCounter(accelerator.device)  # real vs padded tokens, for the hardware figures
     stop = state.global_step >= schedule.max_steps
     with Progress(schedule.max_steps, "training", initial=state.global_step,
                   enabled=accelerator.is_local_main_process and not config.disable_tqdm) as progress:
@@ -205,6 +206,7 @@ def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: c
                     run.optimizer.zero_grad()
                 state.batches_in_epoch += 1
                 state.train_samples_seen += batch["input_ids"].shape[0] * world
+                tokens.add(batch)
                 running_loss += loss.detach().float()
                 running_batches += 1
                 if not accelerator.sync_gradients:
@@ -234,8 +236,13 @@ def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: c
                 if stop:
                     break
     seconds = time.perf_counter() - started
-    return {"train_seconds": seconds,
-            "train_samples_per_second": (state.train_samples_seen - samples_at_start) / max(seconds, 1e-9)}
+    throughput = {"train_seconds": seconds,
+                  "train_samples_per_second": (state.train_samples_seen - samples_at_start) / max(seconds, 1e-9)}
+    if accelerator.is_main_process:  # only this process writes them (metrics.json, the card)
+        throughput["hardware"] = hardware.utilisation(accelerator.unwrap_model(model), tokens, seconds, world,
+                                                      accelerator.device, accelerator.mixed_precision)
+        logger.info("%s", hardware.log_line(throughput["hardware"]))
+    return throughput
 
 
 def _log_training_loss(accelerator: Accelerator, state: ckpt.TrainerState, scheduler, local_mean: torch.Tensor) -> float:

@@ -23,6 +23,8 @@ import yaml
 from jbert.core.artifacts import METRICS_FILE, TRAINING_CONFIG_FILE, atomic_directory
 from jbert.train.checkpoint import BEST_DIR, TrainerState
 from jbert.train.config import TrainConfig
+from jbert.train.hardware import card_lines as hardware_card_lines
+from jbert.train.report import insert_card_section
 from jbert.train.task_protocol import RunFacts, Task, TaskData
 
 logger = logging.getLogger("jbert")
@@ -44,9 +46,12 @@ def write_model_dir(config: TrainConfig, task: Task, data: TaskData, state: Trai
         with open(work_dir / TRAINING_CONFIG_FILE, "w", encoding="utf-8") as handle:
             yaml.safe_dump(config.to_dict(), handle, allow_unicode=True, sort_keys=False)
         metrics = task.write_files(work_dir, config, data, state, facts)
+        if facts.throughput.get("hardware"):  # every task's metrics.json and card report them
+            metrics.setdefault("hardware", facts.throughput["hardware"])
         with open(work_dir / METRICS_FILE, "w", encoding="utf-8") as handle:
             json.dump(metrics, handle, ensure_ascii=False, indent=2)
         task.write_report(work_dir, config, data, metrics)
+        insert_card_section(work_dir / "README.md", hardware_card_lines(metrics.get("hardware")))
     best = metrics["best"]
     logger.info("model written to %s (best %s %.4f at step %s)", config.output_dir, best["metric"], best["value"],
                 best["step"])

@@ -237,3 +237,21 @@ def write_mlm_card(output_dir: Path, *, name: str, model_source: str, metrics: d
         *fenced("yaml", yaml.safe_dump(config, allow_unicode=True, sort_keys=False).rstrip()), "",
     ]
     (output_dir / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def insert_card_section(card: Path, lines: list[str]) -> None:
+    """Put `lines` into a written model card before its "## How to use" (or "## Fine-tune it") heading.
+
+    For sections every task's card shares (the hardware figures), written once by the model-directory
+    writer instead of by each task's card; appended when neither heading is there; no card, no change.
+    """
+    if not lines or not card.is_file():
+        return
+    text = card.read_text(encoding="utf-8")
+    section = "\n".join(lines).lstrip("\n") + "\n\n"
+    for heading in ("\n## How to use\n", "\n## Fine-tune it\n"):
+        if heading in text:
+            at = text.index(heading) + 1
+            card.write_text(text[:at] + section + text[at:], encoding="utf-8")
+            return
+    card.write_text(text.rstrip("\n") + "\n\n" + section, encoding="utf-8")
