@@ -105,14 +105,6 @@ def attach(model: torch.nn.Module, per_channel: bool = False) -> int:
     return len(modules)
 
 
-def detach(model: torch.nn.Module) -> None:
-    """Back to plain fp32 layers (the instance forward removed, the class one used again)."""
-    for module in quantisable_modules(model).values():
-        if hasattr(module, "_jbert_qat"):
-            object.__delattr__(module, "_jbert_qat")
-            del module.forward
-
-
 def snap_weight(weight: torch.Tensor, embedding: bool, per_channel: bool = False) -> torch.Tensor:
     """WEIGHT rounded onto the int8 grid export will use (a Linear's symmetric int8, an embedding's uint8)."""
     quant = _tensor_fake_quant() if embedding else _weight_fake_quant(per_channel)
