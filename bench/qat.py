@@ -63,7 +63,9 @@ def finetune(model_dir: Path, files: dict, steps: int, qat: bool) -> dict:
     started = time.perf_counter()
     metrics = train(config)
     return {"train_seconds": round(time.perf_counter() - started, 1), "train_samples_per_second":
-            round(metrics["train_samples_per_second"], 1), "global_step": metrics["global_step"]}
+            round(metrics["train_samples_per_second"], 1), "global_step": metrics["global_step"],
+            # figures of the model as validated in the loop: with --qat, the fake-int8 model
+            "validation_accuracy_in_training": round(metrics["validation"]["accuracy"], 4)}
 
 
 def off_grid(model_dir: Path) -> float:
@@ -85,6 +87,27 @@ def off_grid(model_dir: Path) -> float:
     return round(worst, 4)
 
 
+def attention_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
+    """The same int8 with the attention-score MatMuls (query x key, probabilities x value) kept fp32,
+    measured like the search measures: QAT does not simulate those two, so this bounds what they cost."""
+    import onnx
+
+    from jbert.export import quantize
+    from jbert.export.int8_search import RuntimeMeter
+    from jbert.export.model_dir import inspect_model_dir
+    from jbert.export.texts import load_validation_examples
+
+    info = inspect_model_dir(model_dir)
+    examples, _ = load_validation_examples(model_dir, info.settings, info.config, test_file, MAX_TEXTS)
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
+    attention = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/attention/self/MatMul" in node.name)
+    path = export_dir / "attention_fp32.onnx"
+    quantize.quantize_dynamic(export_dir / "model.onnx", path, "avx512_vnni", False, None, "all", attention)
+    figures = RuntimeMeter(export_dir, info, examples).measure(path, GATE, 1.0)
+    path.unlink()
+    return figures
+
+
 def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
     """Export fp32 + fully int8 (dynamic, per tensor, nothing excluded); the int8 search's figures of it."""
     from jbert.export import ExportOptions, export_model
@@ -95,7 +118,9 @@ def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
         validation_file=str(test_file), max_validation_texts=MAX_TEXTS, show_progress=False, overwrite=True))
     search = manifest.quantization
     figures = next(c for c in search["candidates"] if c["name"] == search["chosen"])
+    attention_fp32 = attention_kept_fp32(model_dir, export_dir, test_file)
     return {
+        "agreement_attention_matmuls_fp32": round(attention_fp32["agreement"], 4),
         "recipe": search["chosen"], "target": search["target"], "nodes_kept_fp32": len(figures["nodes_excluded"]),
         "n_texts": search["held_out"]["n_texts"],
         "agreement_with_fp32": round(figures["agreement"], 4), "passes_gate": figures["agreement"] >= GATE,
