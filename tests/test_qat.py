@@ -70,20 +70,39 @@ def test_qat_weights_lie_on_the_int8_grid_that_export_reproduces_and_full_int8_p
     chosen = next(c for c in search["candidates"] if c["name"] == search["chosen"])
     assert search["min_agreement"] == 0.99 and chosen["agreement"] >= 0.99 and search["held_out"]["n_texts"] == 90
     # The int8 file's weights, dequantised, are the fp32 file's: export's grid is the one QAT snapped to.
+    assert _int8_weights_equal_fp32(export_dir) == len(matrices)
+
+
+def _int8_weights_equal_fp32(export_dir: Path) -> int:
+    """Dequantise every int8 weight of model_quantized.onnx, compare with model.onnx's; how many compared."""
     fp32 = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(export_dir / "model.onnx")).graph.initializer}
     int8 = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(export_dir / "model_quantized.onnx")).graph.initializer}
     compared = 0
     for name, quantised in int8.items():
         base = name.removesuffix("_quantized")
-        if name.endswith("_quantized") and base in fp32:
-            restored = (quantised.astype(np.float32) - int8[base + "_zero_point"].astype(np.float32)) * int8[base + "_scale"]
-            reference = fp32[base]
-            # A Gemm's weight is stored transposed once onnxruntime turns it into a MatMul.
-            difference = min(np.abs(candidate - reference).max() for candidate in (restored, restored.T)
-                             if candidate.shape == reference.shape)
-            assert difference <= 1e-6 * np.abs(reference).max(), base
-            compared += 1
-    assert compared == len(matrices)
+        if not (name.endswith("_quantized") and base in fp32):
+            continue
+        values, scale = quantised.astype(np.float32), int8[base + "_scale"]
+        zero_point, reference = int8[base + "_zero_point"].astype(np.float32), fp32[base]
+        # Per-channel scales run along the last axis; a Gemm's weight is stored transposed once
+        # onnxruntime turns it into a MatMul.
+        restored = [(values - zero_point) * scale, (values - zero_point) * scale]
+        restored[1] = restored[1].T
+        difference = min(np.abs(candidate - reference).max() for candidate in restored if candidate.shape == reference.shape)
+        assert difference <= 1e-6 * np.abs(reference).max(), base
+        compared += 1
+    return compared
+
+
+def test_qat_per_channel_matches_export_per_channel(qat_run, tmp_path):
+    from jbert.export import ExportOptions, export_model
+
+    for name in ("train.csv", "valid.csv"):
+        (tmp_path / name).write_bytes((qat_run / name).read_bytes())
+    run_training(qat_args(tmp_path, checkpointing_steps=None) + ["--qat_per_channel"])
+    export_model(tmp_path / "model", tmp_path / "onnx", ExportOptions(
+        quantize="avx512_vnni", quantize_method="dynamic", per_channel=True, min_agreement=0.0, show_progress=False))
+    assert _int8_weights_equal_fp32(tmp_path / "onnx") == 2 * 6 + 3 + 2
 
 
 def test_resumed_qat_run_equals_uninterrupted(qat_run, tmp_path):
