@@ -126,6 +126,10 @@ class TrainConfig:
     # --- from scratch: which architecture and which vocabulary (BERT + MeCab WordPiece unless chosen)
     architecture: str = option("bert", "--from_scratch: the encoder to build: bert (default), modernbert (RoPE, local/global attention, up to 8,192 tokens) or deberta-v2 (DeBERTa-v3 shape: relative attention, no token types). Classification tasks; --task mlm builds BERT.", choices=("bert", "modernbert", "deberta-v2"))
     vocabulary: str = option("mecab-wordpiece", "--from_scratch: the vocabulary trained on the training texts: mecab-wordpiece (MeCab words, then WordPiece; a BertJapaneseTokenizer) or unigram (SentencePiece-style Unigram on the raw text, no word splitter; a tokenizer.json).", choices=("mecab-wordpiece", "unigram"))
+    # --- quantisation-aware training (--qat; jbert.train.qat)
+    qat: bool = option(False, "Quantisation-aware training for the last --qat_epochs epochs of a classification, regression or distillation run: every Linear and Embedding computes with fake int8 as export.py --quantize's dynamic int8 will (weights per channel, activations per batch), and the saved weights lie on the int8 grid, so a fully int8 export keeps the fp32 model's decisions.")
+    qat_epochs: int = option(1, "--qat: how many of the last epochs train with fake int8 (as many as the run has, or more: the whole run). Only evaluations made with QAT on select the best weights, and early stopping watches only them.")
+    qat_per_channel: bool = option(False, "--qat: fake-quantise weights per output channel, to match an export with --per_channel; the default, per tensor, matches export's default dynamic int8.")
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
@@ -208,6 +212,7 @@ class TrainConfig:
             problems.append(f"--metric_for_best_model {metric} is a classification metric but --task is regression")
         if self.task == "multi_label" and metric == "accuracy":
             problems.append("--metric_for_best_model accuracy is undefined for multi-label; use subset_accuracy, micro_f1 or macro_f1")
+        problems += self._qat_problems()
         if self.task == "distill" or self.teacher or self.student_layers or self.unlabeled_file:
             from jbert.train.distill_options import distill_problems  # the distillation task's own checks
 
@@ -215,6 +220,19 @@ class TrainConfig:
         if problems:
             raise UserError(format_problems("invalid options", problems))
 
+
+    def _qat_problems(self) -> list[str]:
+        """--qat and --qat_epochs: a classification or distillation run, with at least one QAT epoch."""
+        if not self.qat:
+            return [f"--{name} applies to --qat runs only; add --qat or drop it"
+                    for name, given in (("qat_epochs", self.qat_epochs != 1), ("qat_per_channel", self.qat_per_channel)) if given]
+        problems = []
+        if self.qat_epochs < 1:
+            problems.append(f"--qat_epochs must be at least 1 (got {self.qat_epochs})")
+        if self.task == "mlm":
+            problems.append("--qat applies to classification, regression and distillation runs, not --task mlm "
+                            "(export.py exports classifiers); fine-tune with --qat instead")
+        return problems
 
     def _decision_rule_problems(self) -> list[str]:
         """Abstention options: each a probability in (0, 1], one of the two, classification only."""

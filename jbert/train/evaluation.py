@@ -47,6 +47,7 @@ class Evaluator:
         self.patience = patience
         self.last_value: float | None = None  # the selection metric of the latest evaluation
         self.on_evaluate = None  # optional callback(record) after each evaluation (hp search pruning)
+        self.transform_weights = None  # optional weights -> weights before saving the best (--qat: snapped to int8)
 
     def __call__(self, state: TrainerState) -> bool:
         """Evaluate at the state's step; returns True when training should stop (early stopping)."""
@@ -82,6 +83,8 @@ class Evaluator:
 
     def _save_best(self) -> None:
         weights = self.accelerator.get_state_dict(self.model)  # gathers ZeRO-3 / FSDP shards; call on every rank
+        if self.transform_weights is not None and self.accelerator.is_main_process:
+            weights = self.transform_weights(weights)
         if self.accelerator.is_main_process:
             # Replaced whole or not at all: a kill or a full disk mid-save keeps the previous best
             # weights, never a torn file that the model directory would copy.

