@@ -64,7 +64,8 @@ def check_document_parity(work_dir: Path, model_dir: Path, tokenizer, examples: 
     documents = long_documents(examples, max_length)
     texts = [d.text for d in documents]
     pairs = [d.text_pair for d in documents] if documents[0].text_pair is not None else None
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True).float().eval()
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True,
+                                                               trust_remote_code=False).float().eval()
     torch_logits = predict(model, tokenizer, texts, pairs, max_length, options.validation_batch_size, "cpu", rule)
 
     reference_windows = encode_windows(tokenizer, texts, pairs, max_length, rule.stride)

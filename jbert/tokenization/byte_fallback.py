@@ -70,9 +70,10 @@ def exact_sentencepiece_tokenizer(tokenizer):
         handle_byte_fallback = True
 
     try:
-        slow = slow_class.from_pretrained(tokenizer.name_or_path)
+        slow = slow_class.from_pretrained(tokenizer.name_or_path, trust_remote_code=False)
         backend = ByteFallbackConverter(slow).converted()
-        rebuilt = type(tokenizer).from_pretrained(tokenizer.name_or_path, tokenizer_object=backend)
+        rebuilt = type(tokenizer).from_pretrained(tokenizer.name_or_path, tokenizer_object=backend,
+                                                   trust_remote_code=False)
     except (ImportError, OSError, ValueError) as err:  # e.g. the sentencepiece package is not installed
         logger.warning("%s: SentencePiece byte fallback is lost in the fast tokenizer and could not be rebuilt (%s); "
                        "characters outside the vocabulary become the unknown token", vocab_file, err)

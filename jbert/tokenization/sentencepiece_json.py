@@ -65,7 +65,7 @@ def write_tokenizer_json(directory: str | os.PathLike, texts: Sequence[str] = CH
     from transformers import AutoTokenizer
 
     try:
-        slow = AutoTokenizer.from_pretrained(str(directory), use_fast=False)
+        slow = AutoTokenizer.from_pretrained(str(directory), use_fast=False, trust_remote_code=False)
     except (ImportError, ValueError, OSError) as err:
         raise UserError(f"cannot load the SentencePiece tokenizer of {directory} with transformers: {err}") from None
     fast = load_tokenizer(str(directory))

@@ -61,7 +61,7 @@ def student_from_teacher_layers(teacher: Teacher, layers: list[int], dropout: fl
     if teacher.kind != "model":
         raise UserError(f"--student_layers copies layers from a model directory, but --teacher {teacher.path} is an "
                         "export directory; give the model directory it was exported from (first in --teacher)")
-    model = AutoModelForSequenceClassification.from_pretrained(teacher.path)
+    model = AutoModelForSequenceClassification.from_pretrained(teacher.path, trust_remote_code=False)
     encoder = getattr(model.base_model, "encoder", None)
     stack = getattr(encoder, "layer", None)
     if not isinstance(stack, torch.nn.ModuleList):

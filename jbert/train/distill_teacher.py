@@ -68,7 +68,7 @@ class Teacher:
 
         from jbert.train.saved_predictions import predict
 
-        model = AutoModelForSequenceClassification.from_pretrained(self.path).to(device)
+        model = AutoModelForSequenceClassification.from_pretrained(self.path, trust_remote_code=False).to(device)
         # A teacher trained with --long_text windows answers for whole texts, its windows pooled.
         return predict(model, self.tokenizer, texts, pairs, self.settings.max_length, batch_size, device,
                        self.settings.long_text)
