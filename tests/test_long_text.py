@@ -162,6 +162,11 @@ def test_short_texts_get_exactly_todays_results_and_long_ones_their_pooled_windo
         assert result["score"] == pytest.approx(float(classifier.scores_from_logits(by_hand).max()), abs=1e-6)
 
 
+def test_a_hand_edited_stride_is_refused_when_the_export_loads(classifier):
+    with pytest.raises(UserError, match="long_text.stride 60 is not smaller than the window"):
+        _windowed_copy(classifier, stride=60)
+
+
 def test_pytorch_prediction_pools_the_windows_serving_pools(tiny_model_dir, classifier):
     """The saved model's windows in PyTorch (training's test predictions) match the ONNX runtime's."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -27,7 +27,7 @@ from jbert.core.artifacts import JbertSettings, Manifest
 from jbert.core.errors import UserError
 from jbert.core.export_dir import ExportDir
 from jbert.core.postprocessing import abstentions, label_thresholds_array, scale_logits, sigmoid, softmax
-from jbert.core.windows import pool_window_logits
+from jbert.core.windows import check_stride, pool_window_logits
 from jbert.serve.runtime.batch_inputs import InputError, TextEncoder, length_sorted_batches
 from jbert.serve.runtime.cpu import warn_if_cpu_lacks_int8_target
 from jbert.serve.runtime.session import check_session_matches_export, open_session, session_io_names
@@ -78,6 +78,9 @@ class OnnxClassifier:
         self.temperature = manifest.temperature if self.problem_type == "single_label_classification" else None
         # How texts over max_length are read (jbert.json long_text): windows pooled per text, or cut.
         self.long_text = settings.long_text if settings.long_text is not None and settings.long_text.windows else None
+        if self.long_text is not None:  # a hand-edited jbert.json: refused at load, not request by request
+            check_stride(self.long_text.stride, self.max_length, 3 if self.is_pair else 2,
+                         flag=f"{self.export_dir.path / 'jbert.json'}: long_text.stride")
         self.encoder = TextEncoder(tokenizer, settings.normalization, self.max_length, self.is_pair, self.long_text)
         self.pad_token_id = self.encoder.pad_token_id
         self._input_names, self._output_name = session_io_names(session, model_path)
