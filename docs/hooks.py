@@ -311,6 +311,7 @@ RENDERERS = {
     "http_load": _http_load,
     "quickstart": _quickstart,
     "long_text": _long_text,
+    "long_text_512": _long_text,  # the same benchmark at max_length 512, a run of its own (longer documents)
 }
 
 
