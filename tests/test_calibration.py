@@ -18,6 +18,7 @@ from jbert.train.calibration import (
     brier_score,
     calibrate_model_dir,
     calibration_figures,
+    ece_sampling_floor,
     expected_calibration_error,
     fit_temperature,
     log_loss,
@@ -80,6 +81,23 @@ def test_figures_match_hand_computation():
     assert [row for row in bins if row["count"]][0]["lower"] == pytest.approx(9 / 15)
 
 
+def test_ece_sampling_floor_is_the_mean_ece_of_labels_drawn_from_the_scores():
+    generator = np.random.default_rng(3)
+    probabilities = softmax(generator.normal(size=(300, 3)) * 2)
+    # The same draws, measured with the ECE definition itself (one draw per row, argmax correct or not).
+    draws, replay, measured = 50, np.random.default_rng(0), []
+    for _ in range(draws):
+        correct = replay.random(300) < probabilities.max(axis=1)
+        top = probabilities.argmax(axis=1)
+        labels = np.where(correct, top, (top + 1) % 3)
+        measured.append(expected_calibration_error(probabilities, labels))
+    assert ece_sampling_floor(probabilities, draws=draws, seed=0) == pytest.approx(np.mean(measured), abs=1e-12)
+    # Sampling noise: positive on few texts, smaller on many; certain scores have none.
+    many = softmax(np.random.default_rng(4).normal(size=(30_000, 3)) * 2)
+    assert ece_sampling_floor(many) < ece_sampling_floor(probabilities) / 3
+    assert ece_sampling_floor(np.array([[1.0, 0.0]] * 50)) == 0.0
+
+
 def test_temperature_never_changes_the_argmax_and_one_changes_nothing():
     rng = np.random.default_rng(1)
     logits = rng.normal(scale=5.0, size=(500, 6)).astype(np.float32)
@@ -131,12 +149,14 @@ def test_training_fits_and_records_a_temperature(tmp_path):
         before, after = calibration[split]["before"], calibration[split]["after"]
         assert before["accuracy"] == after["accuracy"]  # argmax unchanged
         assert set(before) == {"accuracy", "ece", "brier", "log_loss"}
+        assert 0 < calibration[split]["ece_sampling_floor"] < 1
     # The fit minimises validation NLL, so the validation log-loss cannot get worse.
     assert calibration["validation"]["after"]["log_loss"] <= calibration["validation"]["before"]["log_loss"] + 1e-9
     assert calibration["validation"]["before"]["accuracy"] == pytest.approx(metrics["validation"]["accuracy"])
     assert (model_dir / "reliability.png").stat().st_size > 1000
     card = (model_dir / "README.md").read_text(encoding="utf-8")
     assert "## Calibration" in card and "![reliability.png](reliability.png)" in card and f"{temperature:.4f}" in card
+    assert f"test {calibration['test']['ece_sampling_floor']:.4f}" in card
     # predictions_test.jsonl scores are the calibrated ones, as serving gives them.
     from jbert.train.saved_predictions import predict
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

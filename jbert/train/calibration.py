@@ -13,6 +13,9 @@ Over-trained networks are over-confident (T > 1 softens them). The figures, befo
     brier     mean over rows of sum over classes of (p_k - [k == label])^2 (multi-class Brier; 0..2)
     log_loss  mean of -log p_label (natural log)
 
+ECE on n texts is biased upwards by sampling noise; `ece_sampling_floor` (per split) is the ECE a
+perfectly calibrated model with the calibrated scores would show on that many texts.
+
 Single-label classification only: multi-label decisions are sigmoid scores against thresholds
 (`--multi_label_threshold`, per-label thresholds), so moving those scores would move decisions.
 """
@@ -99,6 +102,28 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
                      for row in reliability_bins(probabilities, labels, bins) if row["count"]))
 
 
+def ece_sampling_floor(probabilities: np.ndarray, bins: int = ECE_BINS, draws: int = 200, seed: int = 0) -> float:
+    """The ECE a perfectly calibrated model with these scores would still show on this many texts.
+
+    ECE measured on n texts is biased upwards: even when every top score p is exactly the chance of
+    being right, each bin's accuracy is a sample of its texts and differs from its mean confidence.
+    This draws each text's correctness as Bernoulli(top score) `draws` times (a fixed seed) and
+    returns the mean ECE of those draws. A measured ECE near it is at the noise floor of the split:
+    no recalibration can show a lower figure on that many texts.
+    """
+    confidence = np.asarray(probabilities, dtype=np.float64).max(axis=1)
+    index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
+    counts = np.bincount(index, minlength=bins)
+    confidence_sums = np.bincount(index, weights=confidence, minlength=bins)
+    generator = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(draws):
+        correct = generator.random(len(confidence)) < confidence
+        correct_sums = np.bincount(index, weights=correct.astype(np.float64), minlength=bins)
+        total += float(np.abs(correct_sums - confidence_sums).sum()) / len(confidence)
+    return total / draws
+
+
 def calibration_figures(logits: np.ndarray, labels: np.ndarray, temperature: float | None = None) -> dict:
     """accuracy, ece, brier and log_loss of softmax(logits / T) (T None: raw softmax)."""
     logits = np.asarray(logits, dtype=np.float64)
@@ -121,7 +146,9 @@ def calibration_report(validation_logits: np.ndarray, validation_labels: np.ndar
         splits["test"] = (test_logits, test_labels)
     for split, (logits, labels) in splits.items():
         report[split] = {"before": calibration_figures(logits, labels),
-                         "after": calibration_figures(logits, labels, temperature)}
+                         "after": calibration_figures(logits, labels, temperature),
+                         "ece_sampling_floor": ece_sampling_floor(
+                             softmax(scale_logits(np.asarray(logits, dtype=np.float64), temperature)))}
     return report
 
 
@@ -184,6 +211,11 @@ def calibration_card_lines(calibration: dict | None) -> list[str]:
                 row = calibration[split][stage]
                 lines.append(f"| {split} | {name} | {row['accuracy']:.4f} | {row['ece']:.4f} | {row['brier']:.4f} | "
                              f"{row['log_loss']:.4f} |")
+    floors = [f"{split} {calibration[split]['ece_sampling_floor']:.4f}" for split in ("validation", "test")
+              if "ece_sampling_floor" in calibration.get(split, {})]
+    if floors:
+        lines += ["", "ECE a perfectly calibrated model with the calibrated scores would still show on this many "
+                  f"texts (sampling noise; no calibration measures below it): {', '.join(floors)}."]
     return lines + ["", f"![{RELIABILITY_PLOT}]({RELIABILITY_PLOT})"]
 
 
