@@ -223,6 +223,27 @@ def test_deepspeed_zero_on_two_cpu_processes_saves_a_consolidated_model(stage, d
     assert_same_metrics(metrics, expected)
 
 
+def test_zero3_fine_tunes_a_pretrained_directory_like_one_process(data_dir, reference, tmp_path):
+    """--model_name_or_path under ZeRO-3 (zero3_init_flag) on two processes: it used to hang at the
+    main-process-first barrier (building the model is a collective there), and then to fail in
+    transformers 4.57's re-initialisation of the partitioned embeddings; now it equals one process."""
+    _, pretrained = reference
+    args = lambda out, batch: tiny_args(data_dir, output_dir=str(out), from_scratch=None, vocab_size=None,
+                                        model_name_or_path=str(pretrained), calibrate="none",
+                                        **{**COMMON, "num_train_epochs": 1, "per_device_train_batch_size": batch})
+    one = tmp_path / "one"
+    expected = run_training(args(one, 16))
+    output_dir = tmp_path / "zero3_pretrained"
+    output = launch("deepspeed_zero3.yaml", args(output_dir, 8), env=launch_env(DS_ACCELERATOR="cpu"), timeout=580)
+    assert_two_ranks(output, "DEEPSPEED")
+    assert "'stage': 3" in output
+    print(f"max |weight difference| vs 1 process: {assert_same_model(output_dir, one):.2e}")
+    metrics = read_metrics(output_dir)
+    for key, value in expected["validation"].items():
+        if isinstance(value, float):
+            assert metrics["validation"][key] == pytest.approx(value, abs=METRIC_ATOL), key
+
+
 def test_two_machines_on_localhost_train_together(data_dir, reference, tmp_path):
     """multi_node.yaml as shipped: machine_rank 0 and 1 as two launches, main process on 127.0.0.1."""
     expected, reference_dir = reference

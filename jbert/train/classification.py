@@ -35,6 +35,7 @@ from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
 from jbert.train.modeling import ARCHITECTURE_NAMES, build_scratch_model, load_pretrained_model, load_run_tokenizer
 from jbert.train.optimization import Schedule
+from jbert.train.process_group import pretrained_weights_load
 from jbert.train.saved_predictions import predict_saved_model, predict_test_file, write_examples
 from jbert.train.task_protocol import RunFacts, TaskData
 from jbert.train import thresholds as decision_rules
@@ -105,7 +106,7 @@ class ClassificationTask:
         if config.from_scratch:
             return build_scratch_model(config.from_scratch, len(data.tokenizer), data.tokenizer.pad_token_id, config.max_length,
                                        label_names, problem_type, config.dropout, config.architecture, data.tokenizer)
-        with accelerator.main_process_first():
+        with pretrained_weights_load(accelerator):
             return load_pretrained_model(config.model_name_or_path, label_names, problem_type, config.dropout,
                                          config.trust_remote_code)
 

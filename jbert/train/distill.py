@@ -45,6 +45,7 @@ from jbert.train.distill_teacher import (REGRESSION, check_teacher_fits_data, en
                                          remove_cache, teacher_outputs)
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
 from jbert.train.optimization import Schedule
+from jbert.train.process_group import pretrained_weights_load
 from jbert.train.task_protocol import RunFacts, TaskData
 
 logger = logging.getLogger("jbert")
@@ -120,7 +121,7 @@ class DistillationTask:
     def build_model(self, config: TrainConfig, accelerator: Accelerator, data: TaskData) -> torch.nn.Module:
         """The student wrapped with its distillation loss."""
         prepared = data.source.prepared
-        with accelerator.main_process_first():
+        with pretrained_weights_load(accelerator):
             student = build_student(config, data.source.teachers[0], data.tokenizer, prepared.label_names,
                                     prepared.problem_type)
         return DistillationModel(student, prepared.problem_type, config.distill_temperature, config.distill_alpha)

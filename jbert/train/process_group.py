@@ -162,6 +162,25 @@ def verify_process_group(accelerator) -> None:
 
 
 @contextlib.contextmanager
+def pretrained_weights_load(accelerator):
+    """A context for `from_pretrained` on every process: the main process first, the others after it.
+
+    The main process goes first so that a hub model is downloaded once, not by every process at
+    the same time. Under ZeRO-3 with `zero3_init_flag`, transformers would build the model inside
+    `deepspeed.zero.Init`, where building is itself a collective: a process held at the
+    main-process-first barrier while the main process broadcasts the first parameter hangs the run
+    forever, and when all processes load together transformers 4.57 re-initialises the partitioned
+    embeddings of BERT-like models and fails (`IndexError ... size 0` in `_init_weights`,
+    transformers issues 41762 and 43596). So there each process loads the whole pretrained model
+    (no DeepSpeed config visible, as in `models_load_on_this_process_alone`) and DeepSpeed
+    partitions it when the engine is built, with the main process's weights broadcast to the others.
+    The cost is one whole copy of the encoder per process while loading (BERT-base: about 0.45 GB).
+    """
+    with models_load_on_this_process_alone(accelerator), accelerator.main_process_first():
+        yield
+
+
+@contextlib.contextmanager
 def models_load_on_this_process_alone(accelerator):
     """A context in which `from_pretrained` builds a whole model on this process, even under ZeRO-3.
 
