@@ -14,7 +14,9 @@ from conftest import (ENDINGS, FILLERS, TOPICS, SimulatedCrash, assert_same_run,
                       topic_rows, write_training_csv)
 from jbert.core.errors import UserError
 from jbert.train.document_batches import DocumentCollator, DocumentSet, document_training_loss, pool_logits
-from test_long_text import NEUTRAL_SENTENCES
+
+NEUTRAL_SENTENCES = ["駅前の店は朝から開いている。", "会議は午後三時に始まる予定だ。", "昨日は少し早く家に帰った。",
+                     "友人と電話で長く話した。", "新しい手帳を買うつもりだ。", "窓の外を車が通り過ぎた。"]
 
 
 def deciding_sentence_last(n_yes: int, n_no: int, seed: int, fillers: int = 4) -> list[dict]:
