@@ -57,6 +57,7 @@ def test_document_training_learns_a_late_deciding_sentence_that_window_training_
 
     document = json.loads((mil_run / "model" / "metrics.json").read_text())
     assert min(document["data"]["windowed"].values()) > 0
+    assert document["data"]["document_training"] == {"texts": 48, "windows": 96, "texts_cut_to_cap": 0, "cap": 8}
     for name in ("train.csv", "valid.csv"):
         (tmp_path / name).write_bytes((mil_run / name).read_bytes())
     # The same texts, windows per step and epochs, every window an example with its text's label.

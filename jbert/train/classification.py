@@ -177,6 +177,9 @@ class ClassificationTask:
         if data.source.windowed is not None:
             data_summary["windowed"] = data.source.windowed
             data_summary["long_text"] = data.settings.long_text.to_dict()
+        if isinstance(data.train_set, DocumentSet):  # --window_training document: what training read
+            data_summary["document_training"] = {"texts": len(data.train_set), "windows": data.train_set.windows,
+                                                 "texts_cut_to_cap": data.train_set.cut, "cap": data.train_set.cap}
         baseline = None
         if config.baseline != "none":
             baseline = baseline_for_data(prepared, problem_type, label_names, config.multi_label_threshold, config.seed)

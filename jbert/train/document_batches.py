@@ -42,6 +42,7 @@ class DocumentSet(Dataset):
         table = windows.select_columns(["document", "window", "labels", *MODEL_INPUTS]).to_dict()
         self.documents: list[dict] = []
         self.cut = 0  # texts that had more windows than the cap
+        self.cap = cap
         by_document: dict[int, int] = {}
         for row, document in enumerate(table["document"]):
             if document not in by_document:
