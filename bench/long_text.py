@@ -9,7 +9,8 @@ a test document was seen in training.
 For each max_length (128 and 512 by default) one small from-scratch model is trained with
 --long_text truncate, and windows models with --long_text windows: trained on the first window of
 each text only (--max_train_windows 1: the truncation training data, but model selection and the
-test read whole texts) and on every window (0), each scored with mean, max and first pooling
+test read whole texts) and on every window (0), and per document (--window_training document: a
+text's windows together, the loss on their pooled logits; --document-poolings), each scored with mean, max and first pooling
 (pooling is chosen at inference time: the same weights).
 Reported per arm: test document accuracy and macro-F1, also split by where the deciding sentence
 starts (in the first window, which truncation reads, or past it), training seconds; for the windows models the
@@ -165,6 +166,10 @@ def bench_length(max_length: int, files: dict, test_docs: list[dict], args, work
     runs = {"truncate": []} | {f"windows_train_{'all' if n == 0 else n}": ["--long_text", "windows", "--stride", str(stride),
                                                                           "--max_train_windows", str(n)]
                                for n in args.train_windows}
+    # Document-level (multiple-instance) training: a text's pooled window logits carry the loss.
+    runs |= {f"windows_document_{pooling}": ["--long_text", "windows", "--stride", str(stride), "--window_training",
+                                             "document", "--window_pooling", pooling]
+             for pooling in args.document_poolings}
     arms, model_dirs = {}, {}
     for name, extra in runs.items():
         output = work / f"{name}-{max_length}"
@@ -209,6 +214,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=float, default=4)
     parser.add_argument("--train-windows", default="1,0", type=lambda v: [int(x) for x in v.split(",")],
                         help="windows models to train: --max_train_windows values, comma-separated (0: every window)")
+    parser.add_argument("--document-poolings", default="mean", type=lambda v: [x for x in v.split(",") if x],
+                        help="windows models trained per document (--window_training document) with these "
+                             "--window_pooling values, comma-separated ('' for none)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--repeats", type=int, default=2, help="serving passes over the test documents (best kept)")
     parser.add_argument("--extra", default="", help="extra train.py flags")

@@ -122,7 +122,9 @@ def _long_text(result: dict, view: str | None) -> str:
                 served = (serving["truncate"] if name == "truncate"
                           else serving["windows"] if name == served_windows and reading == "mean" else {})
                 how = (trained["truncate"] if name == "truncate" else
-                       f"every window" if name.endswith("_all") else f"first {name.rsplit('_', 1)[1]} window(s)")
+                       f"every window" if name.endswith("_all") else
+                       f"whole texts, {name.rsplit('_', 1)[1]}-pooled loss" if "_document_" in name else
+                       f"first {name.rsplit('_', 1)[1]} window(s)")
                 rows.append([length, how, "first window (truncation)" if name == "truncate" else f"windows, {pooled[reading]}",
                              _num(numbers["test_accuracy"], 3), _num(numbers["test_macro_f1"], 3),
                              _num(numbers.get("accuracy_sentence_in_first_window"), 3),

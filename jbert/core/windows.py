@@ -9,7 +9,7 @@ like a short text, and the window logits of one document are pooled into the doc
     mean   the mean of the window logits (default): every part of the document counts, one noisy
            window cannot flip the answer alone, and a short text (one window) gets exactly its
            own logits; it is also what the model was trained to be right on (every window carries
-           the document's label).
+           the document's label; with --window_training document, the pooled logits do).
     max    the element-wise maximum: the most confident window decides for each class; suits
            documents decided by one sentence anywhere in them (a complaint in a long review).
     first  the first window only: the answer truncation gives, at windowing's cost (for comparison).

@@ -32,6 +32,8 @@ from jbert.train.calibration import calibrate_model_dir, calibration_card_lines,
 from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
+from jbert.train.document_batches import (DocumentSet, document_dataloaders, document_training_loss,
+                                          group_for_document_training)
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
 from jbert.train.modeling import ARCHITECTURE_NAMES, build_scratch_model, load_pretrained_model, load_run_tokenizer
 from jbert.train.optimization import Schedule
@@ -84,7 +86,9 @@ class ClassificationTask:
             windowed = {"train": count_windowed(train_set), "validation": count_windowed(eval_set)}
             logger.info("read in windows of %d tokens (stride %d, %s pooling): %d training and %d validation texts",
                         max_length, stride, long_text.pooling, windowed["train"], windowed["validation"])
-            if config.max_train_windows:
+            if config.window_training == "document":  # whole texts are the examples (multiple-instance)
+                train_set = group_for_document_training(train_set, config.max_train_windows)
+            elif config.max_train_windows:
                 train_set = train_set.filter(lambda window: window < config.max_train_windows, input_columns="window")
         if truncated_train or truncated_eval:
             logger.warning("truncated to %d tokens: %d training and %d validation texts", max_length,
@@ -113,7 +117,8 @@ class ClassificationTask:
     def dataloaders(self, config: TrainConfig, accelerator: Accelerator, data: TaskData, schedule: Schedule) -> tuple:
         """Length-grouped training batches and padded validation batches (labels as the loss needs them)."""
         single_label = data.source.prepared.problem_type == "single_label_classification"
-        return training_dataloaders(
+        make = document_dataloaders if isinstance(data.train_set, DocumentSet) else training_dataloaders
+        return make(
             data.train_set, data.eval_set, per_device_train_batch_size=config.per_device_train_batch_size,
             per_device_eval_batch_size=config.per_device_eval_batch_size,
             examples_per_step=schedule.examples_per_step, seed=config.seed, group_by_length=config.group_by_length,
@@ -121,6 +126,12 @@ class ClassificationTask:
             label_dtype=torch.long if single_label else torch.float,
             pad_to_multiple_of=8 if accelerator.mixed_precision != "no" and accelerator.device.type == "cuda" else None,
         )
+
+    def training_loss(self, config: TrainConfig, data: TaskData):
+        """loss(model, batch) on each text's pooled window logits with --window_training document; else None (the model's)."""
+        if not isinstance(data.train_set, DocumentSet):
+            return None
+        return document_training_loss(data.settings.long_text.pooling, data.source.prepared.problem_type)
 
     def evaluate(self, model: torch.nn.Module, dataloader, accelerator: Accelerator, data: TaskData) -> dict:
         """Loss and metrics over the whole validation set, gathered from every process."""
@@ -167,6 +178,9 @@ class ClassificationTask:
         if data.source.windowed is not None:
             data_summary["windowed"] = data.source.windowed
             data_summary["long_text"] = data.settings.long_text.to_dict()
+        if isinstance(data.train_set, DocumentSet):  # --window_training document: what training read
+            data_summary["document_training"] = {"texts": len(data.train_set), "windows": data.train_set.windows,
+                                                 "texts_cut_to_cap": data.train_set.cut, "cap": data.train_set.cap}
         baseline = None
         if config.baseline != "none":
             baseline = baseline_for_data(prepared, problem_type, label_names, config.multi_label_threshold, config.seed)

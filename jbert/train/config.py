@@ -130,6 +130,8 @@ class TrainConfig:
     qat: bool = option(False, "Quantisation-aware training for the last --qat_epochs epochs of a classification, regression or distillation run: every Linear and Embedding computes with fake int8 as export.py --quantize's dynamic int8 will (weights per channel, activations per batch), and the saved weights lie on the int8 grid, so a fully int8 export keeps the fp32 model's decisions.")
     qat_epochs: int = option(1, "--qat: how many of the last epochs train with fake int8 (as many as the run has, or more: the whole run). Only evaluations made with QAT on select the best weights, and early stopping watches only them.")
     qat_per_channel: bool = option(False, "--qat: fake-quantise weights per output channel, to match an export with --per_channel; the default, per tensor, matches export's default dynamic int8.")
+    # --- long documents: how windows train (--window_training; jbert.train.document_batches)
+    window_training: str = option("each", "--long_text windows: each (every window is an example with its text's label) or document (multiple-instance: a text is one example, its windows go through the model together and the loss is on their logits pooled by --window_pooling, as evaluation and serving pool them; --per_device_train_batch_size counts texts, each keeping at most its first --max_train_windows windows, 8 when 0).", choices=("each", "document"))
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
@@ -187,6 +189,7 @@ class TrainConfig:
             problems.append(f"--multi_label_threshold must be in (0, 1) (got {self.multi_label_threshold})")
         problems += self._decision_rule_problems()
         problems += self._long_text_problems()
+        problems += self._window_training_problems()
         problems += self._scratch_choice_problems()
         if self.checkpointing_steps is not None and self.checkpointing_steps != "epoch" and not str(self.checkpointing_steps).isdigit():
             problems.append(f"--checkpointing_steps must be a number of steps or 'epoch' (got {self.checkpointing_steps!r})")
@@ -273,6 +276,17 @@ class TrainConfig:
         except UserError as err:
             problems.append(str(err))
         return problems
+
+    def _window_training_problems(self) -> list[str]:
+        """--window_training document: only with --long_text windows, and a pooling that reads every window."""
+        if self.window_training == "each":
+            return []
+        if self.long_text != "windows":
+            return ["--window_training document applies to --long_text windows only; add --long_text windows or drop it"]
+        if self.window_pooling == "first":
+            return ["--window_training document with --window_pooling first would train on first windows only; "
+                    "use --window_pooling mean or max, or --window_training each --max_train_windows 1"]
+        return []
 
     @property
     def window_stride(self) -> int:

@@ -58,6 +58,8 @@ class Run:
     eval_dataloader: object
     schedule: Schedule
     evaluator: Evaluator
+    # loss(model, batch) of one micro-batch: the model's own, unless the task brings one (jbert.train.document_batches)
+    training_loss: Callable[[torch.nn.Module, dict], torch.Tensor]
 
 
 def train(config: TrainConfig, on_step_end: Optional[StepCallback] = None,
@@ -158,7 +160,14 @@ def prepare_run(config: TrainConfig, accelerator: Accelerator, ds_config: Option
                 "%d steps over %d epoch(s)", task.name, len(data.train_set), len(data.eval_set), world,
                 config.per_device_train_batch_size, config.gradient_accumulation_steps,
                 schedule.examples_per_step, schedule.max_steps, schedule.num_epochs)
-    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator)
+    task_loss = getattr(task, "training_loss", None)
+    return Run(model, optimizer, scheduler, train_dataloader, eval_dataloader, schedule, evaluator,
+               (task_loss(config, data) if task_loss is not None else None) or _model_loss)
+
+
+def _model_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """The loss the model computes from the batch's labels (every task but document training)."""
+    return model(**batch).loss
 
 
 def start_or_resume(config: TrainConfig, accelerator: Accelerator) -> ckpt.TrainerState:
@@ -200,7 +209,7 @@ def train_loop(config: TrainConfig, accelerator: Accelerator, run: Run, state: c
                 batches = accelerator.skip_first_batches(run.train_dataloader, state.batches_in_epoch)
             for batch in batches:
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
+                    loss = run.training_loss(model, batch)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
                         accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -11,6 +11,9 @@ multi-process failure message. A task only says what differs, through the `Task`
     write_files     its own files in the model directory being assembled; returns metrics.json's content
     write_report    plots and the model card (README.md, the directory's last file)
 
+Optional: `training_loss(config, data)` returns `loss(model, batch)` for a micro-batch, or None for
+the model's own `.loss` (classification's --window_training document pools windows per text first).
+
 Tasks are plain classes that satisfy the protocol (no base class to inherit). A new task (e.g.
 distillation) is one more such class and one more line in jbert.train.tasks.task_for; the loop
 does not change.
