@@ -20,16 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA, run_training
+from conftest import FULL_PATH_FAMILIES, QUICKSTART, REPO_ROOT, real_sentences, run_training
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from builders.encoder_families import FAMILIES, build_pretrained_dir  # noqa: E402
+from builders.encoder_families import FAMILIES  # noqa: E402
 
 from jbert.core.artifacts import Manifest  # noqa: E402
 from jbert.export import ExportOptions, export_model  # noqa: E402
 
-QUICKSTART = REPO_ROOT / "data" / "quickstart"
-FULL_PATH = ["modernbert", "deberta-v2", "xlm-roberta"]  # train -> export -> int8 -> serve
+FULL_PATH = FULL_PATH_FAMILIES  # train -> export -> int8 -> serve
 TOKENIZER_FAMILIES = ["modernbert", "deberta-v2", "xlm-roberta", "roberta", "electra"]
 # What Optimum's ONNX config of each family takes (DeBERTa-v3: type_vocab_size 0, no token types).
 GRAPH_INPUTS = {
@@ -39,36 +38,6 @@ GRAPH_INPUTS = {
     "roberta": ["input_ids", "attention_mask"],
     "electra": ["input_ids", "token_type_ids", "attention_mask"],
 }
-
-
-def quickstart_texts(name: str) -> list[str]:
-    """The text column of data/quickstart/NAME.csv."""
-    with open(QUICKSTART / f"{name}.csv", encoding="utf-8", newline="") as handle:
-        return [row["text"] for row in csv.DictReader(handle)]
-
-
-def real_sentences(limit: int = 400) -> list[str]:
-    """Real Japanese sentences: jrte rhr texts when ../shared/data is there, else the shipped test texts."""
-    rhr = SHARED_DATA / "jrte_rhr.tsv"
-    if rhr.is_file():
-        with open(rhr, encoding="utf-8") as handle:
-            return [line.split("\t")[2] for line in handle][:limit]
-    return quickstart_texts("test")
-
-
-@pytest.fixture(scope="module")
-def base_dirs(tmp_path_factory):
-    """family -> a tiny "pretrained" directory (random weights, Unigram tokenizer), built on first use."""
-    root = tmp_path_factory.mktemp("encoders")
-    texts = quickstart_texts("train")
-    built: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in built:
-            built[family] = build_pretrained_dir(root / family, family, texts, vocab_size=600)
-        return built[family]
-
-    return get
 
 
 @pytest.fixture(scope="module")
