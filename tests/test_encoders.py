@@ -1,10 +1,10 @@
-"""Every encoder family end to end: ModernBERT, DeBERTa-v3, XLM-RoBERTa (full path), RoBERTa and ELECTRA.
+"""Every encoder family end to end: ModernBERT, DeBERTa-v3, XLM-RoBERTa, RoBERTa and ELECTRA.
 
 Tiny random models (2 layers, hidden 32) with Unigram tokenizers trained here on the shipped Japanese
 reviews (data/quickstart) and saved with save_pretrained, built by bench/builders/encoder_families.py: nothing
-is downloaded. The full path is train.py's code -> export (fp32 parity gate, dynamic int8 gate)
--> the torch-free runtime, HTTP and batch scoring; the serving tokenizer must give transformers'
-ids on real Japanese sentences (../shared/data when present, the shipped test texts otherwise).
+is downloaded. The full path is train.py's code -> export (fp32 parity gate, O3, dynamic int8 gate)
+-> the torch-free runtime and HTTP (every family), Ray (XLM-R, RoBERTa, ELECTRA) and torch-free batch
+scoring (the first three); the serving tokenizer must give transformers' ids on real Japanese sentences (../shared/data when present, the shipped test texts otherwise).
 docs/encoders.md names these tests in its support matrix (tests/test_encoders_matrix.py checks it).
 """
 
@@ -28,7 +28,8 @@ from builders.encoder_families import FAMILIES  # noqa: E402
 from jbert.core.artifacts import Manifest  # noqa: E402
 from jbert.export import ExportOptions, export_model  # noqa: E402
 
-FULL_PATH = FULL_PATH_FAMILIES  # train -> export -> int8 -> serve
+FULL_PATH = FULL_PATH_FAMILIES  # train -> export -> int8 -> serve (-> batch scoring without torch)
+SERVED = FULL_PATH + ["roberta", "electra"]  # train -> export -> O2/O3 -> int8 -> runtime and HTTP
 TOKENIZER_FAMILIES = ["modernbert", "deberta-v2", "xlm-roberta", "roberta", "electra"]
 # What Optimum's ONNX config of each family takes (DeBERTa-v3: type_vocab_size 0, no token types).
 GRAPH_INPUTS = {
@@ -98,7 +99,7 @@ def test_serving_tokenizer_gives_transformers_ids_on_real_japanese(base_dirs, fa
 # ------------------------------------------------------------------------------ the full path
 
 
-@pytest.mark.parametrize("family", FULL_PATH)
+@pytest.mark.parametrize("family", SERVED)
 def test_train_export_int8_and_serve(full_path, family):
     """train -> export: fp32 logits equal PyTorch's within --atol, int8 passes the gate, the manifest
     names exactly the graph's inputs; the runtime and the HTTP service give the int8 gate's labels."""
@@ -187,7 +188,7 @@ def test_batch_scoring_of_every_family_runs_without_torch(full_path, tmp_path):
         assert [row["predicted_label"] for row in rows] == expected[family], family
 
 
-@pytest.mark.parametrize("family", FULL_PATH)
+@pytest.mark.parametrize("family", SERVED)
 def test_optimisation_level_o2_keeps_the_fp32_logits(full_path, tmp_path, family):
     """O2 on the family's fp32 graph (O3, a superset of its fusions, went through export's own gate in the
     full path; O1 is a subset of O2's, left out of the default suite for time)."""
@@ -211,7 +212,7 @@ def test_optimisation_level_o2_keeps_the_fp32_logits(full_path, tmp_path, family
     np.testing.assert_allclose(logits["model_optimized.onnx"], logits["model.onnx"], atol=1e-4)
 
 
-@pytest.mark.parametrize("family", FULL_PATH)
+@pytest.mark.parametrize("family", TOKENIZER_FAMILIES)
 def test_masked_lm_continues_pretraining(base_dirs, tmp_path, family):
     """--task mlm on the family's own masked-LM head (AutoModelForMaskedLM), one optimizer step."""
     output = tmp_path / "mlm"
@@ -281,9 +282,9 @@ def test_each_task_trains_and_exports(base_dirs, tmp_path, family):
 
 
 def test_ray_scores_an_export_without_token_type_ids_like_the_local_scorer(full_path, tmp_path):
-    """--engine ray (a local Ray, 2 CPUs) on the XLM-R export (two inputs; ModernBERT's and DeBERTa-v3's graphs
-    take the same two, and Ray's workers run the same runtime): the local scorer's labels, row for row.
-    One family only: Ray's start-up costs many seconds (tests/test_ray_scoring.py covers the engine)."""
+    """--engine ray (a local Ray, 2 CPUs) on the XLM-R, RoBERTa and ELECTRA exports (XLM-R and RoBERTa take two
+    inputs, like ModernBERT's and DeBERTa-v3's graphs; ELECTRA three, with its token types), one Ray start for all
+    (it costs many seconds; tests/test_ray_scoring.py covers the engine): the local scorer's labels, row for row."""
     pytest.importorskip("ray")
     import ray
 
@@ -295,7 +296,7 @@ def test_ray_scores_an_export_without_token_type_ids_like_the_local_scorer(full_
     source.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        for family in ["xlm-roberta"]:
+        for family in ["xlm-roberta", "roberta", "electra"]:
             export_dir = full_path(family)[1]
             common = dict(export_dir=str(export_dir), input=str(source), num_threads=1, show_progress=False, batch_size=8)
             score_file(ScoreOptions(output=str(tmp_path / f"{family}-ray"), engine="ray", num_workers=1, **common))

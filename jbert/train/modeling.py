@@ -49,7 +49,8 @@ FAMILY_DROPOUT_FIELDS = ("attention_dropout", "embedding_dropout", "mlp_dropout"
                          "dropout", "seq_classif_dropout")
 
 
-def _set_family_dropout(config, dropout: float | None) -> None:
+def set_family_dropout(config, dropout: float | None) -> None:
+    """Set --dropout on every FAMILY_DROPOUT_FIELDS rate CONFIG has (nothing when dropout is None)."""
     if dropout is None:
         return
     for name in FAMILY_DROPOUT_FIELDS:
@@ -128,7 +129,7 @@ def load_pretrained_model(name_or_path: str, label_names: list[str], problem_typ
     overrides = {**label_config(label_names, problem_type), **_dropout_overrides(dropout)}
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **overrides)
-        _set_family_dropout(config, dropout)
+        set_family_dropout(config, dropout)
         # A checkpoint that already has a head of another size gets a fresh one instead of a crash.
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, config=config, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True
