@@ -15,14 +15,15 @@ Prints one JSON object with the ModernBERT/BERT ratios per length.
 --serving measures the exported side instead: one ModernBERT of the tiny preset's shape (random
 weights, a Unigram tokenizer trained on Japanese reviews, jbert.json max_length 8,192) is exported by
 export.py's code (fp32, dynamic axes, the fp32 parity gate), then per length, each in a fresh process,
-jbert's runtime (OnnxClassifier.predict: normalise, fast tokenizer, ONNX) and the transformers
-pipeline("text-classification") on the PyTorch model classify the same Japanese texts of exactly that
-many tokens, one text a call: texts/s and peak resident memory above the loaded model, side by side.
+jbert's runtime (OnnxClassifier.predict: normalise, fast tokenizer, ONNX; also with onnxruntime's
+memory arena off) and the transformers pipeline("text-classification") on the PyTorch model classify
+the same Japanese texts of exactly that many tokens, one text a call: texts/s and peak resident
+memory above the loaded model, side by side.
 
     python bench/long_context.py                                 # tiny, 512/2048/8192 (a few minutes on 2 cores)
     python bench/long_context.py --json-out docs/data/long_context.json
     python bench/long_context.py --lengths 512,2048 --size mini --steps 3
-    python bench/long_context.py --serving --json-out docs/data/long_context_serving.json   # ~10 minutes
+    python bench/long_context.py --serving --json-out docs/data/long_context_serving.json   # 2-5 minutes
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ def measure_one(architecture: str, length: int, size: str, steps: int) -> dict:
 
 
 # --serving: texts per length (after one warm-up call), fewer where one forward pass takes seconds.
-SERVING_TEXTS = {512: 16, 2048: 4, 8192: 2}
-SERVING_ARMS = ("jbert", "pipeline")
+SERVING_TEXTS = {512: 16, 2048: 6, 8192: 3}
+# jbert_no_arena: the same runtime with onnxruntime's CPU memory arena and memory patterns off (not a
+# runtime option today): what the arena's rounding-up and pre-planned buffers cost at 8,192 tokens.
+SERVING_ARMS = ("jbert", "jbert_no_arena", "pipeline")
 
 
 def build_serving_export(work: Path, size: str) -> dict:
@@ -173,10 +176,19 @@ def serve_one(arm: str, length: int, work: Path) -> dict:
     The jbert arm imports no torch or transformers (as a serving install), so its memory is the runtime's own.
     """
     texts = json.loads((work / f"texts-{length}.json").read_text(encoding="utf-8"))
-    if arm == "jbert":
+    if arm.startswith("jbert"):
         from jbert.serve.runtime import OnnxClassifier
 
         classifier = OnnxClassifier.from_export_dir(work / "export", model="fp32", num_threads=1)
+        if arm == "jbert_no_arena":
+            import onnxruntime
+
+            from jbert.serve.runtime.session import make_session_options
+
+            options = make_session_options(1)
+            options.enable_cpu_mem_arena = options.enable_mem_pattern = False
+            classifier.session = onnxruntime.InferenceSession(str(work / "export" / "model.onnx"), options,
+                                                              providers=["CPUExecutionProvider"])
         tokens = [len(e.input_ids) for e in classifier.encode(texts)]
         run = lambda text: classifier.predict([text], batch_size=1)[0]["label"]  # noqa: E731
     else:
@@ -218,13 +230,14 @@ def main_serving(args) -> dict:
             row[arm] = (json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else
                         {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]})
             print(f"[bench] {length} {arm}: {row[arm]}", file=sys.stderr, flush=True)
-        jbert, pipe = row["jbert"], row["pipeline"]
-        if "error" not in jbert and "error" not in pipe:
-            row["jbert_over_pipeline"] = {
-                "texts_per_s": round(jbert["texts_per_s"] / pipe["texts_per_s"], 2),
-                "peak_memory_above_model": round(jbert["peak_memory_mib_above_model"]
-                                                 / max(pipe["peak_memory_mib_above_model"], 1), 2)}
-            row["same_labels"] = jbert["labels"] == pipe["labels"]
+        pipe = row["pipeline"]
+        for arm in ("jbert", "jbert_no_arena"):
+            if "error" not in row[arm] and "error" not in pipe:
+                row[f"{arm}_over_pipeline"] = {
+                    "texts_per_s": round(row[arm]["texts_per_s"] / pipe["texts_per_s"], 2),
+                    "peak_memory_above_model": round(row[arm]["peak_memory_mib_above_model"]
+                                                     / max(pipe["peak_memory_mib_above_model"], 1), 2)}
+        row["same_labels"] = len({json.dumps(row[arm].get("labels")) for arm in SERVING_ARMS}) == 1
         results[str(length)] = row
     return {"machine": {"cpus": os.cpu_count(), "threads": 1, "processor": platform.machine(),
                         "note": "shared 2-core machine: seconds are indicative, ratios count"},
