@@ -535,7 +535,8 @@ def real_sentences(limit: int = 400) -> list[str]:
 
 
 def build_family_dir(directory: Path, family: str, **overrides) -> Path:
-    """A tiny "pretrained" directory of FAMILY (random weights, a 600-piece Unigram tokenizer on the quickstart reviews)."""
+    """A tiny "pretrained" directory of FAMILY: random weights, a 600-piece Unigram tokenizer trained on
+    the quickstart reviews; OVERRIDES change the config (max_position_embeddings=8192, ...)."""
     if str(REPO_ROOT / "bench") not in sys.path:
         sys.path.insert(0, str(REPO_ROOT / "bench"))
     from builders.encoder_families import build_pretrained_dir

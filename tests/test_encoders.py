@@ -1,10 +1,11 @@
 """Every encoder family end to end: ModernBERT, DeBERTa-v3, XLM-RoBERTa, RoBERTa and ELECTRA.
 
 Tiny random models (2 layers, hidden 32) with Unigram tokenizers trained here on the shipped Japanese
-reviews (data/quickstart) and saved with save_pretrained, built by bench/builders/encoder_families.py: nothing
+reviews (data/quickstart) and saved with save_pretrained (conftest.py: base_dirs, build_family_dir): nothing
 is downloaded. The full path is train.py's code -> export (fp32 parity gate, O3, dynamic int8 gate)
 -> the torch-free runtime and HTTP (every family), Ray (XLM-R, RoBERTa, ELECTRA) and torch-free batch
-scoring (the first three); the serving tokenizer must give transformers' ids on real Japanese sentences (../shared/data when present, the shipped test texts otherwise).
+scoring (the first three); the serving tokenizer must give transformers' ids on real Japanese sentences
+(../shared/data when present, the shipped test texts otherwise).
 docs/encoders.md names these tests in its support matrix (tests/test_encoders_matrix.py checks it).
 """
 

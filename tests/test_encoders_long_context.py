@@ -9,7 +9,6 @@ bench/long_context.py --serving measures what such lengths cost at 512, 2,048 an
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from conftest import QUICKSTART, build_family_dir, quickstart_texts, run_training
 

@@ -5,7 +5,8 @@ random-weight family directories of tests/conftest.py (`base_dirs`): a classific
 mid-epoch and resumed from its checkpoint ends with the uninterrupted run's weights, metrics and
 evaluation history (dropout on, so the restored random states matter too); and two real CPU
 processes through accelerate_configs/multi_cpu.yaml (2 x batch 8) end where one process with batch
-16 does (ModernBERT in the default suite; JBERT_ALL_FAMILIES=1 launches DeBERTa-v3 and XLM-R too). docs/encoders.md names these tests under its support matrix.
+16 does (ModernBERT in the default suite; JBERT_ALL_FAMILIES=1 launches DeBERTa-v3 and XLM-R too).
+docs/encoders.md names these tests under its support matrix.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def test_two_processes_equal_one_process(base_dirs, family_data, tmp_path, famil
     assert code == 0, output[-6000:]
     assert "Num processes: 2" in output and "2 process(es) x batch 8 x accumulation 1 = 16 per step" in output
     assert output.count("model written to") == 1, "only the main process writes"
-    reference, parallel = load_file(str(reference_dir / "model.safetensors")), load_file(str(parallel_dir / "model.safetensors"))
+    reference = load_file(str(reference_dir / "model.safetensors"))
+    parallel = load_file(str(parallel_dir / "model.safetensors"))
     assert reference.keys() == parallel.keys()
     for name in reference:
         np.testing.assert_allclose(parallel[name], reference[name], atol=WEIGHT_ATOL, err_msg=name)
