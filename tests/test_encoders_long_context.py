@@ -20,6 +20,7 @@ def test_modernbert_trained_at_8192_tokens_exports_and_serves_a_text_of_8192_tok
     8,192 tokens is cut to exactly 8,192 by the serving tokenizer, as transformers' tokenizer cuts it, and the
     runtime's ONNX logits on it equal PyTorch's. (One forward pass each for ONNX and PyTorch at 8,192 tokens:
     most of this test's time; a short text padded into the same batch would cost several times more.)"""
+    import onnxruntime
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -38,6 +39,9 @@ def test_modernbert_trained_at_8192_tokens_exports_and_serves_a_text_of_8192_tok
                   "--seed", "7", "--disable_tqdm", "--baseline", "none"])
     manifest = export_model(model_dir, export_dir, ExportOptions(max_validation_texts=12, show_progress=False))
     assert manifest.max_length == LONG and Manifest.load(export_dir).models["fp32"].parity["passed"]
+    session = onnxruntime.InferenceSession(str(export_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    for graph_input in session.get_inputs():  # dynamic axes: batch and sequence are named, not fixed sizes
+        assert all(isinstance(dim, str) for dim in graph_input.shape), (graph_input.name, graph_input.shape)
 
     # The training reviews four times over (about 9,000 tokens): longer than the model reads.
     long_text = "".join(quickstart_texts("train")) * 4
