@@ -510,3 +510,49 @@ def assert_same_run(model_dir: Path, reference_dir: Path) -> None:
     evaluations = lambda values: [{k: v for k, v in h.items() if isinstance(v, (int, float))}  # noqa: E731
                                   for h in values["history"] if "eval_loss" in h]
     assert evaluations(metrics) == pytest.approx(evaluations(expected_metrics), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------ encoder families
+# Tiny random-weight ModernBERT, DeBERTa-v3, XLM-R, RoBERTa and ELECTRA directories with Unigram tokenizers
+# trained on the shipped Japanese reviews (bench/builders/encoder_families.py), shared by tests/test_encoders*.py.
+QUICKSTART = REPO_ROOT / "data" / "quickstart"
+FULL_PATH_FAMILIES = ["modernbert", "deberta-v2", "xlm-roberta"]  # train -> resume -> export -> int8 -> serve
+
+
+def quickstart_texts(name: str) -> list[str]:
+    """The text column of data/quickstart/NAME.csv."""
+    with open(QUICKSTART / f"{name}.csv", encoding="utf-8", newline="") as handle:
+        return [row["text"] for row in csv.DictReader(handle)]
+
+
+def real_sentences(limit: int = 400) -> list[str]:
+    """Real Japanese sentences: jrte rhr texts when ../shared/data is there, else the shipped test texts."""
+    rhr = SHARED_DATA / "jrte_rhr.tsv"
+    if rhr.is_file():
+        with open(rhr, encoding="utf-8") as handle:
+            return [line.split("\t")[2] for line in handle][:limit]
+    return quickstart_texts("test")
+
+
+def build_family_dir(directory: Path, family: str, **overrides) -> Path:
+    """A tiny "pretrained" directory of FAMILY: random weights, a 600-piece Unigram tokenizer trained on
+    the quickstart reviews; OVERRIDES change the config (max_position_embeddings=8192, ...)."""
+    if str(REPO_ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from builders.encoder_families import build_pretrained_dir
+
+    return build_pretrained_dir(directory, family, quickstart_texts("train"), vocab_size=600, **overrides)
+
+
+@pytest.fixture(scope="module")
+def base_dirs(tmp_path_factory):
+    """family -> a tiny "pretrained" directory of that family, built on first use (once per test module)."""
+    root = tmp_path_factory.mktemp("encoders")
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_family_dir(root / family, family)
+        return built[family]
+
+    return get

@@ -1,10 +1,11 @@
-"""Every encoder family end to end: ModernBERT, DeBERTa-v3, XLM-RoBERTa (full path), RoBERTa and ELECTRA.
+"""Every encoder family end to end: ModernBERT, DeBERTa-v3, XLM-RoBERTa, RoBERTa and ELECTRA.
 
 Tiny random models (2 layers, hidden 32) with Unigram tokenizers trained here on the shipped Japanese
-reviews (data/quickstart) and saved with save_pretrained, built by bench/builders/encoder_families.py: nothing
-is downloaded. The full path is train.py's code -> export (fp32 parity gate, dynamic int8 gate)
--> the torch-free runtime, HTTP and batch scoring; the serving tokenizer must give transformers'
-ids on real Japanese sentences (../shared/data when present, the shipped test texts otherwise).
+reviews (data/quickstart) and saved with save_pretrained (conftest.py: base_dirs, build_family_dir): nothing
+is downloaded. The full path is train.py's code -> export (fp32 parity gate, O3, dynamic int8 gate)
+-> the torch-free runtime and HTTP (every family), Ray (XLM-R, RoBERTa, ELECTRA) and torch-free batch
+scoring (the first three); the serving tokenizer must give transformers' ids on real Japanese sentences
+(../shared/data when present, the shipped test texts otherwise).
 docs/encoders.md names these tests in its support matrix (tests/test_encoders_matrix.py checks it).
 """
 
@@ -20,16 +21,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, SHARED_DATA, run_training
+from conftest import FULL_PATH_FAMILIES, QUICKSTART, REPO_ROOT, real_sentences, run_training
 
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-from builders.encoder_families import FAMILIES, build_pretrained_dir  # noqa: E402
+from builders.encoder_families import FAMILIES  # noqa: E402
 
 from jbert.core.artifacts import Manifest  # noqa: E402
 from jbert.export import ExportOptions, export_model  # noqa: E402
 
-QUICKSTART = REPO_ROOT / "data" / "quickstart"
-FULL_PATH = ["modernbert", "deberta-v2", "xlm-roberta"]  # train -> export -> int8 -> serve
+FULL_PATH = FULL_PATH_FAMILIES  # train -> export -> int8 -> serve (-> batch scoring without torch)
+SERVED = FULL_PATH + ["roberta", "electra"]  # train -> export -> O2/O3 -> int8 -> runtime and HTTP
 TOKENIZER_FAMILIES = ["modernbert", "deberta-v2", "xlm-roberta", "roberta", "electra"]
 # What Optimum's ONNX config of each family takes (DeBERTa-v3: type_vocab_size 0, no token types).
 GRAPH_INPUTS = {
@@ -39,36 +40,6 @@ GRAPH_INPUTS = {
     "roberta": ["input_ids", "attention_mask"],
     "electra": ["input_ids", "token_type_ids", "attention_mask"],
 }
-
-
-def quickstart_texts(name: str) -> list[str]:
-    """The text column of data/quickstart/NAME.csv."""
-    with open(QUICKSTART / f"{name}.csv", encoding="utf-8", newline="") as handle:
-        return [row["text"] for row in csv.DictReader(handle)]
-
-
-def real_sentences(limit: int = 400) -> list[str]:
-    """Real Japanese sentences: jrte rhr texts when ../shared/data is there, else the shipped test texts."""
-    rhr = SHARED_DATA / "jrte_rhr.tsv"
-    if rhr.is_file():
-        with open(rhr, encoding="utf-8") as handle:
-            return [line.split("\t")[2] for line in handle][:limit]
-    return quickstart_texts("test")
-
-
-@pytest.fixture(scope="module")
-def base_dirs(tmp_path_factory):
-    """family -> a tiny "pretrained" directory (random weights, Unigram tokenizer), built on first use."""
-    root = tmp_path_factory.mktemp("encoders")
-    texts = quickstart_texts("train")
-    built: dict[str, Path] = {}
-
-    def get(family: str) -> Path:
-        if family not in built:
-            built[family] = build_pretrained_dir(root / family, family, texts, vocab_size=600)
-        return built[family]
-
-    return get
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +100,7 @@ def test_serving_tokenizer_gives_transformers_ids_on_real_japanese(base_dirs, fa
 # ------------------------------------------------------------------------------ the full path
 
 
-@pytest.mark.parametrize("family", FULL_PATH)
+@pytest.mark.parametrize("family", SERVED)
 def test_train_export_int8_and_serve(full_path, family):
     """train -> export: fp32 logits equal PyTorch's within --atol, int8 passes the gate, the manifest
     names exactly the graph's inputs; the runtime and the HTTP service give the int8 gate's labels."""
@@ -218,7 +189,7 @@ def test_batch_scoring_of_every_family_runs_without_torch(full_path, tmp_path):
         assert [row["predicted_label"] for row in rows] == expected[family], family
 
 
-@pytest.mark.parametrize("family", FULL_PATH)
+@pytest.mark.parametrize("family", SERVED)
 def test_optimisation_level_o2_keeps_the_fp32_logits(full_path, tmp_path, family):
     """O2 on the family's fp32 graph (O3, a superset of its fusions, went through export's own gate in the
     full path; O1 is a subset of O2's, left out of the default suite for time)."""
@@ -242,7 +213,7 @@ def test_optimisation_level_o2_keeps_the_fp32_logits(full_path, tmp_path, family
     np.testing.assert_allclose(logits["model_optimized.onnx"], logits["model.onnx"], atol=1e-4)
 
 
-@pytest.mark.parametrize("family", FULL_PATH)
+@pytest.mark.parametrize("family", TOKENIZER_FAMILIES)
 def test_masked_lm_continues_pretraining(base_dirs, tmp_path, family):
     """--task mlm on the family's own masked-LM head (AutoModelForMaskedLM), one optimizer step."""
     output = tmp_path / "mlm"
@@ -312,9 +283,9 @@ def test_each_task_trains_and_exports(base_dirs, tmp_path, family):
 
 
 def test_ray_scores_an_export_without_token_type_ids_like_the_local_scorer(full_path, tmp_path):
-    """--engine ray (a local Ray, 2 CPUs) on the XLM-R export (two inputs; ModernBERT's and DeBERTa-v3's graphs
-    take the same two, and Ray's workers run the same runtime): the local scorer's labels, row for row.
-    One family only: Ray's start-up costs many seconds (tests/test_ray_scoring.py covers the engine)."""
+    """--engine ray (a local Ray, 2 CPUs) on the XLM-R, RoBERTa and ELECTRA exports (XLM-R and RoBERTa take two
+    inputs, like ModernBERT's and DeBERTa-v3's graphs; ELECTRA three, with its token types), one Ray start for all
+    (it costs many seconds; tests/test_ray_scoring.py covers the engine): the local scorer's labels, row for row."""
     pytest.importorskip("ray")
     import ray
 
@@ -326,7 +297,7 @@ def test_ray_scores_an_export_without_token_type_ids_like_the_local_scorer(full_
     source.write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts), encoding="utf-8")
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     try:
-        for family in ["xlm-roberta"]:
+        for family in ["xlm-roberta", "roberta", "electra"]:
             export_dir = full_path(family)[1]
             common = dict(export_dir=str(export_dir), input=str(source), num_threads=1, show_progress=False, batch_size=8)
             score_file(ScoreOptions(output=str(tmp_path / f"{family}-ray"), engine="ray", num_workers=1, **common))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import re
 
-from conftest import REPO_ROOT
+from conftest import FULL_PATH_FAMILIES, REPO_ROOT
 
 PAGE = REPO_ROOT / "docs" / "encoders.md"
 NAMED_TEST = re.compile(r"`(?P<file>test_[a-z0-9_]+\.py)::(?P<test>test_[a-z0-9_]+)`")
@@ -41,3 +41,16 @@ def test_the_matrix_has_a_cell_for_every_stage_of_every_family():
         assert len(cells) == len(STAGES) and all(cells), row
         # A cell either names a test or says plainly that there is none.
         assert all(NAMED_TEST.search(cell) or cell.startswith("not tested") for cell in cells), row
+
+
+def test_resume_and_multi_process_are_named_for_every_full_path_family():
+    """The paragraph under the matrix names the resume and the 2-process test, and the families they run."""
+    text = PAGE.read_text(encoding="utf-8")
+    start = text.index("**Resume and multi-process**")
+    paragraph = text[start:text.index("\n\n", start)]
+    named = {f"{file}::{test}" for file, test in NAMED_TEST.findall(paragraph)}
+    assert {"test_encoders_resume.py::test_interrupted_and_resumed_run_equals_uninterrupted",
+            "test_encoders_resume.py::test_two_processes_equal_one_process"} <= named
+    assert FULL_PATH_FAMILIES == ["modernbert", "deberta-v2", "xlm-roberta"]
+    for family in ("ModernBERT", "DeBERTa-v3", "XLM-R"):
+        assert family in paragraph, family

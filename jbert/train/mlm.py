@@ -34,7 +34,7 @@ from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import LengthGroupedSampler
 from jbert.train.mlm_data import WholeWordMaskCollator, build_sequences, premask, tokenize_with_word_starts
-from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides, load_run_tokenizer
+from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides, load_run_tokenizer, set_family_dropout
 from jbert.train.optimization import Schedule
 from jbert.train.task_protocol import RunFacts, TaskData
 
@@ -121,6 +121,7 @@ def build_mlm_model(config: TrainConfig, tokenizer):
     try:
         model_config = AutoConfig.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code,
                                                   **overrides)
+        set_family_dropout(model_config, config.dropout)
         # A classifier checkpoint has no MLM head: it gets a fresh one (tied to the embeddings).
         return AutoModelForMaskedLM.from_pretrained(config.model_name_or_path, config=model_config,
                                                     trust_remote_code=config.trust_remote_code)

@@ -42,6 +42,22 @@ def _dropout_overrides(dropout: float | None) -> dict:
     return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout, "classifier_dropout": dropout}
 
 
+# Dropout rates other families name differently from BERT (ModernBERT: attention/embedding/mlp; DeBERTa's
+# pooler; DistilBERT's dropout and seq_classif_dropout). --dropout sets those a pretrained config has, or a
+# ModernBERT checkpoint would keep its own rates and --dropout would change nothing but its head.
+FAMILY_DROPOUT_FIELDS = ("attention_dropout", "embedding_dropout", "mlp_dropout", "pooler_dropout", "cls_dropout",
+                         "dropout", "seq_classif_dropout")
+
+
+def set_family_dropout(config, dropout: float | None) -> None:
+    """Set --dropout on every FAMILY_DROPOUT_FIELDS rate CONFIG has (nothing when dropout is None)."""
+    if dropout is None:
+        return
+    for name in FAMILY_DROPOUT_FIELDS:
+        if hasattr(config, name):
+            setattr(config, name, dropout)
+
+
 # --from_scratch --architecture: the position limit each starts with. BERT's grows to --max_length
 # (as before); ModernBERT is built for 8,192 tokens (RoPE, alternating local/global attention), and
 # DeBERTa-v2's relative attention has no absolute positions to run out of.
@@ -113,6 +129,7 @@ def load_pretrained_model(name_or_path: str, label_names: list[str], problem_typ
     overrides = {**label_config(label_names, problem_type), **_dropout_overrides(dropout)}
     try:
         config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **overrides)
+        set_family_dropout(config, dropout)
         # A checkpoint that already has a head of another size gets a fresh one instead of a crash.
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, config=config, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True
