@@ -95,6 +95,23 @@ def attention_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> d
     measured like the search measures: QAT does not simulate those two, so this bounds what they cost."""
     import onnx
 
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
+    attention = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/attention/self/MatMul" in node.name)
+    return _int8_without(model_dir, export_dir, test_file, attention, "attention_fp32.onnx")
+
+
+def ffn_output_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
+    """The same int8 with the six FFN-output MatMuls (input: the GELU output, whose per-tensor uint8 range
+    is set by a few large values) kept fp32: the one group of ops that decides most disagreements."""
+    import onnx
+
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
+    nodes = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/output/dense/MatMul" in node.name
+                  and "/attention/" not in node.name)
+    return _int8_without(model_dir, export_dir, test_file, nodes, "ffn_fp32.onnx")
+
+
+def _int8_without(model_dir: Path, export_dir: Path, test_file: Path, nodes: tuple, file_name: str) -> dict:
     from jbert.export import quantize
     from jbert.export.int8_search import RuntimeMeter
     from jbert.export.model_dir import inspect_model_dir
@@ -102,13 +119,40 @@ def attention_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> d
 
     info = inspect_model_dir(model_dir)
     examples, _ = load_validation_examples(model_dir, info.settings, info.config, test_file, MAX_TEXTS)
-    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
-    attention = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/attention/self/MatMul" in node.name)
-    path = export_dir / "attention_fp32.onnx"
-    quantize.quantize_dynamic(export_dir / "model.onnx", path, "avx512_vnni", False, None, "all", attention)
+    path = export_dir / file_name
+    quantize.quantize_dynamic(export_dir / "model.onnx", path, "avx512_vnni", False, None, "all", nodes)
     figures = RuntimeMeter(export_dir, info, examples).measure(path, GATE, 1.0)
     path.unlink()
     return figures
+
+
+def simulation_fidelity(model_dir: Path, export_dir: Path, test_rows: list) -> dict:
+    """Does --qat's fake int8 (PyTorch) answer as export's int8 file does? One text a batch for both,
+    so both see the same activation ranges; label agreement of fake int8 with fp32 and with the int8 file."""
+    import numpy as np
+    import onnxruntime
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from jbert.train import qat
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    encoded = [tokenizer(row["text"], truncation=True, max_length=128, return_tensors="np") for row in test_rows]
+    session = onnxruntime.InferenceSession(str(export_dir / "model_quantized.onnx"), providers=["CPUExecutionProvider"])
+    wanted = {item.name for item in session.get_inputs()}
+    int8 = np.concatenate([session.run(None, {k: v.astype(np.int64) for k, v in e.items() if k in wanted})[0]
+                           for e in encoded]).argmax(1)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=False).eval()
+
+    def labels() -> "np.ndarray":
+        with torch.no_grad():
+            return np.array([int(model(**{k: torch.from_numpy(v) for k, v in e.items()}).logits.argmax(-1)) for e in encoded])
+
+    fp32 = labels()
+    qat.attach(model)
+    fake = labels()
+    return {"fake_int8_agreement_with_fp32": round(float(np.mean(fake == fp32)), 4),
+            "fake_int8_agreement_with_int8_file": round(float(np.mean(fake == int8)), 4)}
 
 
 def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
@@ -122,8 +166,10 @@ def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
     search = manifest.quantization
     figures = next(c for c in search["candidates"] if c["name"] == search["chosen"])
     attention_fp32 = attention_kept_fp32(model_dir, export_dir, test_file)
+    ffn_fp32 = ffn_output_kept_fp32(model_dir, export_dir, test_file)
     return {
         "agreement_attention_matmuls_fp32": round(attention_fp32["agreement"], 4),
+        "agreement_ffn_output_matmuls_fp32": round(ffn_fp32["agreement"], 4),
         "recipe": search["chosen"], "target": search["target"], "nodes_kept_fp32": len(figures["nodes_excluded"]),
         "n_texts": search["held_out"]["n_texts"],
         "agreement_with_fp32": round(figures["agreement"], 4), "passes_gate": figures["agreement"] >= GATE,
@@ -179,6 +225,7 @@ def main(argv=None) -> int:
         row = finetune(model_dir, files, args.steps, qat, consistency)
         row["off_grid_steps"] = off_grid(model_dir)
         row.update(fully_int8(model_dir, work / f"{name}_onnx", files["test"]))
+        row.update(simulation_fidelity(model_dir, work / f"{name}_onnx", test_rows))
         log(f"{name}: " + json.dumps(row))
         result["models"][name] = row
     plain, qat, consistent = (result["models"][name] for name in ("plain", "qat", "qat_consistency"))
