@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import make_tiny_model_dir, run_training, tiny_args, topic_rows, write_training_csv
+from conftest import (SimulatedCrash, assert_same_run, crash_after, make_tiny_model_dir, run_training, tiny_args,
+                      topic_rows, write_training_csv)
 from jbert.core.errors import UserError
 
 SENTIMENT = {"スポーツ": "positive", "料理": "neutral", "天気": "negative"}  # make_tiny_model_dir's labels
@@ -54,11 +55,11 @@ def sentiment_files(tmp_path) -> Path:
     return tmp_path
 
 
-def _args(work: Path, output: str, weight: float) -> list[str]:
-    return tiny_args(work, task="distill", teacher=str(work / "teacher"), train_file=str(work / "few.csv"),
-                     output_dir=str(work / output), vocab_size=None, max_train_steps=4, max_length=24,
-                     per_device_train_batch_size=6, calibrate="none", baseline="none",
-                     distill_hidden_weight=weight)
+def _args(work: Path, output: str, weight: float, **more) -> list[str]:
+    options = dict(task="distill", teacher=str(work / "teacher"), train_file=str(work / "few.csv"),
+                   output_dir=str(work / output), vocab_size=None, max_train_steps=4, max_length=24,
+                   per_device_train_batch_size=6, calibrate="none", baseline="none", distill_hidden_weight=weight)
+    return tiny_args(work, **{**options, **more})
 
 
 def test_hidden_state_loss_changes_training_and_the_student_still_exports(sentiment_files):
@@ -72,6 +73,16 @@ def test_hidden_state_loss_changes_training_and_the_student_still_exports(sentim
     assert any(not np.array_equal(plain[name], hidden[name]) for name in plain)
     manifest = export_model(sentiment_files / "hidden", sentiment_files / "onnx", ExportOptions(show_progress=False))
     assert "fp32" in manifest.models
+
+
+def test_resumed_run_with_the_projection_equals_uninterrupted(sentiment_files):
+    """The projection (width 128 -> 32) is in the checkpoints: killed after step 3, resumed from step 2."""
+    common = dict(max_train_steps=6, checkpointing_steps=2)
+    run_training(_args(sentiment_files, "reference", 1.0, **common))
+    with pytest.raises(SimulatedCrash):
+        run_training(_args(sentiment_files, "resumed", 1.0, **common), on_step_end=crash_after(3))
+    run_training(_args(sentiment_files, "resumed", 1.0, resume_from_checkpoint="auto", **common))
+    assert_same_run(sentiment_files / "resumed", sentiment_files / "reference")
 
 
 def test_hidden_state_loss_needs_a_model_directory_teacher_and_its_tokenizer(tmp_path_factory):

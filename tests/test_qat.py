@@ -187,7 +187,7 @@ def test_consistency_adds_the_fp32_pass_without_drawing_random_numbers(tmp_path)
     output = with_consistency(**batch)
     assert torch.equal(torch.get_rng_state(), state_after_plain)
     torch.testing.assert_close(output.logits, expected.logits)
-    extra = float(output.loss.detach() - expected.loss)
+    extra = output.loss.item() - expected.loss.item()
     assert extra > 0 and extra == pytest.approx(4.0 * float(consistency_loss(expected.logits, reference, None)), rel=1e-4)
     output.loss.backward()  # gradients flow through the fake-int8 pass only
     assert all(p.grad is not None for p in with_consistency.parameters() if p.requires_grad and p.dim() == 2)
