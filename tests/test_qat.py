@@ -132,6 +132,8 @@ def test_distillation_with_qat_saves_a_student_on_the_grid(qat_run, tmp_path):
     (["--qat_per_channel"], "--qat_per_channel applies to --qat runs only"),
     (["--qat", "--qat_epochs", "0"], "--qat_epochs must be at least 1"),
     (["--qat", "--task", "mlm"], "--qat applies to classification, regression and distillation runs"),
+    (["--qat_consistency", "1"], "--qat_consistency applies to --qat runs only"),
+    (["--qat", "--qat_consistency", "-1"], "--qat_consistency must be 0"),
 ])
 def test_bad_qat_options_are_refused_up_front(tmp_path, flags, message):
     from jbert.train.config import parse_config
@@ -140,3 +142,66 @@ def test_bad_qat_options_are_refused_up_front(tmp_path, flags, message):
     with pytest.raises(UserError, match=message):
         parse_config(tiny_args(tmp_path) + flags)
     assert not (tmp_path / "model").exists()
+
+
+def test_consistency_loss_is_zero_only_when_int8_answers_as_fp32():
+    import torch
+
+    from jbert.train.qat import consistency_loss
+
+    reference = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.3, -0.2]])
+    for problem_type in ("single_label_classification", "multi_label_classification"):
+        assert float(consistency_loss(reference, reference, problem_type)) == pytest.approx(0.0, abs=1e-6)
+        assert float(consistency_loss(reference + torch.tensor([0.0, 0.4, 0.0]), reference, problem_type)) > 1e-3
+    assert float(consistency_loss(torch.tensor([[1.0], [2.0]]), torch.tensor([[1.5], [2.0]]), "regression")) == pytest.approx(0.125)
+
+
+def test_consistency_adds_the_fp32_pass_without_drawing_random_numbers(tmp_path):
+    """Training forward = the fake-int8 loss + weight x KL to an fp32 pass with the same dropout masks;
+    the random state afterwards is the plain QAT forward's (so resume and seeds behave as without it)."""
+    import copy
+
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from jbert.train.qat import add_consistency, attach, consistency_loss
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=3, hidden_dropout_prob=0.3, attention_probs_dropout_prob=0.3,
+                        initializer_range=0.5)  # large logits: int8 moves them visibly
+    plain = BertForSequenceClassification(config).train()
+    with_consistency, fp32 = copy.deepcopy(plain), copy.deepcopy(plain)
+    attach(plain)
+    switch = {"on": True}
+    attach(with_consistency, switch=switch)
+    add_consistency(with_consistency, switch, 4.0)
+    batch = {"input_ids": torch.randint(0, 50, (4, 9)), "labels": torch.tensor([0, 1, 2, 1])}
+
+    torch.manual_seed(1)
+    expected = plain(**batch)
+    state_after_plain = torch.get_rng_state()
+    torch.manual_seed(1)
+    reference = fp32(**batch).logits  # no fake int8 at all, the same dropout masks as the passes below
+    torch.manual_seed(1)
+    output = with_consistency(**batch)
+    assert torch.equal(torch.get_rng_state(), state_after_plain)
+    torch.testing.assert_close(output.logits, expected.logits)
+    extra = output.loss.item() - expected.loss.item()
+    assert extra > 0 and extra == pytest.approx(4.0 * float(consistency_loss(expected.logits, reference, None)), rel=1e-4)
+    output.loss.backward()  # gradients flow through the fake-int8 pass only
+    assert all(p.grad is not None for p in with_consistency.parameters() if p.requires_grad and p.dim() == 2)
+    with_consistency.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(with_consistency(**batch).loss, plain.eval()(**batch).loss)  # evaluation as before
+
+
+def test_qat_consistency_run_changes_training_and_stays_on_the_grid(qat_run, tmp_path):
+    for name in ("train.csv", "valid.csv"):
+        (tmp_path / name).write_bytes((qat_run / name).read_bytes())
+    run_training(qat_args(tmp_path, checkpointing_steps=None, qat_consistency=5.0))
+    trained, plain = load_file(str(tmp_path / "model" / "model.safetensors")), load_file(str(qat_run / "model" / "model.safetensors"))
+    assert any(not np.array_equal(trained[name], plain[name]) for name in plain)
+    for name, value in trained.items():
+        if value.ndim == 2:
+            assert _off_grid(value, "embeddings" in name) < 1e-3, name

@@ -123,6 +123,8 @@ class TrainConfig:
     student_layers: Optional[str] = option(None, "--task distill: initialise the student from these encoder layers of the (first) teacher model directory, e.g. 0,2,4 (as DistilBERT); instead of --from_scratch / --model_name_or_path.")
     distill_tokenizer: str = option("teacher", "--task distill with --from_scratch: the student uses the teacher's tokenizer (teacher), or a WordPiece vocabulary trained on the training texts (own).", choices=("teacher", "own"))
     unlabeled_file: Optional[str] = option(None, "--task distill: more texts without labels (.txt one a line, or a table with --text_column) that the student learns from the teacher's soft targets.")
+    # --- distillation: intermediate-layer loss (jbert.train.distill_hidden)
+    distill_hidden_weight: float = option(0.0, "--task distill: weight of a hidden-state loss (TinyBERT): the student's hidden states, through a learned projection when the widths differ, learn the (first) teacher's at the mapped layers; the teacher must be a model directory and share the student's tokenizer. 0 = off.")
     # --- from scratch: which architecture and which vocabulary (BERT + MeCab WordPiece unless chosen)
     architecture: str = option("bert", "--from_scratch: the encoder to build: bert (default), modernbert (RoPE, local/global attention, up to 8,192 tokens) or deberta-v2 (DeBERTa-v3 shape: relative attention, no token types). Classification tasks; --task mlm builds BERT.", choices=("bert", "modernbert", "deberta-v2"))
     vocabulary: str = option("mecab-wordpiece", "--from_scratch: the vocabulary trained on the training texts: mecab-wordpiece (MeCab words, then WordPiece; a BertJapaneseTokenizer) or unigram (SentencePiece-style Unigram on the raw text, no word splitter; a tokenizer.json).", choices=("mecab-wordpiece", "unigram"))
@@ -130,6 +132,7 @@ class TrainConfig:
     qat: bool = option(False, "Quantisation-aware training for the last --qat_epochs epochs of a classification, regression or distillation run: every Linear and Embedding computes with fake int8 as export.py --quantize's dynamic int8 will (weights per channel, activations per batch), and the saved weights lie on the int8 grid, so a fully int8 export keeps the fp32 model's decisions.")
     qat_epochs: int = option(1, "--qat: how many of the last epochs train with fake int8 (as many as the run has, or more: the whole run). Only evaluations made with QAT on select the best weights, and early stopping watches only them.")
     qat_per_channel: bool = option(False, "--qat: fake-quantise weights per output channel, to match an export with --per_channel; the default, per tensor, matches export's default dynamic int8.")
+    qat_consistency: float = option(0.0, "--qat: weight of a self-distillation loss in the QAT epochs: the fake-int8 model also learns the fp32 model's own answers (KL divergence from a second, fp32 pass without gradients, same dropout), so that the int8 export agrees with the fp32 one (export's --min_agreement gate). 0 = off.")
     # --- long documents: how windows train (--window_training; jbert.train.document_batches)
     window_training: str = option("each", "--long_text windows: each (every window is an example with its text's label) or document (multiple-instance: a text is one example, its windows go through the model together and the loss is on their logits pooled by --window_pooling, as evaluation and serving pool them; --per_device_train_batch_size counts texts, each keeping at most its first --max_train_windows windows, 8 when 0).", choices=("each", "document"))
 
@@ -228,8 +231,11 @@ class TrainConfig:
         """--qat and --qat_epochs: a classification or distillation run, with at least one QAT epoch."""
         if not self.qat:
             return [f"--{name} applies to --qat runs only; add --qat or drop it"
-                    for name, given in (("qat_epochs", self.qat_epochs != 1), ("qat_per_channel", self.qat_per_channel)) if given]
+                    for name, given in (("qat_epochs", self.qat_epochs != 1), ("qat_per_channel", self.qat_per_channel),
+                                        ("qat_consistency", self.qat_consistency != 0)) if given]
         problems = []
+        if self.qat_consistency < 0:
+            problems.append(f"--qat_consistency must be 0 (off) or more (got {self.qat_consistency})")
         if self.qat_epochs < 1:
             problems.append(f"--qat_epochs must be at least 1 (got {self.qat_epochs})")
         if self.task == "mlm":

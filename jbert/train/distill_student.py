@@ -111,12 +111,16 @@ def distillation_loss(logits: torch.Tensor, soft_targets: torch.Tensor, labels: 
 class DistillationModel(torch.nn.Module):
     """The student, whose forward adds the distillation loss when the batch carries soft targets."""
 
-    def __init__(self, student: torch.nn.Module, problem_type: str, temperature: float, alpha: float):
+    def __init__(self, student: torch.nn.Module, problem_type: str, temperature: float, alpha: float,
+                 hidden: torch.nn.Module | None = None, hidden_weight: float = 0.0):
         super().__init__()
         self.student = student
         self.problem_type = problem_type
         self.temperature = temperature
         self.alpha = alpha
+        if hidden is not None:  # --distill_hidden_weight (jbert.train.distill_hidden): trained, not saved
+            self.hidden = hidden
+        self.hidden_weight = hidden_weight
 
     @property
     def config(self):
@@ -129,13 +133,17 @@ class DistillationModel(torch.nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        logits = self.student(**inputs).logits
+        hidden = getattr(self, "hidden", None) if soft_targets is not None else None
+        output = self.student(**inputs, output_hidden_states=True) if hidden is not None else self.student(**inputs)
+        logits = output.logits
         loss = None
         if soft_targets is not None:
             if label_mask is None:
                 label_mask = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
             loss = distillation_loss(logits, soft_targets, labels, label_mask, self.problem_type,
                                      self.temperature, self.alpha)
+            if hidden is not None:
+                loss = loss + self.hidden_weight * hidden(output.hidden_states, inputs)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def save_pretrained(self, directory, state_dict=None, **kwargs):

@@ -67,12 +67,15 @@ def fake_quantize(fake_quant, tensor: torch.Tensor) -> torch.Tensor:
 
 def _quantised_linear_forward(module: torch.nn.Linear, inputs: torch.Tensor) -> torch.Tensor:
     quant = module._jbert_qat
+    if not quant["switch"]["on"]:  # the fp32 reference pass of --qat_consistency
+        return torch.nn.functional.linear(inputs, module.weight, module.bias)
     return torch.nn.functional.linear(fake_quantize(quant["input"], inputs), fake_quantize(quant["weight"], module.weight),
                                       module.bias)
 
 
 def _quantised_embedding_forward(module: torch.nn.Embedding, inputs: torch.Tensor) -> torch.Tensor:
-    weight = fake_quantize(module._jbert_qat["weight"], module.weight)
+    quant = module._jbert_qat
+    weight = fake_quantize(quant["weight"], module.weight) if quant["switch"]["on"] else module.weight
     return torch.nn.functional.embedding(inputs, weight, module.padding_idx, module.max_norm, module.norm_type,
                                          module.scale_grad_by_freq, module.sparse)
 
@@ -83,12 +86,14 @@ def quantisable_modules(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
             if isinstance(module, (torch.nn.Linear, torch.nn.Embedding))}
 
 
-def attach(model: torch.nn.Module, per_channel: bool = False) -> int:
+def attach(model: torch.nn.Module, per_channel: bool = False, switch: Optional[dict] = None) -> int:
     """Make every Linear and Embedding of MODEL compute with fake int8; returns how many.
 
     The fake-quant modules are kept outside the module tree (a plain dict on each layer), so the
-    state dict, the optimizer's parameters and checkpoints stay exactly as without QAT.
+    state dict, the optimizer's parameters and checkpoints stay exactly as without QAT. SWITCH
+    ({"on": bool}, shared by every layer) turns the fake int8 off for a pass while attached.
     """
+    switch = switch if switch is not None else {"on": True}
     modules = quantisable_modules(model)
     for module in modules.values():
         if hasattr(module, "_jbert_qat"):
@@ -100,6 +105,7 @@ def attach(model: torch.nn.Module, per_channel: bool = False) -> int:
         else:
             quant = {"weight": _tensor_fake_quant().to(device)}
             forward = _quantised_embedding_forward
+        quant["switch"] = switch
         object.__setattr__(module, "_jbert_qat", quant)  # not a submodule: no state-dict entries
         module.forward = types.MethodType(forward, module)
     return len(modules)
@@ -121,12 +127,63 @@ def snapped_state_dict(state_dict: dict, embeddings: set[str], linears: set[str]
     return snapped
 
 
+def consistency_loss(logits: torch.Tensor, reference: torch.Tensor, problem_type: Optional[str]) -> torch.Tensor:
+    """How far the fake-int8 LOGITS are from the fp32 REFERENCE's decisions (batch mean).
+
+    Single-label: KL(fp32 softmax || int8 softmax); multi-label: the per-label binary KL of the
+    sigmoids; regression: the squared difference. Zero exactly when int8 answers as fp32 does.
+    """
+    functional = torch.nn.functional
+    logits, reference = logits.float(), reference.float()
+    if problem_type == "regression" or logits.shape[-1] == 1:
+        return ((logits - reference) ** 2).mean()
+    if problem_type == "multi_label_classification":
+        target = torch.sigmoid(reference)
+        return (functional.binary_cross_entropy_with_logits(logits, target)
+                - functional.binary_cross_entropy_with_logits(reference, target))
+    return functional.kl_div(functional.log_softmax(logits, -1), functional.log_softmax(reference, -1),
+                             log_target=True, reduction="batchmean")
+
+
+def add_consistency(model: torch.nn.Module, switch: dict, weight: float) -> None:
+    """MODEL's training forwards also run it in fp32 and add WEIGHT x consistency_loss to the loss.
+
+    The gate export.py applies compares the int8 file with the fp32 file of the same weights, so the
+    fake-int8 model is also taught the fp32 model's own answers (self-distillation): the fp32 pass
+    runs without gradients, with the fake int8 off (SWITCH) and the same dropout masks (the random
+    state is forked and restored, so the run draws exactly the random numbers it draws without it).
+    Evaluation forwards are untouched.
+    """
+    original = model.forward
+    problem_type = getattr(model, "problem_type", None) or getattr(model.config, "problem_type", None)
+
+    def forward(*args, **kwargs):
+        if not model.training:
+            return original(*args, **kwargs)
+        device = next(model.parameters()).device
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            switch["on"] = False
+            try:
+                reference = original(*args, **kwargs).logits
+            finally:
+                switch["on"] = True
+        output = original(*args, **kwargs)
+        if output.loss is not None:
+            output.loss = output.loss + weight * consistency_loss(output.logits, reference.detach(), problem_type)
+        return output
+
+    model.forward = forward
+
+
 class QatSchedule:
     """When QAT starts in a run, and what it changes then (the layers, the best-weights record)."""
 
-    def __init__(self, model: torch.nn.Module, evaluator, num_epochs: int, qat_epochs: int, per_channel: bool):
+    def __init__(self, model: torch.nn.Module, evaluator, num_epochs: int, qat_epochs: int, per_channel: bool,
+                 consistency: float = 0.0):
         """MODEL: the unwrapped model; EVALUATOR: the run's (its saved weights get snapped)."""
         self.model = model
+        self.consistency = consistency
         self.evaluator = evaluator
         self.start_epoch = max(0, num_epochs - qat_epochs)
         self.per_channel = per_channel
@@ -142,7 +199,10 @@ class QatSchedule:
         """Attach fake quantisation once the run reaches the QAT epochs (fresh or resumed alike)."""
         if self.active or state.epoch < self.start_epoch:
             return
-        count = attach(self.model, self.per_channel)
+        switch = {"on": True}
+        count = attach(self.model, self.per_channel, switch)
+        if self.consistency > 0:
+            add_consistency(self.model, switch, self.consistency)
         self.evaluator.transform_weights = lambda weights: snapped_state_dict(weights, self.embeddings, self.linears,
                                                                               self.per_channel)
         self.evaluator.patience = self.patience
@@ -168,4 +228,5 @@ def plan(config, accelerator, model: torch.nn.Module, evaluator, num_epochs: int
         # Their sharded or flattened parameters are not the layers' own weights between steps.
         raise UserError(f"--qat works on one process or plain multi-process (DDP) runs, not under "
                         f"{accelerator.distributed_type.value}; launch without DeepSpeed/FSDP or drop --qat")
-    return QatSchedule(accelerator.unwrap_model(model), evaluator, num_epochs, config.qat_epochs, config.qat_per_channel)
+    return QatSchedule(accelerator.unwrap_model(model), evaluator, num_epochs, config.qat_epochs, config.qat_per_channel,
+                       config.qat_consistency)
