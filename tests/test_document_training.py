@@ -12,7 +12,6 @@ from safetensors.numpy import load_file
 
 from conftest import (ENDINGS, FILLERS, TOPICS, SimulatedCrash, assert_same_run, crash_after, run_training, tiny_args,
                       topic_rows, write_training_csv)
-from jbert.core.errors import UserError
 from jbert.train.document_batches import DocumentCollator, DocumentSet, document_training_loss, pool_logits
 
 NEUTRAL_SENTENCES = ["駅前の店は朝から開いている。", "会議は午後三時に始まる予定だ。", "昨日は少し早く家に帰った。",
@@ -131,19 +130,3 @@ def test_pooling_and_the_window_cap():
     assert len(texts) == 2 and texts.cut == 1 and texts.windows == 3
     assert [w["input_ids"] for w in texts[0]["windows"]] == [[2, 5, 3], [2, 6, 3]]  # the first two, in order
     assert texts.lengths == [6, 2]
-
-
-@pytest.mark.parametrize("extra, message", [
-    (["--window_training", "document"], "--window_training document applies to --long_text windows only"),
-    (["--long_text", "windows", "--window_training", "document", "--window_pooling", "first"],
-     "would train on first windows only"),
-])
-def test_bad_document_training_options_stop_before_any_work(tmp_path, extra, message):
-    from jbert.train.config import parse_config
-
-    (tmp_path / "train.csv").write_text("text,label\n良い,a\n悪い,b\n", encoding="utf-8")
-    argv = ["--from_scratch", "tiny", "--train_file", str(tmp_path / "train.csv"), "--max_length", "32",
-            "--output_dir", str(tmp_path / "model")] + extra
-    with pytest.raises(UserError, match=message):
-        parse_config(argv)
-    assert not (tmp_path / "model").exists()

@@ -113,6 +113,9 @@ def test_stride_must_leave_the_windows_room_to_move():
     (["--long_text", "windows", "--stride", "20"], "--stride 20 is not smaller than the window"),
     (["--stride", "4"], "--stride applies to --long_text windows only"),
     (["--long_text", "windows", "--max_train_windows", "-1"], "--max_train_windows must be 0"),
+    (["--window_training", "document"], "--window_training document applies to --long_text windows only"),
+    (["--long_text", "windows", "--window_training", "document", "--window_pooling", "first"],
+     "would train on first windows only"),
 ])
 def test_window_options_are_checked_before_any_work(tmp_path, extra, message):
     from jbert.train.config import parse_config
