@@ -32,6 +32,7 @@ from jbert.train.calibration import calibrate_model_dir, calibration_card_lines,
 from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import MODEL_INPUTS, training_dataloaders
+from jbert.train.losses import problem_loss
 from jbert.train.document_batches import (DocumentSet, document_dataloaders, document_training_loss,
                                           group_for_document_training)
 from jbert.train.metrics import ExtraMetrics, compute_metrics, resolve_best_metric
@@ -282,11 +283,7 @@ def _training_texts(config: TrainConfig, prepared: PreparedData) -> list[str]:
 
 def loss_from_logits(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> float:
     """The model's own training loss for its problem type, from gathered logits and labels."""
-    if problem_type == "single_label_classification":
-        return float(torch.nn.functional.cross_entropy(logits, labels.long()))
-    if problem_type == "multi_label_classification":
-        return float(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float()))
-    return float(torch.nn.functional.mse_loss(logits.view(-1), labels.float().view(-1)))
+    return float(problem_loss(logits, labels, problem_type))
 
 
 def evaluate(model, dataloader, accelerator, problem_type: str, label_names: list[str],

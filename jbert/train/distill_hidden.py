@@ -15,12 +15,12 @@ model directory, which stays an ordinary sequence classifier.
 
 from __future__ import annotations
 
-import json
 import logging
 
 import torch
 
 from jbert.core.errors import UserError
+from jbert.train.positions import max_length_problem, pretrained_position_limit
 
 logger = logging.getLogger("jbert")
 
@@ -44,10 +44,11 @@ def check_hidden_loss(config, teacher, tokenizer) -> None:
         raise UserError(f"--distill_hidden_weight compares hidden states token by token, so the student must use the "
                         f"tokenizer of --teacher {teacher.path} (--distill_tokenizer teacher, no other "
                         "--tokenizer_name), or --distill_hidden_weight 0")
-    positions = json.loads((teacher.path / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
-    if positions and config.max_length > positions:
-        raise UserError(f"--distill_hidden_weight: --max_length {config.max_length} exceeds the {positions} positions "
-                        f"of --teacher {teacher.path}; lower --max_length")
+    # The teacher reads the student's full-length batches: its positions bound --max_length (RoBERTa offsets counted).
+    problem = max_length_problem(config.max_length, pretrained_position_limit(str(teacher.path)),
+                                 f"--teacher {teacher.path}")
+    if problem:
+        raise UserError(f"--distill_hidden_weight: {problem}")
 
 
 class HiddenStateLoss(torch.nn.Module):

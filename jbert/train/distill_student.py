@@ -118,8 +118,7 @@ class DistillationModel(torch.nn.Module):
         self.problem_type = problem_type
         self.temperature = temperature
         self.alpha = alpha
-        if hidden is not None:  # --distill_hidden_weight (jbert.train.distill_hidden): trained, not saved
-            self.hidden = hidden
+        self.hidden = hidden  # --distill_hidden_weight (jbert.train.distill_hidden): trained, not saved; or None
         self.hidden_weight = hidden_weight
 
     @property
@@ -133,7 +132,7 @@ class DistillationModel(torch.nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = getattr(self, "hidden", None) if soft_targets is not None else None
+        hidden = self.hidden if soft_targets is not None else None
         output = self.student(**inputs, output_hidden_states=True) if hidden is not None else self.student(**inputs)
         logits = output.logits
         loss = None

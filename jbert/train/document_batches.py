@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from jbert.train.dataloaders import MODEL_INPUTS, Collator, LengthGroupedSampler
+from jbert.train.losses import problem_loss
 
 logger = logging.getLogger("jbert")
 
@@ -118,24 +119,13 @@ def pool_logits(logits: torch.Tensor, windows: torch.Tensor, pooling: str) -> to
     raise ValueError(f"document training pools with mean or max, not {pooling!r}")
 
 
-def model_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str) -> torch.Tensor:
-    """The loss a transformers sequence classifier computes from `labels` for its problem type."""
-    if problem_type == "single_label_classification":
-        return torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
-    if problem_type == "multi_label_classification":
-        return torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-    if logits.shape[-1] == 1:  # regression, as transformers: MSE on squeezed outputs
-        return torch.nn.functional.mse_loss(logits.squeeze(), labels.squeeze())
-    return torch.nn.functional.mse_loss(logits, labels)
-
-
 def document_training_loss(pooling: str, problem_type: str):
     """`loss(model, batch)` for the training loop: the model's loss on the pooled logits of each text."""
 
     def loss(model, batch: dict) -> torch.Tensor:
         logits = model(**{name: batch[name] for name in MODEL_INPUTS}).logits
         pooled = pool_logits(logits, batch["windows"], pooling)
-        return model_loss(pooled.float(), batch["labels"], problem_type)
+        return problem_loss(pooled.float(), batch["labels"], problem_type)
 
     return loss
 
