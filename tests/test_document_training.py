@@ -12,6 +12,7 @@ from safetensors.numpy import load_file
 
 from conftest import (ENDINGS, FILLERS, TOPICS, SimulatedCrash, assert_same_run, crash_after, run_training, tiny_args,
                       topic_rows, write_training_csv)
+from jbert.core.windows import pool_window_logits
 from jbert.train.document_batches import DocumentCollator, DocumentSet, document_training_loss, pool_logits
 
 NEUTRAL_SENTENCES = ["駅前の店は朝から開いている。", "会議は午後三時に始まる予定だ。", "昨日は少し早く家に帰った。",
@@ -120,6 +121,9 @@ def test_pooling_and_the_window_cap():
     windows = torch.tensor([3, 1])
     assert torch.equal(pool_logits(logits, windows, "mean"), torch.tensor([[1.5, -0.5], [2.0, 4.0]]))
     assert torch.equal(pool_logits(logits, windows, "max"), torch.tensor([[3.0, 0.5], [2.0, 4.0]]))
+    for pooling in ("mean", "max"):  # training's torch pooling is serving's numpy pooling
+        np.testing.assert_allclose(pool_logits(logits, windows, pooling).numpy(),
+                                   pool_window_logits(logits.numpy(), np.array([0, 0, 0, 1]), 2, pooling), rtol=1e-6)
     import datasets
 
     rows = datasets.Dataset.from_dict({"document": [0, 0, 0, 1], "window": [0, 1, 2, 0], "labels": [1, 1, 1, 0],
