@@ -393,6 +393,25 @@ def test_sigkill_of_a_directory_run_then_resume(tmp_path, export_dir, classifier
     assert not list(output.glob(".*"))  # no progress file or half-written shard left
 
 
+def test_resume_removes_what_a_kill_left_half_written(tmp_path, export_dir, classifier):
+    """A kill can land while a shard or the progress file is being written (their temporary names):
+    --resume removes both, and the finished directory holds no hidden file (this once failed in CI)."""
+    (tmp_path / "in").mkdir()
+    _write_numbered_jsonl(tmp_path / "in" / "a.jsonl", 250)
+    output = tmp_path / "scored"
+    score_file(options(export_dir, tmp_path / "in" / "a.jsonl", output, chunk_size=100), classifier)
+    (output / "manifest.json").unlink()  # as if the run had been killed before its end
+    leftovers = [output / "..jbert-progress.json.0123abcd.tmp", output / ".part-00000-0000000201.parquet.4567ef.tmp",
+                 output / ".manifest.json.89ab.tmp"]
+    for leftover in leftovers:
+        leftover.write_bytes(b"half")
+    with pytest.raises(UserError, match="interrupted"):
+        score_file(options(export_dir, tmp_path / "in" / "a.jsonl", output, chunk_size=100), classifier)
+    summary = score_file(options(export_dir, tmp_path / "in" / "a.jsonl", output, chunk_size=100, resume=True), classifier)
+    assert summary.rows == 250
+    assert not list(output.glob(".*"))
+
+
 def test_remote_paths_through_fsspec(export_dir, classifier):
     """Inputs and outputs named by URL go through fsspec (its in-memory filesystem stands in for s3://)."""
     import fsspec

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "manifest.json"
 PROGRESS_NAME = ".jbert-progress.json"
 MANIFEST_VERSION = 1
+# Temporary names (see write_json_atomically and tables.write_shard): "." + final name + "." + uuid + ".tmp".
+_TEMPORARY_PREFIXES = (".part-", f".{MANIFEST_NAME}.", f".{PROGRESS_NAME}.")
 
 
 def prepare_output_directory(output: str, overwrite: bool, resume: bool):
@@ -41,13 +43,14 @@ def prepare_output_directory(output: str, overwrite: bool, resume: bool):
         raise UserError(f"output {output} is a file; shards are written into a directory: give a directory such as scored/")
     if filesystem.isdir(path):
         ours = [p for p in filesystem.ls(path, detail=False)
-                if posixpath.basename(p).startswith(("part-", ".part-", MANIFEST_NAME, PROGRESS_NAME))]
+                if posixpath.basename(p).startswith(("part-", MANIFEST_NAME, PROGRESS_NAME) + _TEMPORARY_PREFIXES)]
         if ours and overwrite:
             for leftover in ours:
                 filesystem.rm(leftover)
         elif ours and resume:
-            for half_written in (p for p in ours if posixpath.basename(p).startswith(".part-")):
-                filesystem.rm(half_written)  # a shard being written when the run was killed: rewritten below
+            # A shard or progress file being written when the run was killed: rewritten below.
+            for half_written in (p for p in ours if posixpath.basename(p).startswith(_TEMPORARY_PREFIXES)):
+                filesystem.rm(half_written)
         elif ours and not resume:
             done = filesystem.exists(posixpath.join(path, MANIFEST_NAME))
             raise UserError(
