@@ -10,6 +10,9 @@ one thread, the best of 3 rounds), the ONNX file size and the seconds of trainin
     student_*        --task distill --from_scratch tiny (its own vocabulary) from the MiniLM, and
                      from the ensemble of the seed teachers (probabilities averaged), on the training
                      texts plus --unlabeled texts (JGLUE sentences, none of them a test text)
+    student_of_minilm_{logits,hidden,attention,layers}   (--students) tiny students of the MiniLM
+                     model directory with its tokenizer: logits only, + --distill_hidden_weight 1,
+                     + --distill_attention_weight 1, + both (TinyBERT's intermediate-layer losses)
 each exported by jbert.export (fp32, and dynamic int8 kept whatever its agreement: the figures say
 what it costs), on JRTE rhr (usage train / dev / test as published). The targets of issue 23 are
 checked at the end: a student whose int8 runs at >= 10x a teacher's fp32 texts/s at >= 98% of its
@@ -18,6 +21,8 @@ test accuracy; the ensemble's student at least as accurate as the best single se
     python bench/distill.py                                       # about 15 minutes on 2 busy cores
     python bench/distill.py --json-out docs/data/distill.json --plot docs/img/distill_frontier.png
     python bench/distill.py --markdown docs/data/distill.json    # the table of docs/distillation.md
+    python bench/distill.py --seeds "" --students minilm_logits,minilm_hidden,minilm_attention,minilm_layers \
+        --json-out docs/data/distill_intermediate.json               # the intermediate-layer losses
 
 Needs ../shared/data/jrte_rhr.tsv (prints {"skipped": ...} and exits 0 when it is absent).
 """
@@ -43,6 +48,18 @@ from json_out import add_json_out_argument, write_json_out  # noqa: E402  (bench
 
 SHARED = Path(os.environ.get("JBERT_SHARED_DATA", REPO.parent / "shared" / "data"))
 REPEATS = 3
+# --students: name -> (student options beyond the common ones, its teacher: the seed ensemble, the
+# MiniLM export (onnxruntime runs it) or the MiniLM model directory (the intermediate losses need it)).
+SHARED_VOCABULARY = ["--distill_tokenizer", "teacher"]
+STUDENT_ARMS = {
+    "ensemble": (["--distill_tokenizer", "own"], "ensemble"),
+    "minilm": (["--distill_tokenizer", "own"], "minilm_export"),
+    "minilm_logits": (SHARED_VOCABULARY, "minilm_model"),
+    "minilm_hidden": (SHARED_VOCABULARY + ["--distill_hidden_weight", "1"], "minilm_model"),
+    "minilm_attention": (SHARED_VOCABULARY + ["--distill_attention_weight", "1"], "minilm_model"),
+    "minilm_layers": (SHARED_VOCABULARY + ["--distill_hidden_weight", "1", "--distill_attention_weight", "1"],
+                      "minilm_model"),
+}
 MINILM_CACHE = Path(os.environ.get("JBERT_TEST_CACHE", Path.home() / ".cache" / "jbert-tests")) / "minilm-rhr-100" / "minilm"
 
 
@@ -161,13 +178,18 @@ def main(argv=None) -> int:
     parser.add_argument("--student-epochs", type=float, default=4.0)
     parser.add_argument("--no-minilm", action="store_true", help="Leave the real-weight MiniLM teacher out.")
     parser.add_argument("--minilm-steps", type=int, default=300, help="MiniLM fine-tuning steps (batch 16); 100 reuses the test suite's cache.")
+    parser.add_argument("--students", default="ensemble,minilm",
+                        help=f"Student arms, separated by commas, out of {', '.join(STUDENT_ARMS)}.")
     parser.add_argument("--plot", default=None, help="Also draw accuracy against texts/s into this PNG.")
     parser.add_argument("--markdown", default=None, metavar="JSON", help="Only print the docs' table of a written JSON file.")
     add_json_out_argument(parser)
     args = parser.parse_args(argv)
+    unknown = [name for name in args.students.split(",") if name not in STUDENT_ARMS]
+    if unknown:
+        parser.error(f"--students: unknown arm(s) {', '.join(unknown)}; choose from {', '.join(STUDENT_ARMS)}")
     if args.markdown:  # and with --plot, the figure again from the same file
         written = json.loads(Path(args.markdown).read_text(encoding="utf-8"))["result"]
-        print(markdown(written))
+        print(markdown(written, Path(args.markdown).stem))
         if args.plot:
             plot(written, Path(args.plot))
         return 0
@@ -224,18 +246,23 @@ def run(args) -> dict:
         if minilm_dir is not None:
             add_model("teacher_minilm", minilm_dir, seconds,
                       f"MiniLM-L6 (real weights) fine-tuned, {args.minilm_steps} steps of 16 on train+dev")
-    student_args = data_args + ["--task", "distill", "--from_scratch", "tiny", "--distill_tokenizer", "own",
+    student_args = data_args + ["--task", "distill", "--from_scratch", "tiny",
                                 "--num_train_epochs", str(args.student_epochs), "--distill_temperature", "2",
                                 "--distill_alpha", "0.5"]
     if extra:
         student_args += ["--unlabeled_file", str(unlabeled_file)]
-    students = {"student_of_ensemble": ",".join(map(str, seed_dirs))}
-    if minilm_dir is not None:
-        students["student_of_minilm"] = str(work / "teacher_minilm_onnx")  # the export: onnxruntime, not PyTorch
-    for name, teacher in students.items():
+    teachers = {"ensemble": ",".join(map(str, seed_dirs)) if seed_dirs else None,
+                "minilm_export": str(work / "teacher_minilm_onnx") if minilm_dir else None,  # onnxruntime runs it
+                "minilm_model": str(minilm_dir) if minilm_dir else None}
+    for arm in args.students.split(","):
+        options, teacher_name = STUDENT_ARMS[arm]
+        name, teacher = f"student_of_{arm}", teachers[teacher_name]
+        if teacher is None:
+            log(f"{name}: no {teacher_name} teacher in this run, skipped")
+            continue
         log(name)
         directory = work / name
-        metrics, seconds = train_run(student_args + ["--teacher", teacher, "--output_dir", str(directory)])
+        metrics, seconds = train_run(student_args + options + ["--teacher", teacher, "--output_dir", str(directory)])
         add_model(name, directory, seconds, f"tiny student distilled from {teacher}")
         test = metrics["distillation"]["splits"].get("test", {})
         models[f"{name}_fp32"]["teacher_agreement"] = test.get("teacher_agreement")
@@ -318,10 +345,10 @@ def plot(result: dict, path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def markdown(result: dict) -> str:
-    """The docs' table, each figure followed by its `<!-- figure:distill/... -->` marker (tests/test_docs.py checks them)."""
+def markdown(result: dict, data_name: str = "distill") -> str:
+    """The docs' table, each figure followed by its `<!-- figure:DATA_NAME/... -->` marker (tests/test_docs.py checks them)."""
     def cell(name: str, key: str, text: str) -> str:
-        return f"{text}<!-- figure:distill/models/{name}/{key} -->"
+        return f"{text}<!-- figure:{data_name}/models/{name}/{key} -->"
 
     lines = ["| model | test accuracy | macro-F1 | texts/s | size | training s | agreement with its teacher |",
              "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -40,7 +40,7 @@ from jbert.train.saved_predictions import predict_saved_model
 from jbert.train.dataloaders import MODEL_INPUTS, Collator, LengthGroupedSampler
 from jbert.train.distill_data import (student_tokenizer, teacher_label_order, unlabeled_dataset, unlabeled_texts,
                                       with_soft_targets)
-from jbert.train.distill_hidden import build_hidden_loss, check_hidden_loss
+from jbert.train.distill_intermediate import build_intermediate_loss, check_intermediate_losses
 from jbert.train.distill_student import DistillationModel, build_student, check_student_layers
 from jbert.train.distill_teacher import (REGRESSION, check_teacher_fits_data, ensemble_logits, open_teachers,
                                          remove_cache, teacher_outputs)
@@ -85,7 +85,7 @@ class DistillationTask:
         check_student_layers(config, teacher)
         calibration_skipped = _check_calibration_data(config, prepared)
         tokenizer = student_tokenizer(config, accelerator, teachers, prepared, extra_texts)
-        check_hidden_loss(config, teacher, tokenizer)
+        check_intermediate_losses(config, teacher, tokenizer)
         model_limit = known_length_limit(getattr(tokenizer, "model_max_length", None))
         if not config.from_scratch and model_limit and config.max_length > model_limit:
             raise UserError(f"--max_length {config.max_length} exceeds the student's maximum of {model_limit} tokens")
@@ -126,9 +126,9 @@ class DistillationTask:
         with pretrained_weights_load(accelerator):
             student = build_student(config, data.source.teachers[0], data.tokenizer, prepared.label_names,
                                     prepared.problem_type)
-            hidden = build_hidden_loss(config, data.source.teachers[0], student)
+            intermediate = build_intermediate_loss(config, data.source.teachers[0], student)
         return DistillationModel(student, prepared.problem_type, config.distill_temperature, config.distill_alpha,
-                                 hidden, config.distill_hidden_weight)
+                                 intermediate)
 
     def dataloaders(self, config: TrainConfig, accelerator: Accelerator, data: TaskData, schedule: Schedule) -> tuple:
         """Length-grouped training batches with soft targets, padded validation batches (as classification's)."""
@@ -232,6 +232,7 @@ def distillation_report(directory: Path, config: TrainConfig, data: TaskData, fa
     report = {
         "teachers": [{"path": str(t.path), "kind": t.kind} for t in source.teachers],
         "temperature": config.distill_temperature, "alpha": config.distill_alpha,
+        "hidden_weight": config.distill_hidden_weight, "attention_weight": config.distill_attention_weight,
         "student": _student_source(config), "unlabeled_texts": source.unlabeled_count,
         "labelled_texts": len(prepared.train), "metric": data.best_metric, "splits": {},
     }

@@ -29,7 +29,7 @@ def distill_problems(config) -> list[str]:
     """Every problem with the distillation options of `config` (a TrainConfig), as messages."""
     problems: list[str] = []
     if config.task != "distill":
-        for name in ("teacher", "student_layers", "unlabeled_file", "distill_hidden_weight"):
+        for name in ("teacher", "student_layers", "unlabeled_file", "distill_hidden_weight", "distill_attention_weight"):
             if getattr(config, name):
                 problems.append(f"--{name} applies to --task distill only (got --task {config.task})")
         return problems
@@ -53,8 +53,9 @@ def distill_problems(config) -> list[str]:
         if config.model_name_or_path or config.from_scratch:
             problems.append("--student_layers builds the student from the teacher's layers; drop "
                             "--model_name_or_path / --from_scratch, or --student_layers")
-    if math.isfinite(config.distill_hidden_weight) and config.distill_hidden_weight < 0:
-        problems.append(f"--distill_hidden_weight must be 0 (off) or more (got {config.distill_hidden_weight})")
+    for name in ("distill_hidden_weight", "distill_attention_weight"):
+        if math.isfinite(getattr(config, name)) and getattr(config, name) < 0:
+            problems.append(f"--{name} must be 0 (off) or more (got {getattr(config, name)})")
     if config.unlabeled_file and not os.path.isfile(config.unlabeled_file):
         problems.append(f"--unlabeled_file {config.unlabeled_file} does not exist or is not a file")
     if config.hp_search:

@@ -112,14 +112,14 @@ class DistillationModel(torch.nn.Module):
     """The student, whose forward adds the distillation loss when the batch carries soft targets."""
 
     def __init__(self, student: torch.nn.Module, problem_type: str, temperature: float, alpha: float,
-                 hidden: torch.nn.Module | None = None, hidden_weight: float = 0.0):
+                 intermediate: torch.nn.Module | None = None):
         super().__init__()
         self.student = student
         self.problem_type = problem_type
         self.temperature = temperature
         self.alpha = alpha
-        self.hidden = hidden  # --distill_hidden_weight (jbert.train.distill_hidden): trained, not saved; or None
-        self.hidden_weight = hidden_weight
+        # --distill_hidden_weight / --distill_attention_weight (jbert.train.distill_intermediate): trained, not saved
+        self.intermediate = intermediate
 
     @property
     def config(self):
@@ -132,8 +132,8 @@ class DistillationModel(torch.nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.hidden if soft_targets is not None else None
-        output = self.student(**inputs, output_hidden_states=True) if hidden is not None else self.student(**inputs)
+        intermediate = self.intermediate if soft_targets is not None else None
+        output = self.student(**inputs, **(intermediate.student_outputs() if intermediate is not None else {}))
         logits = output.logits
         loss = None
         if soft_targets is not None:
@@ -141,8 +141,8 @@ class DistillationModel(torch.nn.Module):
                 label_mask = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
             loss = distillation_loss(logits, soft_targets, labels, label_mask, self.problem_type,
                                      self.temperature, self.alpha)
-            if hidden is not None:
-                loss = loss + self.hidden_weight * hidden(output.hidden_states, inputs)
+            if intermediate is not None:
+                loss = loss + intermediate(output, inputs)
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
     def save_pretrained(self, directory, state_dict=None, **kwargs):
