@@ -124,3 +124,29 @@ def test_train_py_refuses_a_max_length_beyond_the_models_positions(tmp_path, top
     assert train_script.run(argv) == 2
     assert "exceeds the 64 positions" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("architecture", ["bert", "modernbert", "deberta-v2"])
+def test_dropout_sets_every_rate_the_family_has_and_adds_no_other(tmp_path, architecture):
+    """--dropout reaches each rate a family's config has (built from scratch or loaded pretrained), and
+    the saved config.json gains no rate names of another family."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from jbert.train.modeling import DROPOUT_FIELDS, load_pretrained_model, scratch_model_config
+
+    ids = {"pad_token_id": 0, "cls_token_id": 2, "sep_token_id": 3}
+    plain = scratch_model_config(architecture, "tiny", 100, ids, 64)
+    own_rates = {name for name in DROPOUT_FIELDS if hasattr(plain, name)}
+    scratch = scratch_model_config(architecture, "tiny", 100, ids, 64, dropout=0.25)
+    assert own_rates and all(getattr(scratch, name) == 0.25 for name in own_rates)
+
+    AutoModelForSequenceClassification.from_config(plain).save_pretrained(tmp_path / "pretrained")
+    written = json.loads((tmp_path / "pretrained" / "config.json").read_text(encoding="utf-8"))
+    model = load_pretrained_model(str(tmp_path / "pretrained"), ["a", "b"], "single_label_classification", dropout=0.25)
+    model.save_pretrained(tmp_path / "tuned")
+    saved = json.loads((tmp_path / "tuned" / "config.json").read_text(encoding="utf-8"))
+    assert {name for name in DROPOUT_FIELDS if name in saved} == {name for name in DROPOUT_FIELDS if name in written}
+    assert all(saved[name] == 0.25 for name in DROPOUT_FIELDS if name in saved)
+    rates = [module.p for module in model.modules() if isinstance(module, torch.nn.Dropout)]
+    assert rates and set(rates) == {0.25}

@@ -24,7 +24,7 @@ from jbert.core.errors import UserError
 from jbert.data.labels import MULTI_LABEL
 from jbert.train.distill_options import parse_student_layers
 from jbert.train.distill_teacher import REGRESSION, Teacher
-from jbert.train.modeling import build_scratch_model, load_pretrained_model
+from jbert.train.modeling import build_scratch_model, load_pretrained_model, set_dropout
 
 logger = logging.getLogger("jbert")
 
@@ -76,7 +76,7 @@ def student_from_teacher_layers(teacher: Teacher, layers: list[int], dropout: fl
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = dropout
-        model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = dropout
+        set_dropout(model.config, dropout)  # the modules above are built: the config says what they now use
     logger.info("student: %s layers %s of %d", teacher.path, layers, len(stack))
     return model
 

@@ -34,7 +34,7 @@ from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import LengthGroupedSampler
 from jbert.train.mlm_data import WholeWordMaskCollator, build_sequences, premask, tokenize_with_word_starts
-from jbert.train.modeling import SIZE_PRESETS, _dropout_overrides, load_run_tokenizer, set_family_dropout
+from jbert.train.modeling import SIZE_PRESETS, load_run_tokenizer, set_dropout
 from jbert.train.optimization import Schedule
 from jbert.train.task_protocol import RunFacts, TaskData
 
@@ -115,13 +115,12 @@ def build_mlm_model(config: TrainConfig, tokenizer):
     if config.from_scratch:
         model_config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
                                   max_position_embeddings=max(512, config.max_length),
-                                  **SIZE_PRESETS[config.from_scratch], **_dropout_overrides(config.dropout))
+                                  **SIZE_PRESETS[config.from_scratch])
+        set_dropout(model_config, config.dropout)
         return BertForMaskedLM(model_config)
-    overrides = {k: v for k, v in _dropout_overrides(config.dropout).items() if k != "classifier_dropout"}
     try:
-        model_config = AutoConfig.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code,
-                                                  **overrides)
-        set_family_dropout(model_config, config.dropout)
+        model_config = AutoConfig.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
+        set_dropout(model_config, config.dropout, head=False)
         # A classifier checkpoint has no MLM head: it gets a fresh one (tied to the embeddings).
         return AutoModelForMaskedLM.from_pretrained(config.model_name_or_path, config=model_config,
                                                     trust_remote_code=config.trust_remote_code)

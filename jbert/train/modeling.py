@@ -36,25 +36,24 @@ def label_config(label_names: list[str], problem_type: str) -> dict:
     }
 
 
-def _dropout_overrides(dropout: float | None) -> dict:
-    if dropout is None:
-        return {}
-    return {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout, "classifier_dropout": dropout}
+# Every dropout rate name of transformers' encoder configs: BERT's (also RoBERTa, XLM-R, ELECTRA and
+# DeBERTa), ModernBERT's attention/embedding/mlp, DeBERTa's pooler and cls, DistilBERT's dropout and
+# seq_classif_dropout. --dropout sets each one a config has: a ModernBERT checkpoint would otherwise
+# keep its own rates, and names a family lacks would be written into its config.json for nothing.
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout", "attention_dropout",
+                  "embedding_dropout", "mlp_dropout", "pooler_dropout", "cls_dropout", "dropout", "seq_classif_dropout")
+HEAD_DROPOUT_FIELDS = ("classifier_dropout", "pooler_dropout", "cls_dropout", "seq_classif_dropout")
 
 
-# Dropout rates other families name differently from BERT (ModernBERT: attention/embedding/mlp; DeBERTa's
-# pooler; DistilBERT's dropout and seq_classif_dropout). --dropout sets those a pretrained config has, or a
-# ModernBERT checkpoint would keep its own rates and --dropout would change nothing but its head.
-FAMILY_DROPOUT_FIELDS = ("attention_dropout", "embedding_dropout", "mlp_dropout", "pooler_dropout", "cls_dropout",
-                         "dropout", "seq_classif_dropout")
+def set_dropout(config, dropout: float | None, head: bool = True) -> None:
+    """Set --dropout on every DROPOUT_FIELDS rate `config` has (nothing when dropout is None).
 
-
-def set_family_dropout(config, dropout: float | None) -> None:
-    """Set --dropout on every FAMILY_DROPOUT_FIELDS rate CONFIG has (nothing when dropout is None)."""
+    head=False leaves the classification head's rates alone (a masked-LM model has no such head,
+    and a later fine-tune from it should start from the checkpoint's own)."""
     if dropout is None:
         return
-    for name in FAMILY_DROPOUT_FIELDS:
-        if hasattr(config, name):
+    for name in DROPOUT_FIELDS:
+        if hasattr(config, name) and (head or name not in HEAD_DROPOUT_FIELDS):
             setattr(config, name, dropout)
 
 
@@ -77,34 +76,33 @@ def scratch_model_config(architecture: str, size: str, vocab_size: int, special_
 
     shape = SIZE_PRESETS[size]
     if architecture == "bert":
-        return BertConfig(vocab_size=vocab_size, pad_token_id=special_ids["pad_token_id"],
-                          max_position_embeddings=max(SCRATCH_POSITIONS["bert"], max_length), **shape,
-                          **_dropout_overrides(dropout), **extra)
-    if architecture == "modernbert":
+        config = BertConfig(vocab_size=vocab_size, pad_token_id=special_ids["pad_token_id"],
+                            max_position_embeddings=max(SCRATCH_POSITIONS["bert"], max_length), **shape, **extra)
+    elif architecture == "modernbert":
         if max_length > SCRATCH_POSITIONS["modernbert"]:
             raise UserError(f"--max_length {max_length} is beyond ModernBERT's {SCRATCH_POSITIONS['modernbert']} "
                             "positions; give --max_length 8192 or less")
-        rates = {} if dropout is None else {name: dropout for name in (
-            "attention_dropout", "embedding_dropout", "mlp_dropout", "classifier_dropout")}
-        return ModernBertConfig(
+        config = ModernBertConfig(
             vocab_size=vocab_size, hidden_size=shape["hidden_size"], num_hidden_layers=shape["num_hidden_layers"],
             num_attention_heads=shape["num_attention_heads"], intermediate_size=shape["intermediate_size"],
             max_position_embeddings=SCRATCH_POSITIONS["modernbert"], pad_token_id=special_ids["pad_token_id"],
             cls_token_id=special_ids["cls_token_id"], sep_token_id=special_ids["sep_token_id"],
             bos_token_id=special_ids["cls_token_id"], eos_token_id=special_ids["sep_token_id"],
             # torch.compile of the reference code is for GPUs; a CPU run would compile for minutes
-            reference_compile=False, **rates, **extra,
+            reference_compile=False, **extra,
         )
-    if architecture == "deberta-v2":
+    elif architecture == "deberta-v2":
         # DeBERTa-v3's shape: relative positions only, no token types, shared attention keys
-        return DebertaV2Config(
+        config = DebertaV2Config(
             vocab_size=vocab_size, pad_token_id=special_ids["pad_token_id"], **shape,
             max_position_embeddings=SCRATCH_POSITIONS["deberta-v2"], relative_attention=True, position_buckets=256,
             norm_rel_ebd="layer_norm", share_att_key=True, pos_att_type=["p2c", "c2p"],
-            position_biased_input=False, max_relative_positions=-1, type_vocab_size=0,
-            **_dropout_overrides(dropout), **({} if dropout is None else {"pooler_dropout": dropout}), **extra,
+            position_biased_input=False, max_relative_positions=-1, type_vocab_size=0, **extra,
         )
-    raise UserError(f"--architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    else:
+        raise UserError(f"--architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+    set_dropout(config, dropout)
+    return config
 
 
 def build_scratch_model(size: str, vocab_size: int, pad_token_id: int, max_length: int,
@@ -126,10 +124,10 @@ def build_scratch_model(size: str, vocab_size: int, pad_token_id: int, max_lengt
 def load_pretrained_model(name_or_path: str, label_names: list[str], problem_type: str,
                           dropout: float | None = None, trust_remote_code: bool = False):
     """A pretrained encoder with a new classification head sized for our labels."""
-    overrides = {**label_config(label_names, problem_type), **_dropout_overrides(dropout)}
     try:
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, **overrides)
-        set_family_dropout(config, dropout)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code,
+                                            **label_config(label_names, problem_type))
+        set_dropout(config, dropout)
         # A checkpoint that already has a head of another size gets a fresh one instead of a crash.
         return AutoModelForSequenceClassification.from_pretrained(
             name_or_path, config=config, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True
