@@ -106,6 +106,28 @@ def test_padding_builds_int64_arrays_once(classifier):
     assert (feeds["input_ids"][0, len(encodings[0].input_ids):] == classifier.pad_token_id).all()
 
 
+def test_batches_are_length_sorted_and_bounded_in_padded_tokens():
+    """Up to 512 tokens a text, batches are batch_size texts as always; a text of 8,192 tokens among
+    short ones is cut into its own batch instead of padding the short texts to its length."""
+    from jbert.serve.runtime.batch_inputs import length_sorted_batches
+
+    def padded(batches, lengths):
+        return [len(batch) * max(lengths[i] for i in batch) for batch in batches]
+
+    short = [10 + (i * 37) % 500 for i in range(64)]
+    batches = list(length_sorted_batches(short, 32))
+    assert [len(b) for b in batches] == [32, 32] and sorted(sum(batches, [])) == list(range(64))
+    assert all(short[a] <= short[b] for batch in batches for a, b in zip(batch, batch[1:]))
+
+    mixed = [8192] + [20] * 31 + [8000, 7000]
+    batches = list(length_sorted_batches(mixed, 32))
+    assert sorted(sum(batches, [])) == list(range(len(mixed)))
+    assert max(padded(batches, mixed)) <= 32 * 512
+    assert [0] in batches or any(0 in b and len(b) <= 2 for b in batches)
+    assert sorted(range(1, 32)) == sorted(next(b for b in batches if 1 in b)), "the short texts stay together"
+    assert list(length_sorted_batches([100_000], 4)) == [[0]], "a text beyond the budget still runs, alone"
+
+
 def test_pairs_match_pytorch(tmp_path_factory):
     from jbert.core.postprocessing import softmax
     from jbert.serve.runtime import OnnxClassifier

@@ -19,6 +19,10 @@ from jbert.tokenization.encoded import TRUNCATION_SIDES, EncodedText, find_unpai
 # Sorting window, in batches: large enough to group similar lengths, small enough that a
 # million-text call does not hold every encoding at once (scoring streams chunks anyway).
 SORT_WINDOW_BATCHES = 32
+# A batch holds at most as many padded tokens as `batch_size` texts of this many tokens. Nothing
+# changes for BERT-class exports (512 positions); a long-context export's 8,192-token text no longer
+# pads a whole batch of shorter texts to its length (it shares a model call with one other at most).
+BATCH_TOKENS_PER_TEXT = 512
 
 # MeCab (fugashi + unidic-lite, as the tokenizer calls it) dies with SIGSEGV, taking the whole
 # process with it, on one long text: measured, "a" * 193,333 crashes (192,357 survives), kanji crash
@@ -205,13 +209,22 @@ def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> Iterator[l
     """Index lists of at most `batch_size` inputs of similar length, covering every index once.
 
     Inputs are sorted by length inside windows of `SORT_WINDOW_BATCHES` batches, so a batch pads
-    to its own longest input; callers put results back by index, so input order is kept.
+    to its own longest input; callers put results back by index, so input order is kept. A batch
+    is also cut before its padded size (inputs x longest) would pass `batch_size` x
+    `BATCH_TOKENS_PER_TEXT` tokens (an input longer than that runs alone).
     """
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
     count = len(lengths)
     window = batch_size * SORT_WINDOW_BATCHES
+    budget = batch_size * BATCH_TOKENS_PER_TEXT
     for window_start in range(0, count, window):
         order = sorted(range(window_start, min(count, window_start + window)), key=lengths.__getitem__)
-        for batch_start in range(0, len(order), batch_size):
-            yield order[batch_start : batch_start + batch_size]
+        batch: list[int] = []
+        for index in order:  # ascending: the input being added is the batch's longest
+            if batch and (len(batch) == batch_size or (len(batch) + 1) * lengths[index] > budget):
+                yield batch
+                batch = []
+            batch.append(index)
+        if batch:
+            yield batch
