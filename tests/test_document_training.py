@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-from conftest import (ENDINGS, FILLERS, TOPICS, SimulatedCrash, assert_same_run, crash_after, run_training, tiny_args,
-                      topic_rows, write_training_csv)
+from conftest import (ENDINGS, FILLERS, REPO_ROOT, TOPICS, SimulatedCrash, assert_same_run, crash_after, finish,
+                      free_port, launch_env, run_training, start, tiny_args, topic_rows, write_training_csv)
 from jbert.core.windows import pool_window_logits
 from jbert.train.document_batches import DocumentCollator, DocumentSet, document_training_loss, pool_logits
 
@@ -74,6 +74,34 @@ def test_a_resumed_document_run_equals_the_uninterrupted_one(mil_run, tmp_path):
         run_training(tiny_args(tmp_path, **MIL_ARGS), on_step_end=crash_after(25))
     run_training(tiny_args(tmp_path, **MIL_ARGS, resume_from_checkpoint="auto"))
     assert_same_run(tmp_path / "model", mil_run / "model")
+
+
+@pytest.mark.multiprocess
+def test_two_processes_of_documents_equal_one_process(tmp_path):
+    """accelerate launch, 2 CPU processes x 2 texts == 1 process x 4 texts: the same weights and
+    validation figures (float rounding apart), so no text's windows are split across processes."""
+    import json
+
+    write_training_csv(tmp_path / "train.csv", deciding_sentence_last(8, 8, seed=3))  # 16 texts: 4 steps an epoch
+    write_training_csv(tmp_path / "valid.csv", deciding_sentence_last(3, 4, seed=4))  # 7: uneven over 2 processes
+    common = {**MIL_ARGS, "num_train_epochs": 2, "gradient_accumulation_steps": 1, "checkpointing_steps": None,
+              "dropout": 0.0}
+    expected = run_training(tiny_args(tmp_path, output_dir=str(tmp_path / "one"),
+                                      **{**common, "per_device_train_batch_size": 4}))
+    code, output = finish(start("multi_cpu.yaml", tiny_args(tmp_path, output_dir=str(tmp_path / "two"), **common),
+                                free_port(), env=launch_env(PYTHONPATH=str(REPO_ROOT))), timeout=400)
+    assert code == 0, output[-6000:]
+    assert "Num processes: 2" in output and "2 process(es) x batch 2" in output, output[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["data"]["document_training"] == expected["data"]["document_training"]
+    assert metrics["global_step"] == expected["global_step"] == 8
+    for key, value in expected["validation"].items():
+        if isinstance(value, float):
+            assert metrics["validation"][key] == pytest.approx(value, abs=1e-4), key
+    one, two = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert one.keys() == two.keys()
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], atol=2e-5, err_msg=name)
 
 
 def test_document_training_is_window_training_when_every_text_fits_one_window(tmp_path):
