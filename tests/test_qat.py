@@ -15,8 +15,8 @@ import pytest
 from onnx import numpy_helper
 from safetensors.numpy import load_file
 
-from conftest import (SimulatedCrash, assert_same_run, crash_after, run_training, tiny_args, topic_rows,
-                      write_training_csv)
+from conftest import (REPO_ROOT, SimulatedCrash, assert_same_run, crash_after, finish, free_port, launch_env,
+                      run_training, start, tiny_args, topic_rows, write_training_csv)
 from jbert.core.errors import UserError
 
 # 144 training rows / batch 16 = 9 steps an epoch; 4 epochs, the last 2 with QAT (steps 19-36).
@@ -125,6 +125,41 @@ def test_distillation_with_qat_saves_a_student_on_the_grid(qat_run, tmp_path):
     for name, value in load_file(str(tmp_path / "model" / "model.safetensors")).items():
         if value.ndim == 2:
             assert _off_grid(value, "embeddings" in name) < 1e-3, name
+
+
+def _grid_step(weight: np.ndarray, embedding: bool) -> float:
+    """The int8 grid spacing of WEIGHT (as _off_grid measures it)."""
+    if embedding:
+        return float(max(weight.max(), 0.0) - min(weight.min(), 0.0)) / 255
+    return float(np.abs(weight).max()) / 127
+
+
+@pytest.mark.multiprocess
+def test_two_process_qat_lands_on_the_grid_next_to_one_process(qat_run, tmp_path):
+    """accelerate launch, 2 CPU processes x 8 with --qat --qat_consistency 1 against 1 process x 16.
+    Each process fake-quantises with its own micro-batch's activation ranges (as deployment does per
+    call), so the runs are not bit-equal: the weights must still lie on the grid, within about one
+    grid step of one process's, with the same best step and accuracy."""
+    for name in ("train.csv", "valid.csv"):
+        (tmp_path / name).write_bytes((qat_run / name).read_bytes())
+    common = dict(QAT_ARGS, checkpointing_steps=None, dropout=0.0)
+    flags = ["--qat", "--qat_consistency", "1"]
+    one = run_training(tiny_args(tmp_path, output_dir=str(tmp_path / "one"), **common) + flags)
+    code, output = finish(start("multi_cpu.yaml", tiny_args(tmp_path, output_dir=str(tmp_path / "two"),
+                                                            per_device_train_batch_size=8, **common) + flags,
+                                free_port(), env=launch_env(PYTHONPATH=str(REPO_ROOT))), timeout=400)
+    assert code == 0, output[-6000:]
+    assert "Num processes: 2" in output and "quantisation-aware training from epoch 3" in output, output[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text(encoding="utf-8"))
+    assert two["best"]["step"] == one["best"]["step"] and two["best"]["step"] > 18, "chosen among QAT evaluations"
+    assert two["validation"]["accuracy"] == one["validation"]["accuracy"]
+    assert two["validation"]["loss"] == pytest.approx(one["validation"]["loss"], abs=1e-3)
+    reference = load_file(str(tmp_path / "one" / "model.safetensors"))
+    for name, value in load_file(str(tmp_path / "two" / "model.safetensors")).items():
+        if value.ndim == 2:
+            embedding = "embeddings" in name
+            assert _off_grid(value, embedding) < 1e-3, name
+            assert float(np.abs(value - reference[name]).max()) <= 1.5 * _grid_step(reference[name], embedding), name
 
 
 @pytest.mark.parametrize("flags, message", [
