@@ -373,6 +373,26 @@ def launch_env(**extra) -> dict:
     return env
 
 
+# train.py with a step callback that raises on every rank right after step N (and its checkpoint):
+# for `start(..., script=...)` of the multi-process resume tests.
+CRASHING_TRAIN = r'''
+import sys
+from jbert.core.errors import run_cli
+from jbert.train.config import parse_config
+from jbert.train.loop import train
+
+crash_after = int(sys.argv.pop(1))
+
+
+def on_step_end(step, accelerator):
+    if step == crash_after:
+        raise RuntimeError(f"simulated crash after step {step} on rank {accelerator.process_index}")
+
+
+sys.exit(run_cli(lambda argv: train(parse_config(argv), on_step_end=on_step_end)))
+'''
+
+
 def start(config: str, args: list[str], port: int, *launch_args: str, env: dict | None = None,
           script: str = "train.py") -> subprocess.Popen:
     """`accelerate launch` in its own process group (so a timeout can end every rank)."""

@@ -1,4 +1,5 @@
-"""--task distill on two real CPU processes (accelerate launch, the shipped multi_cpu.yaml) equals one process.
+"""--task distill on two real CPU processes (accelerate launch, the shipped multi_cpu.yaml), killed
+after step 4 and resumed with two processes, equals one process.
 
 The teacher is an export directory (its ONNX file through onnxruntime), so the run also proves that
 the teachers' outputs are computed once by the main process and read from the cache by the other.
@@ -15,8 +16,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import (cached_export, finish, free_port, launch_env, run_training, start, tiny_args, topic_rows,
-                      write_training_csv)
+from conftest import (CRASHING_TRAIN, cached_export, finish, free_port, launch_env, run_training, start, tiny_args,
+                      topic_rows, write_training_csv)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.multiprocess
@@ -63,7 +64,8 @@ def distill_args(work: Path, teacher: Path, output_dir: Path, batch: int) -> lis
 
 
 def test_two_process_distillation_with_an_onnx_teacher_equals_one_process(tmp_path, tmp_path_factory):
-    """2 x 8 == 1 x 16: same student weights, validation figures and distillation report; the teacher runs once."""
+    """2 x 8 == 1 x 16 through a crash and a 2-process resume: same student weights, validation figures
+    and distillation report; the teacher runs once, in the first run, and the resume reads its cache."""
     _, teacher = cached_export(tmp_path_factory)  # tiny random teacher, exported (fp32 + int8)
     write_training_csv(tmp_path / "train.csv", _sentiment_rows(8, seed=1))  # 24 labelled
     write_training_csv(tmp_path / "valid.csv", _sentiment_rows(5, seed=2))  # 15: uneven over 2 processes
@@ -73,14 +75,24 @@ def test_two_process_distillation_with_an_onnx_teacher_equals_one_process(tmp_pa
 
     expected = run_training(distill_args(tmp_path, teacher, tmp_path / "one", 16))
     output_dir = tmp_path / "two"
-    code, output = finish(start("multi_cpu.yaml", distill_args(tmp_path, teacher, output_dir, 8), free_port(),
-                                env=launch_env(PYTHONPATH=str(REPO))), timeout=400)
-    assert code == 0, output[-6000:]
-    assert_two_ranks(output)
-    assert "2 process(es) x batch 8 x accumulation 1 = 16 per step" in output
+    # The 2-process run is killed after step 4 (a checkpoint every 2 steps) and resumed with 2 processes.
+    args = distill_args(tmp_path, teacher, output_dir, 8) + ["--checkpointing_steps", "2"]
+    crashing = tmp_path / "crashing_train.py"
+    crashing.write_text(CRASHING_TRAIN)
+    code, output = finish(start("multi_cpu.yaml", ["4", *args], free_port(), env=launch_env(PYTHONPATH=str(REPO)),
+                                script=str(crashing)), timeout=400)
+    assert code != 0 and "simulated crash after step 4" in output, output[-6000:]
     # The main process ran the teacher; rank 1 (which logs warnings only) calls teacher_outputs with
     # compute=False, which raises unless it finds the main process's cache: its success is the proof.
     assert output.count("teacher outputs: train,") == 1
+    code, output = finish(start("multi_cpu.yaml", args + ["--resume_from_checkpoint", "auto"], free_port(),
+                                env=launch_env(PYTHONPATH=str(REPO))), timeout=400)
+    assert code == 0, output[-6000:]
+    assert_two_ranks(output)
+    assert "resuming from" in output and "step_00000004" in output
+    assert "2 process(es) x batch 8 x accumulation 1 = 16 per step" in output
+    # The resumed run reads the teachers' outputs the first run cached; no teacher runs again.
+    assert "teacher outputs: train," not in output and "teacher outputs read from" in output
     print(f"max |weight difference| vs 1 process: {assert_same_model(output_dir, tmp_path / 'one'):.2e}")
     metrics = read_metrics(output_dir)
     assert metrics["global_step"] == expected["global_step"] == STEPS

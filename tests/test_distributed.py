@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from conftest import finish, free_port, launch_env, run_training, start, tiny_args, topic_rows, write_training_csv
+from conftest import (CRASHING_TRAIN, finish, free_port, launch_env, run_training, start, tiny_args, topic_rows,
+                      write_training_csv)
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.multiprocess
@@ -135,25 +136,6 @@ def test_each_rank_sees_its_shard_of_every_epoch_and_metrics_gather_without_dupl
             assert mine + theirs == order[16 * step : 16 * step + 16]
     assert ranks[0]["batches"]["0"] != ranks[0]["batches"]["1"], "every epoch is reshuffled"
     assert sorted(seen["evaluated"]) == list(range(21)), "gather_for_metrics must drop the padding duplicates"
-
-
-# train.py with a step callback that raises on every rank right after step N (and its checkpoint).
-CRASHING_TRAIN = r'''
-import sys
-from jbert.core.errors import run_cli
-from jbert.train.config import parse_config
-from jbert.train.loop import train
-
-crash_after = int(sys.argv.pop(1))
-
-
-def on_step_end(step, accelerator):
-    if step == crash_after:
-        raise RuntimeError(f"simulated crash after step {step} on rank {accelerator.process_index}")
-
-
-sys.exit(run_cli(lambda argv: train(parse_config(argv), on_step_end=on_step_end)))
-'''
 
 
 def test_two_processes_match_one_process_and_resume_with_two(data_dir, reference, tmp_path):
