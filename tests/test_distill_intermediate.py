@@ -91,13 +91,13 @@ def test_attention_loss_reads_the_eager_maps_of_both_models_at_the_mapped_layers
     inputs = teacher.tokenizer(["今日は良い天気です", "犬"], padding=True, return_tensors="pt")
     inputs = {name: inputs[name] for name in ("input_ids", "attention_mask", "token_type_ids")}
     with torch.no_grad():
-        output = copied(**inputs, **loss.student_outputs())
+        output = copied(**inputs, **loss.output_flags())
         assert loss(output, inputs).item() == pytest.approx(0, abs=1e-6)
         # Copied in the other order, the student's layers no longer attend as the teacher layers they map to.
         swapped = student_from_teacher_layers(teacher, [1, 0], dropout=0.0).eval()
         swapped_loss = build_intermediate_loss(SimpleNamespace(**{**vars(config), "student_layers": None}), teacher,
                                                swapped)
-        assert swapped_loss(swapped(**inputs, **swapped_loss.student_outputs()), inputs).item() > 1e-4
+        assert swapped_loss(swapped(**inputs, **swapped_loss.output_flags()), inputs).item() > 1e-4
 
 
 @pytest.fixture

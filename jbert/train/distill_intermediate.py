@@ -104,8 +104,8 @@ class IntermediateLoss(torch.nn.Module):
         # Not a submodule: the teacher is neither trained, nor in the optimizer, nor in a checkpoint.
         object.__setattr__(self, "_teacher", [teacher_model.eval().requires_grad_(False)])
 
-    def student_outputs(self) -> dict:
-        """The output flags the student's forward needs for this loss."""
+    def output_flags(self) -> dict:
+        """The output flags both models' forward passes need for this loss."""
         return {"output_hidden_states": self.hidden_weight > 0, "output_attentions": self.attention_weight > 0}
 
     def forward(self, student_output, inputs: dict) -> torch.Tensor:
@@ -116,8 +116,8 @@ class IntermediateLoss(torch.nn.Module):
             teacher.to(reference.device)
         with torch.no_grad():
             teacher.eval()
-            teacher_output = teacher(**inputs, **self.student_outputs())
-        mask = _query_mask(inputs, reference.shape[:1] + inputs["input_ids"].shape[1:], reference.device)
+            teacher_output = teacher(**inputs, **self.output_flags())
+        mask = _query_mask(inputs, inputs["input_ids"].shape, reference.device)
         total = reference.new_zeros(())
         if self.hidden_weight > 0:
             total = total + self.hidden_weight * self.hidden_state_loss(

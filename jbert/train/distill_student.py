@@ -133,7 +133,7 @@ class DistillationModel(torch.nn.Module):
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         intermediate = self.intermediate if soft_targets is not None else None
-        output = self.student(**inputs, **(intermediate.student_outputs() if intermediate is not None else {}))
+        output = self.student(**inputs, **(intermediate.output_flags() if intermediate is not None else {}))
         logits = output.logits
         loss = None
         if soft_targets is not None:
