@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO_ROOT, SHARED_DATA, TEXTS
 
 import jbert.serve.scoring.run as scoring
+from jbert.core.artifacts import json_temporary_path
 from jbert.core.errors import UserError
 from jbert.serve.scoring.options import ScoreOptions
 from jbert.serve.scoring.run import score_file
@@ -164,11 +165,13 @@ def test_resume_continues_without_rescoring(tmp_path, export_dir, classifier, mo
         score_file(options(export_dir, source, output, chunk_size=8), classifier)
 
     calls.clear()
+    leftover = json_temporary_path(tmp_path / ".out.csv.partial.json")  # what a kill during the state write leaves
+    leftover.write_text('{"rows": 3')
     monkeypatch.setattr(scoring, "score_records", lambda *a, **k: (calls.append(len(a[1])), real_score_chunk(*a, **k))[1])
     summary = score_file(options(export_dir, source, output, chunk_size=8, resume=True), classifier)
     assert summary.resumed_rows == 24 and sum(calls) == 26 and summary.rows == 50
     assert output.read_bytes() == complete.read_bytes()
-    assert not (tmp_path / ".out.csv.partial").exists() and not (tmp_path / ".out.csv.partial.json").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no partial or state file left"
     with pytest.raises(UserError, match="exists; pass --overwrite"):
         score_file(options(export_dir, source, output), classifier)
 
@@ -356,6 +359,7 @@ def test_sigkill_mid_file_then_resume_writes_every_row_once(tmp_path, export_dir
     ids = [row["id"] for row in read_jsonl(output)]
     assert ids == list(range(6000))
     assert output.read_bytes() == complete.read_bytes()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")], "no partial or state file left"
 
 
 def test_sigkill_of_a_directory_run_then_resume(tmp_path, export_dir, classifier):

@@ -152,13 +152,19 @@ def read_json(path: str | os.PathLike) -> dict:
         raise UserError(f"{path} is not valid JSON ({err}); was it written completely?") from None
 
 
+def json_temporary_path(path: str | os.PathLike) -> Path:
+    """Where write_json writes PATH before renaming it (a SIGKILL between the two leaves it behind)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_json(path: str | os.PathLike, values: object) -> None:
     """Write JSON (UTF-8, Japanese kept readable) atomically: temp file then rename.
 
     A full disk raises StorageFullError and leaves the previous file (if any) in place.
     """
     path = Path(path)
-    tmp_path = path.with_name(f".{path.name}.tmp")
+    tmp_path = json_temporary_path(path)
     try:
         with open(tmp_path, "w", encoding="utf-8") as handle:
             json.dump(values, handle, ensure_ascii=False, indent=2)
