@@ -23,6 +23,8 @@ test accuracy; the ensemble's student at least as accurate as the best single se
     python bench/distill.py --markdown docs/data/distill.json    # the table of docs/distillation.md
     python bench/distill.py --seeds "" --students minilm_logits,minilm_hidden,minilm_attention,minilm_layers \
         --json-out docs/data/distill_intermediate.json               # the intermediate-layer losses
+    python bench/distill.py --seeds "" --students minilm_logits,minilm_attention,minilm_layers \
+        --student-seeds 42,1,2 --json-out docs/data/distill_intermediate_seeds.json   # ... over 3 seeds
 
 Needs ../shared/data/jrte_rhr.tsv (prints {"skipped": ...} and exits 0 when it is absent).
 """
@@ -116,8 +118,9 @@ def export(model_dir: Path, export_dir: Path, validation_file: Path) -> None:
     """fp32 + dynamic int8 (kept whatever its agreement: the table reports it) through jbert.export."""
     from jbert.export import ExportOptions, export_model
 
-    if (export_dir / "manifest.json").is_file():
-        return
+    manifest = export_dir / "manifest.json"
+    if manifest.is_file() and manifest.stat().st_mtime > (model_dir / "model.safetensors").stat().st_mtime:
+        return  # exported after the model was last trained (the cached MiniLM teacher): reused
     export_model(model_dir, export_dir, ExportOptions(
         quantize="auto", quantize_method="dynamic", min_agreement=0.0, max_accuracy_change=1.0,
         validation_file=str(validation_file), show_progress=False, overwrite=True))
@@ -180,6 +183,9 @@ def main(argv=None) -> int:
     parser.add_argument("--minilm-steps", type=int, default=300, help="MiniLM fine-tuning steps (batch 16); 100 reuses the test suite's cache.")
     parser.add_argument("--students", default="ensemble,minilm",
                         help=f"Student arms, separated by commas, out of {', '.join(STUDENT_ARMS)}.")
+    parser.add_argument("--student-seeds", default="",
+                        help="Train each student arm once per seed (e.g. 42,1,2), named ..._seedN, with a per-arm "
+                             "summary; default: once, with the recipe's seed.")
     parser.add_argument("--plot", default=None, help="Also draw accuracy against texts/s into this PNG.")
     parser.add_argument("--markdown", default=None, metavar="JSON", help="Only print the docs' table of a written JSON file.")
     add_json_out_argument(parser)
@@ -254,22 +260,45 @@ def run(args) -> dict:
     teachers = {"ensemble": ",".join(map(str, seed_dirs)) if seed_dirs else None,
                 "minilm_export": str(work / "teacher_minilm_onnx") if minilm_dir else None,  # onnxruntime runs it
                 "minilm_model": str(minilm_dir) if minilm_dir else None}
+    student_seeds = [seed.strip() for seed in args.student_seeds.split(",") if seed.strip()]
     for arm in args.students.split(","):
         options, teacher_name = STUDENT_ARMS[arm]
-        name, teacher = f"student_of_{arm}", teachers[teacher_name]
+        teacher = teachers[teacher_name]
         if teacher is None:
-            log(f"{name}: no {teacher_name} teacher in this run, skipped")
+            log(f"student_of_{arm}: no {teacher_name} teacher in this run, skipped")
             continue
-        log(name)
-        directory = work / name
-        metrics, seconds = train_run(student_args + options + ["--teacher", teacher, "--output_dir", str(directory)])
-        add_model(name, directory, seconds, f"tiny student distilled from {teacher}")
-        test = metrics["distillation"]["splits"].get("test", {})
-        models[f"{name}_fp32"]["teacher_agreement"] = test.get("teacher_agreement")
-        models[f"{name}_fp32"]["teacher_test_accuracy"] = test.get("teacher", {}).get("accuracy")
+        for seed in student_seeds or [None]:
+            name = f"student_of_{arm}" + (f"_seed{seed}" if seed is not None else "")
+            log(name)
+            directory = work / name
+            seed_args = ["--seed", seed] if seed is not None else []
+            metrics, seconds = train_run(student_args + options + seed_args +
+                                         ["--teacher", teacher, "--output_dir", str(directory)])
+            add_model(name, directory, seconds, f"tiny student distilled from {teacher}")
+            test = metrics["distillation"]["splits"].get("test", {})
+            models[f"{name}_fp32"]["teacher_agreement"] = test.get("teacher_agreement")
+            models[f"{name}_fp32"]["teacher_test_accuracy"] = test.get("teacher", {}).get("accuracy")
+    if student_seeds:
+        result["seed_summary"] = seed_summary(models, args.students.split(","), student_seeds)
     result["targets"] = targets(models, [f"teacher_seed_{s.name.rsplit('_', 1)[1]}" for s in seed_dirs],
                                 minilm_dir is not None)
     return result
+
+
+def seed_summary(models: dict, arms: list[str], seeds: list[str]) -> dict:
+    """Per student arm: test accuracy (fp32 and int8) of each seed, their mean and range."""
+    summary = {}
+    for arm in arms:
+        entry = {}
+        for key in ("fp32", "int8"):
+            values = [models[f"student_of_{arm}_seed{seed}_{key}"]["accuracy"] for seed in seeds
+                      if f"student_of_{arm}_seed{seed}_{key}" in models]
+            if values:
+                entry[key] = {"accuracy_per_seed": values, "mean_accuracy": round(sum(values) / len(values), 4),
+                              "min_accuracy": min(values), "max_accuracy": max(values)}
+        if entry:
+            summary[arm] = entry
+    return summary
 
 
 def minilm_teacher(work: Path, splits: dict, steps: int) -> tuple[Path | None, float]:
