@@ -113,7 +113,6 @@ def ece_sampling_floor(probabilities: np.ndarray, bins: int = ECE_BINS, draws: i
     """
     confidence = np.asarray(probabilities, dtype=np.float64).max(axis=1)
     index = np.clip(np.ceil(confidence * bins).astype(np.int64) - 1, 0, bins - 1)
-    counts = np.bincount(index, minlength=bins)
     confidence_sums = np.bincount(index, weights=confidence, minlength=bins)
     generator = np.random.default_rng(seed)
     total = 0.0

@@ -29,11 +29,10 @@ import logging
 import torch
 
 from jbert.core.errors import UserError
+from jbert.train.distill_options import WEIGHT_OPTIONS
 from jbert.train.positions import max_length_problem, pretrained_position_limit
 
 logger = logging.getLogger("jbert")
-
-WEIGHT_OPTIONS = ("distill_hidden_weight", "distill_attention_weight")
 
 
 def layer_map(student_layers: int, teacher_layers: int, copied_from: list[int] | None = None) -> list[int]:
@@ -45,7 +44,7 @@ def layer_map(student_layers: int, teacher_layers: int, copied_from: list[int] |
 
 def _asked(config) -> list[str]:
     """The intermediate-loss options with a positive weight, as --flags."""
-    return [f"--{name}" for name in WEIGHT_OPTIONS if getattr(config, name, 0) > 0]
+    return [f"--{name}" for name in WEIGHT_OPTIONS if getattr(config, name) > 0]
 
 
 def check_intermediate_losses(config, teacher, tokenizer) -> None:
@@ -100,6 +99,8 @@ class IntermediateLoss(torch.nn.Module):
         self.projection = (torch.nn.Identity() if teacher_width == student_width or hidden_weight <= 0
                            else torch.nn.Linear(student_width, teacher_width, bias=False))
         self.mapping = mapping
+        # (student layer, teacher layer) of each attention map: attention index k - 1 is layer k's
+        self.attention_pairs = [(k - 1, mapping[k] - 1) for k in range(1, len(mapping))]
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
         # Not a submodule: the teacher is neither trained, nor in the optimizer, nor in a checkpoint.
         object.__setattr__(self, "_teacher", [teacher_model.eval().requires_grad_(False)])
@@ -114,8 +115,7 @@ class IntermediateLoss(torch.nn.Module):
         reference = student_output.logits
         if next(teacher.parameters()).device != reference.device:
             teacher.to(reference.device)
-        with torch.no_grad():
-            teacher.eval()
+        with torch.no_grad():  # in eval mode since __init__: it is not a submodule, so model.train() never reaches it
             teacher_output = teacher(**inputs, **self.output_flags())
         mask = _query_mask(inputs, inputs["input_ids"].shape, reference.device)
         total = reference.new_zeros(())
@@ -140,8 +140,8 @@ class IntermediateLoss(torch.nn.Module):
         """Mean over the student's layers of the attention divergence from the mapped teacher layer."""
         if student_maps is None or teacher_maps is None or any(m is None for m in (*student_maps, *teacher_maps)):
             raise RuntimeError("the models returned no attention maps although the eager attention was set")
-        pairs = [(k - 1, self.mapping[k] - 1) for k in range(1, len(self.mapping))]
-        return sum(attention_divergence(student_maps[s], teacher_maps[t], mask) for s, t in pairs) / len(pairs)
+        return sum(attention_divergence(student_maps[s], teacher_maps[t], mask)
+                   for s, t in self.attention_pairs) / len(self.attention_pairs)
 
 
 def _returns_attention_maps(model: torch.nn.Module) -> bool:
@@ -176,7 +176,7 @@ def build_intermediate_loss(config, teacher, student: torch.nn.Module) -> Interm
     from jbert.train.distill_options import parse_student_layers
 
     teacher_model = AutoModelForSequenceClassification.from_pretrained(teacher.path, trust_remote_code=False)
-    attention_weight = getattr(config, "distill_attention_weight", 0.0)
+    attention_weight = config.distill_attention_weight
     if attention_weight > 0:
         use_attention_maps(teacher_model, "teacher")
         use_attention_maps(student, "student")

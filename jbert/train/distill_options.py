@@ -17,6 +17,10 @@ def teacher_paths(value: str | None) -> list[str]:
     return [part.strip() for part in str(value).split(",") if part.strip()]
 
 
+# The intermediate-layer loss weights (jbert.train.distill_intermediate), each 0 = off.
+WEIGHT_OPTIONS = ("distill_hidden_weight", "distill_attention_weight")
+
+
 def parse_student_layers(value: str) -> list[int]:
     """--student_layers "0,2,4" -> [0, 2, 4]; ValueError when it is not a list of distinct layer numbers."""
     layers = [int(part) for part in str(value).split(",") if part.strip()]
@@ -29,7 +33,7 @@ def distill_problems(config) -> list[str]:
     """Every problem with the distillation options of `config` (a TrainConfig), as messages."""
     problems: list[str] = []
     if config.task != "distill":
-        for name in ("teacher", "student_layers", "unlabeled_file", "distill_hidden_weight", "distill_attention_weight"):
+        for name in ("teacher", "student_layers", "unlabeled_file", *WEIGHT_OPTIONS):
             if getattr(config, name):
                 problems.append(f"--{name} applies to --task distill only (got --task {config.task})")
         return problems
@@ -53,7 +57,7 @@ def distill_problems(config) -> list[str]:
         if config.model_name_or_path or config.from_scratch:
             problems.append("--student_layers builds the student from the teacher's layers; drop "
                             "--model_name_or_path / --from_scratch, or --student_layers")
-    for name in ("distill_hidden_weight", "distill_attention_weight"):
+    for name in WEIGHT_OPTIONS:
         if math.isfinite(getattr(config, name)) and getattr(config, name) < 0:
             problems.append(f"--{name} must be 0 (off) or more (got {getattr(config, name)})")
     if config.unlabeled_file and not os.path.isfile(config.unlabeled_file):

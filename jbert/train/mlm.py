@@ -34,7 +34,7 @@ from jbert.train.checkpoint import TrainerState
 from jbert.train.config import TrainConfig
 from jbert.train.dataloaders import LengthGroupedSampler
 from jbert.train.mlm_data import WholeWordMaskCollator, build_sequences, premask, tokenize_with_word_starts
-from jbert.train.modeling import SIZE_PRESETS, load_run_tokenizer, set_dropout
+from jbert.train.modeling import load_run_tokenizer, scratch_model_config, set_dropout
 from jbert.train.optimization import Schedule
 from jbert.train.task_protocol import RunFacts, TaskData
 
@@ -110,14 +110,12 @@ class MaskedLMTask:
 
 def build_mlm_model(config: TrainConfig, tokenizer):
     """BertForMaskedLM: random of a size preset (--from_scratch) or from a checkpoint (continued pretraining)."""
-    from transformers import AutoConfig, AutoModelForMaskedLM, BertConfig, BertForMaskedLM
+    from transformers import AutoConfig, AutoModelForMaskedLM, BertForMaskedLM
 
     if config.from_scratch:
-        model_config = BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                                  max_position_embeddings=max(512, config.max_length),
-                                  **SIZE_PRESETS[config.from_scratch])
-        set_dropout(model_config, config.dropout)
-        return BertForMaskedLM(model_config)
+        return BertForMaskedLM(scratch_model_config("bert", config.from_scratch, len(tokenizer),
+                                                    {"pad_token_id": tokenizer.pad_token_id}, config.max_length,
+                                                    config.dropout))
     try:
         model_config = AutoConfig.from_pretrained(config.model_name_or_path, trust_remote_code=config.trust_remote_code)
         set_dropout(model_config, config.dropout, head=False)
